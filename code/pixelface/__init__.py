@@ -1,0 +1,1 @@
+"""PixelFace+ in pure PyTorch."""

@@ -1,0 +1,249 @@
+"""Every configuration key, its default and what it means, in one place.
+
+YAML files in cfg/ only override these defaults; `--set KEY.SUB=VALUE` overrides on the command line
+are parsed to the default's type. Relative paths in a config are resolved against the repository root,
+never against the working directory.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import yaml
+from easydict import EasyDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ConfigError(ValueError):
+    """A config file or override names an unknown key, a wrong type or a missing path."""
+
+
+def _k(default, doc):
+    return (default, doc)
+
+
+# Each leaf is (default, one-line comment). Nested dicts are sections.
+SCHEMA = {
+    "CONFIG_NAME": _k("pixelface", "run name prefix; runs land in <out>/<CONFIG_NAME>-<NNNNN>"),
+    "SEED": _k(3201, "global seed; rank r uses SEED + r for its own randomness"),
+    "DATA": {
+        "NAME": _k("mmceleba", "dataset name recorded in run folders and metric caches"),
+        "ROOT": _k("data/mmceleba", "dataset folder in the MMCelebA layout (relative: to the repo root)"),
+        "INDEX": _k("dataset2.json", "split/caption index file inside ROOT"),
+        "IMAGE_DIR": _k("images", "image folder inside ROOT"),
+        "IMAGE_EXT": _k("jpg", "image file extension (jpg or png)"),
+        "MASK_DIR": _k("masks", "mask folder inside ROOT"),
+        "MASK_EXT": _k("png", "mask file extension (jpg or png)"),
+        "MASK_KIND": _k("color", "'color': CelebAMask-HQ palette RGB masks; 'label': label-id PNGs"),
+        "MASK_SNAP_DISTANCE": _k(80.0, "colour pixels farther than this (RGB L2) from every palette colour are off-palette"),
+        "MASK_MAX_OFF_PALETTE": _k(0.05, "largest tolerated share of off-palette pixels before a mask is an error"),
+        "MASK_RESIZE": _k("bilinear", "how the colour mask fed to the networks is resized: 'bilinear' (reference) or 'nearest'"),
+        "IMAGE_SIZE": _k(256, "training resolution of images and masks"),
+        "WORDS_NUM": _k(30, "captions are cut to at most this many words (reference: random order-preserving subset)"),
+        "EVAL_CAPTION": _k(0, "caption slot (0-9) used for evaluation and fixed sample grids"),
+        "NUM_WORKERS": _k(2, "DataLoader worker processes per rank"),
+        "SYNTHESIZE": _k(False, "render the synthetic face dataset into ROOT when it is missing"),
+        "SYNTH_NUM": _k(5000, "number of synthetic faces to render when SYNTHESIZE is on"),
+        "SYNTH_SIZE": _k(64, "resolution of the rendered synthetic faces"),
+        "SYNTH_SEED": _k(0, "seed of the synthetic face renderer"),
+    },
+    "TEXT": {
+        "MODEL": _k("ViT-B-32", "open_clip architecture name, or 'custom' for the CUSTOM architecture below"),
+        "PRETRAINED": _k("openai", "open_clip pretrained tag, or a local checkpoint path; '' for random weights"),
+        "MAX_WORDS": _k(30, "text positions handed to the generator (T <= 30)"),
+        "FIXED_LENGTH": _k(True, "pad words to MAX_WORDS with a padding mask (fix); False: reference batch-dependent T, no mask"),
+        "EMBEDDING_DIM": _k(512, "width of the word features (CLIP text width)"),
+        "SENTENCE_DIM": _k(512, "width of the sentence embedding (CLIP projection)"),
+        "CUSTOM": {
+            "EMBED_DIM": _k(128, "custom CLIP: joint embedding width"),
+            "IMAGE_SIZE": _k(64, "custom CLIP: vision tower input size"),
+            "VISION_LAYERS": _k(4, "custom CLIP: vision transformer depth"),
+            "VISION_WIDTH": _k(128, "custom CLIP: vision transformer width"),
+            "VISION_PATCH": _k(8, "custom CLIP: vision patch size"),
+            "TEXT_LAYERS": _k(4, "custom CLIP: text transformer depth"),
+            "TEXT_WIDTH": _k(128, "custom CLIP: text transformer width"),
+            "TEXT_HEADS": _k(4, "custom CLIP: text attention heads"),
+            "CONTEXT_LENGTH": _k(77, "custom CLIP: token context length"),
+        },
+    },
+    "MODEL": {
+        "SIZE": _k(256, "output resolution: 64, 256 or 1024 (each stage multiplies it by 4)"),
+        "STYLE_DIM": _k(512, "z and w width"),
+        "N_MLP": _k(8, "mapping network depth"),
+        "LR_MLP": _k(0.01, "learning-rate multiplier of the mapping and text MLPs"),
+        "CHANNEL_MULTIPLIER": _k(2, "StyleGAN2 channel multiplier of G and D"),
+        "CHANNEL_MAX": _k(512, "cap on every feature-map width of G and D"),
+        "MASK_DIM": _k(128, "mask-encoder feature width (GCMF query width)"),
+        "MASK_INPUT": _k("color", "'color': 3-channel palette mask (reference); 'onehot': 19-channel label one-hot"),
+        "GCMF_GATE": _k(False, "add the paper figure's correlation gate to GCMF (our reading; reference code has none)"),
+        "GCMF_DROPOUT": _k(0.06, "GCMF attention dropout, applied per element and per word (reference 0.06 each)"),
+        "GCMF_CHUNK": _k(16384, "GCMF processes at most this many queries at once (memory bound at 256 px)"),
+    },
+    "TRAIN": {
+        "BATCH_SIZE": _k(4, "images per process per step"),
+        "TOTAL_KIMG": _k(25000.0, "training length in thousands of real images shown (all ranks together)"),
+        "LR_G": _k(0.002, "generator learning rate before the lazy-regularisation correction"),
+        "LR_D": _k(0.004, "discriminator learning rate before the lazy-regularisation correction"),
+        "BETA2": _k(0.99, "Adam beta2 before the lazy-regularisation correction (beta1 is 0)"),
+        "R1_GAMMA": _k(10.0, "R1 weight gamma"),
+        "R1_INTERVAL": _k(16, "R1 every this many steps (lazy regularisation)"),
+        "R1_IMAGE_ONLY": _k(False, "penalise the image channels only (fix); False: image and mask channels (reference)"),
+        "PL_WEIGHT": _k(2.0, "path-length regularisation weight"),
+        "PL_INTERVAL": _k(4, "path-length regularisation every this many steps"),
+        "PL_BATCH_SHRINK": _k(2, "path-length batch = BATCH_SIZE // this"),
+        "PL_DECAY": _k(0.01, "decay of the running mean path length"),
+        "CLIP_WEIGHT": _k(1.0, "weight of the CLIP contrastive loss on G"),
+        "CLIP_SCHEDULE": _k(False, "ramp the CLIP weight as min(1, 0.03 + 0.005 epoch) x CLIP_WEIGHT (reference computed it, never used it)"),
+        "CLIP_NORMALIZE": _k(False, "map G output to [0,1] and CLIP mean/std before the CLIP loss (fix); False: raw [-1,1] (reference)"),
+        "MISMATCH_ON": _k("fake", "image paired with rotated text in the D mismatch term: 'fake' (reference) or 'real'"),
+        "EMA_HALFLIFE_KIMG": _k(1.25, "G_ema half-life in thousands of images (1.25 reproduces the reference at batch 4)"),
+        "EMA_RAMPUP": _k(0.0, "if > 0, half-life is at most this fraction of the images seen so far"),
+        "AMP": _k("none", "autocast on GPU: 'none', 'bf16' or 'fp16'"),
+        "TF32": _k(True, "allow TF32 matmuls on GPU"),
+        "CHANNELS_LAST": _k(False, "channels_last memory format on GPU"),
+        "MAX_NONFINITE_SKIPS": _k(10, "stop with an error (and a checkpoint) after this many consecutive non-finite losses"),
+        "LOG_KIMG": _k(1.0, "log line and scalars every this many kimg"),
+        "SAMPLE_KIMG": _k(10.0, "sample grid every this many kimg"),
+        "SNAPSHOT_KIMG": _k(50.0, "checkpoint every this many kimg"),
+        "KEEP_CHECKPOINTS": _k(3, "keep the last K periodic checkpoints (plus best and final)"),
+        "EVAL_KIMG": _k(0.0, "run the evaluation hook every this many kimg (0: never)"),
+        "EVAL_METRIC": _k("fid_clip", "metric that decides the best checkpoint (lower is better)"),
+        "EVAL_NUM": _k(1000, "images generated by the periodic evaluation"),
+        "GRID_SIZE": _k(8, "number of fixed test items in the sample grids"),
+    },
+}
+
+
+def _defaults(schema) -> dict:
+    return {k: _defaults(v) if isinstance(v, dict) else v[0] for k, v in schema.items()}
+
+
+def default_config() -> EasyDict:
+    return EasyDict(_defaults(SCHEMA))
+
+
+def describe(schema=SCHEMA, prefix="") -> list[str]:
+    """One line per key: dotted name, default and comment (for --help-config)."""
+    lines = []
+    for k, v in schema.items():
+        if isinstance(v, dict):
+            lines += describe(v, f"{prefix}{k}.")
+        else:
+            lines.append(f"{prefix}{k} = {v[0]!r}  # {v[1]}")
+    return lines
+
+
+def _leaf(path: str):
+    node = SCHEMA
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict) or part not in node:
+            return None, parts[: i + 1]
+        node = node[part]
+    return node, parts
+
+
+def _all_keys(schema=SCHEMA, prefix=""):
+    for k, v in schema.items():
+        if isinstance(v, dict):
+            yield from _all_keys(v, f"{prefix}{k}.")
+        else:
+            yield prefix + k
+
+
+def _coerce(value, default, key: str, source: str):
+    """Check `value` against the default's type; ints are accepted for floats."""
+    expected = type(default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, expected) and not (expected is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(
+        f"{source}: {key} = {value!r} has type {type(value).__name__}, expected {expected.__name__} "
+        f"(default {default!r})")
+
+
+def _set(cfg: EasyDict, key: str, value, source: str):
+    leaf, parts = _leaf(key)
+    if leaf is None or isinstance(leaf, dict):
+        close = difflib.get_close_matches(key, list(_all_keys()), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"{source}: unknown key {key}{hint}")
+    node = cfg
+    for part in parts[:-1]:
+        node = node[part]
+    node[parts[-1]] = _coerce(value, leaf[0], key, source)
+
+
+def _flatten(tree: dict, prefix="") -> dict:
+    flat = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[prefix + k] = v
+    return flat
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> EasyDict:
+    """Defaults, then the YAML file at `path`, then `KEY.SUB=VALUE` overrides."""
+    cfg = default_config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+        for key, value in _flatten(tree).items():
+            _set(cfg, key, value, str(path))
+        cfg._source = str(path)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item}: expected KEY.SUB=VALUE")
+        key, text = item.split("=", 1)
+        leaf, _ = _leaf(key)
+        value = yaml.safe_load(text) if text.strip() else ""
+        if leaf is not None and not isinstance(leaf, dict) and isinstance(leaf[0], str):
+            value = text  # strings are taken verbatim, so '0' or 'true' stay strings
+        _set(cfg, key, value, f"--set {item}")
+    return cfg
+
+
+def resolve_path(cfg: EasyDict, key: str) -> Path:
+    """The path held by config `key`, resolved against the repo root when relative."""
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    p = Path(node).expanduser()
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
+def require_path(cfg: EasyDict, key: str, what: str = "path") -> Path:
+    """Resolve `key` and fail with one line naming key, value and config file when it is missing."""
+    p = resolve_path(cfg, key)
+    if not p.exists():
+        raise ConfigError(f"{cfg.get('_source', 'config')}: {key} = {str(p)!r}: {what} does not exist")
+    return p
+
+
+def to_yaml(cfg: EasyDict) -> str:
+    plain = {k: v for k, v in _to_plain(cfg).items() if not k.startswith("_")}
+    return yaml.safe_dump(plain, sort_keys=False)
+
+
+def _to_plain(tree):
+    return {k: _to_plain(v) if isinstance(v, dict) else v for k, v in tree.items()}
+
+
+def from_plain(tree: dict) -> EasyDict:
+    """Rebuild a config from a checkpoint's stored dict, checked against the schema."""
+    cfg = default_config()
+    for key, value in _flatten(tree).items():
+        if not key.startswith("_"):
+            _set(cfg, key, value, "checkpoint config")
+    return cfg
