@@ -55,6 +55,8 @@ SCHEMA = {
         "FIXED_LENGTH": _k(True, "pad words to MAX_WORDS with a padding mask (fix); False: reference batch-dependent T, no mask"),
         "EMBEDDING_DIM": _k(512, "width of the word features (CLIP text width)"),
         "SENTENCE_DIM": _k(512, "width of the sentence embedding (CLIP projection)"),
+        "PRETRAIN_IF_MISSING": _k(False, "when PRETRAINED is a missing local file, pretrain a CUSTOM CLIP on the dataset into it"),
+        "PRETRAIN_EPOCHS": _k(10, "epochs of that contrastive pretraining"),
         "CUSTOM": {
             "EMBED_DIM": _k(128, "custom CLIP: joint embedding width"),
             "IMAGE_SIZE": _k(64, "custom CLIP: vision tower input size"),

@@ -40,9 +40,11 @@ def color_to_label(rgb: np.ndarray, max_distance: float = 80.0, max_off_palette:
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise MaskError(f"{name}: expected an RGB colour mask, got array of shape {rgb.shape}")
-    pixels = rgb.reshape(-1, 3).astype(np.int32)
-    # Squared distances to the 19 palette colours, computed on unique colours only (masks have few).
-    colors, inverse = np.unique(pixels, axis=0, return_inverse=True)
+    # Squared distances to the 19 palette colours, computed on unique colours only (masks have few);
+    # packing RGB into one integer makes np.unique an order of magnitude faster than axis=0.
+    packed = rgb.reshape(-1, 3).astype(np.int32) @ np.array([1 << 16, 1 << 8, 1], dtype=np.int32)
+    keys, inverse = np.unique(packed, return_inverse=True)
+    colors = np.stack([keys >> 16, (keys >> 8) & 255, keys & 255], axis=1)
     d2 = ((colors[:, None, :] - PALETTE[None].astype(np.int32)) ** 2).sum(-1)
     nearest = d2.argmin(1)
     far = d2.min(1) > max_distance ** 2

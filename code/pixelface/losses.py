@@ -1,0 +1,66 @@
+"""PixelFace+ objectives (spec §5): logistic GAN + conditional BCE, lazy R1, path length, CLIP.
+
+The conditional head returns logits and we use BCE-with-logits: the same function as the reference's
+sigmoid followed by BCE, without its saturation at large logits.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+# D's loss is ½(real terms) + ⅓(fake terms + mismatch term). It is split in three so that the real and
+# fake passes can each run backward on their own (gradient accumulation under DDP's no_sync).
+def d_real_loss(real_logit, real_cond) -> torch.Tensor:
+    """Logistic loss and conditional BCE on real images with their own captions."""
+    return (F.softplus(-real_logit).mean() + _bce(real_cond, 1.0)) / 2
+
+
+def d_fake_loss(fake_logit, fake_cond) -> torch.Tensor:
+    """Logistic loss and conditional BCE on generated images with their captions."""
+    return (F.softplus(fake_logit).mean() + _bce(fake_cond, 0.0)) / 3
+
+
+def d_mismatch_loss(mismatch_cond) -> torch.Tensor:
+    """Conditional BCE on images paired with another sample's caption."""
+    return _bce(mismatch_cond, 0.0) / 3
+
+
+def generator_adversarial_loss(fake_logit, fake_cond) -> torch.Tensor:
+    """Non-saturating loss plus the conditional BCE that asks D to accept the caption."""
+    return F.softplus(-fake_logit).mean() + _bce(fake_cond, 1.0)
+
+
+def clip_loss(logits_per_image: torch.Tensor) -> torch.Tensor:
+    """Image->text contrastive CE over the local batch (the reference uses only this direction)."""
+    labels = torch.arange(logits_per_image.shape[0], device=logits_per_image.device)
+    return F.cross_entropy(logits_per_image, labels)
+
+
+def clip_weight(base: float, schedule: bool, epoch: int) -> float:
+    """The reference computed min(1, 0.03 + 0.005·epoch) but never applied it; here it is opt-in."""
+    return base * min(1.0, 0.03 + 0.005 * epoch) if schedule else base
+
+
+def rotate(x: torch.Tensor, shift: int = 2) -> torch.Tensor:
+    """Mismatched captions: the batch rotated by `shift` (reference: cat(s[2:], s[:2]))."""
+    return torch.cat([x[shift:], x[:shift]]) if x.shape[0] > shift else x.roll(1, 0)
+
+
+def r1_penalty(logit: torch.Tensor, inputs: list[torch.Tensor]) -> torch.Tensor:
+    """E‖∇_x D(x)‖² over all `inputs` together, with the graph kept so the penalty can be trained."""
+    grads = torch.autograd.grad(logit.sum(), inputs, create_graph=True)
+    return sum(g.pow(2).flatten(1).sum(1) for g in grads).mean()
+
+
+def path_lengths(images: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+    """Per-sample ‖J_wᵀ y‖ with y ~ N(0, I)/√(H·W), averaged over the latent layers (StyleGAN2)."""
+    noise = torch.randn_like(images) / math.sqrt(images.shape[2] * images.shape[3])
+    (grad,) = torch.autograd.grad((images * noise).sum(), latents, create_graph=True)
+    return grad.pow(2).sum(2).mean(1).sqrt()
