@@ -1,0 +1,722 @@
+"""Evaluation of generated faces: the metric formulas, the feature extractors, cached real-image statistics and
+`evaluate_generator`, which both scripts/evaluate.py and the training loop's periodic hook call.
+
+Metrics live in a registry (name -> function of an `EvalContext` returning a dict of floats), in the manner of
+stylegan2-ada's metric_main. Every generated image is drawn from its own torch.Generator, seeded from its
+sample number and seed, so neither the batch size nor the number of images changes any image.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import scipy.linalg
+import torch
+import torch.nn.functional as F
+
+from pixelface.config import REPO_ROOT, resolve_path
+from pixelface.masks import NUM_CLASSES, one_hot
+
+# ---------------------------------------------------------------------------------------------------------------
+# Formulas: plain functions of features, embeddings and label maps
+
+
+def feature_stats(features) -> tuple[np.ndarray, np.ndarray]:
+    """(N,D) features -> (mean (D,), covariance (D,D)) in float64, as FID uses them."""
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise ValueError(f"feature_stats needs (N,D) features with N >= 2, got shape {x.shape}")
+    return x.mean(0), np.cov(x, rowvar=False)
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
+    """Fréchet distance between the Gaussians N(mu1, sigma1) and N(mu2, sigma2):
+    |mu1 - mu2|^2 + tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2))."""
+    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
+    sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+        raise ValueError(f"frechet_distance: shapes differ, mu {mu1.shape} vs {mu2.shape}, "
+                         f"sigma {sigma1.shape} vs {sigma2.shape}")
+    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+    if not np.isfinite(covmean).all():
+        # A singular product (fewer samples than dimensions) has no stable root; nudge both diagonals.
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        # Round-off gives tiny imaginary parts; a large one means the input was not a covariance.
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(f"frechet_distance: imaginary component {np.abs(covmean.imag).max():.3g} in the "
+                             f"matrix square root")
+        covmean = covmean.real
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def _polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    # The KID kernel of Binkowski et al.: (x.y / d + 1)^3.
+    return (x @ y.T / x.shape[1] + 1.0) ** 3
+
+
+def _mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
+    m = x.shape[0]
+    k_xx, k_yy, k_xy = _polynomial_kernel(x, x), _polynomial_kernel(y, y), _polynomial_kernel(x, y)
+    within = (k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
+    return float(within - 2 * k_xy.sum() / (m * m))
+
+
+def kid(features1, features2, subsets: int = 100, subset_size: int = 1000,
+        generator: np.random.Generator | None = None) -> tuple[float, float]:
+    """Kernel Inception Distance: (mean, std) of the unbiased polynomial-kernel MMD^2 over `subsets` random
+    subsets of `subset_size` rows of each set (torch-fidelity's defaults). The subset size is capped at the
+    smaller set, so small evaluations still give a (noisier) number."""
+    x, y = np.asarray(features1, np.float64), np.asarray(features2, np.float64)
+    m = min(subset_size, x.shape[0], y.shape[0])
+    if m < 2:
+        raise ValueError(f"kid needs at least 2 features per set, got {x.shape[0]} and {y.shape[0]}")
+    rng = generator if generator is not None else np.random.default_rng(0)
+    values = [_mmd2_unbiased(x[rng.choice(x.shape[0], m, replace=False)], y[rng.choice(y.shape[0], m, replace=False)])
+              for _ in range(subsets)]
+    return float(np.mean(values)), float(np.std(values))
+
+
+def clip_score(image_emb: torch.Tensor, text_emb: torch.Tensor) -> float:
+    """100 x the mean cosine similarity of each image embedding with its own caption's embedding."""
+    cos = F.cosine_similarity(image_emb.double(), text_emb.double(), dim=-1)
+    return float(100 * cos.mean())
+
+
+def r_precision(image_emb: torch.Tensor, text_emb: torch.Tensor, k: int, generator: torch.Generator,
+                caption_ids=None, chunk: int = 1024) -> float:
+    """Share of images whose own caption is the most similar among itself and k-1 random other captions.
+
+    `caption_ids` (N,) marks captions with identical text: distractors are drawn only among captions whose id
+    differs, so an exact duplicate of the true caption is never counted against the image.
+    """
+    n = image_emb.shape[0]
+    ids = torch.as_tensor(caption_ids) if caption_ids is not None else torch.arange(n)
+    img, txt = F.normalize(image_emb.double(), dim=-1), F.normalize(text_emb.double(), dim=-1)
+    _, inverse, counts = torch.unique(ids, return_inverse=True, return_counts=True)
+    fewest_others = n - int(counts[inverse].max())
+    if k < 2 or fewest_others < k - 1:
+        raise ValueError(f"r_precision: k = {k} needs k-1 >= 1 distinct other captions per image; the fewest "
+                         f"available is {fewest_others}")
+    hits = 0
+    for start in range(0, n, chunk):
+        rows = slice(start, start + chunk)
+        allowed = (ids[rows, None] != ids[None, :]).double()
+        distractors = torch.multinomial(allowed, k - 1, replacement=False, generator=generator)
+        sims = img[rows] @ txt.T
+        own = sims.diagonal(offset=start)
+        hits += int((own > sims.gather(1, distractors).max(1).values).sum())
+    return hits / n
+
+
+def confusion_matrix(pred: torch.Tensor, true: torch.Tensor, num_classes: int = NUM_CLASSES) -> torch.Tensor:
+    """(num_classes, num_classes) int64 counts, rows = true class, columns = predicted class."""
+    if pred.shape != true.shape:
+        raise ValueError(f"confusion_matrix: prediction {tuple(pred.shape)} and truth {tuple(true.shape)} differ")
+    flat = true.reshape(-1).long() * num_classes + pred.reshape(-1).long()
+    return torch.bincount(flat.cpu(), minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+def accuracy_from_confusion(confusion: torch.Tensor) -> dict[str, float]:
+    """Pixel accuracy, and mean IoU over the classes present in the truth or the prediction."""
+    confusion = confusion.double()
+    hits = confusion.diagonal()
+    union = confusion.sum(0) + confusion.sum(1) - hits
+    present = union > 0
+    return {"pixel_acc": float(hits.sum() / confusion.sum()), "miou": float((hits[present] / union[present]).mean())}
+
+
+def mask_accuracy(pred_labels: torch.Tensor, true_labels: torch.Tensor,
+                  num_classes: int = NUM_CLASSES) -> dict[str, float]:
+    """{pixel_acc, miou} of predicted against true label maps, pooled over every pixel of every image."""
+    return accuracy_from_confusion(confusion_matrix(pred_labels, true_labels, num_classes))
+
+
+def pairwise_distance_diversity(features: torch.Tensor) -> float:
+    """Mean pairwise cosine distance (1 - cos) between the S samples of each group, averaged over groups.
+
+    features: (G,S,D), one group per (mask, caption), one sample per seed.
+    """
+    if features.ndim != 3 or features.shape[1] < 2:
+        raise ValueError(f"diversity needs (groups, samples >= 2, dim) features, got {tuple(features.shape)}")
+    unit = F.normalize(features.double(), dim=-1)
+    s = unit.shape[1]
+    cos = unit @ unit.transpose(1, 2)
+    off_diagonal = cos.sum((1, 2)) - cos.diagonal(dim1=1, dim2=2).sum(1)
+    return float((1 - off_diagonal / (s * (s - 1))).mean())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Feature extractors: images in [-1,1] (B,3,H,W) -> (B,D) float32 features on the CPU, with a `name` that
+# identifies the exact network (it keys the real-statistics cache)
+
+INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+                 "weights-inception-2015-12-05-6726825d.pth")
+INCEPTION_FILE = INCEPTION_URL.rsplit("/", 1)[1]
+
+
+class MissingWeightsError(FileNotFoundError):
+    """Pretrained weights a metric needs are not on this machine (nothing is ever downloaded)."""
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Images in [-1,1] -> uint8 in [0,255], rounded to nearest, as they would be saved to PNG."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def inception_weight_paths(path: str | Path | None = None) -> list[Path]:
+    """Where the Inception weights are looked for: `path` alone when given, else models/ and the torch hub cache
+    (where torch-fidelity itself would have stored its download)."""
+    if path is not None:
+        return [Path(path).expanduser()]
+    return [REPO_ROOT / "models" / INCEPTION_FILE, Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE]
+
+
+def find_inception_weights(path: str | Path | None = None) -> Path:
+    """The Inception weights file, or MissingWeightsError saying where to put it. torch-fidelity would try to
+    download it from GitHub (hanging without network), so the file is found here first."""
+    candidates = inception_weight_paths(path)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise MissingWeightsError(
+        f"FID/KID need torch-fidelity's Inception-v3 weights ({INCEPTION_FILE}), not found at "
+        f"{' or '.join(str(c) for c in candidates)}. Nothing is downloaded here: fetch {INCEPTION_URL} once and "
+        f"put it at {candidates[0]}" + ("" if path is not None else " (or pass its path)")
+        + ". The CLIP-space distance fid_clip needs no extra weights.")
+
+
+class InceptionExtractor:
+    """torch-fidelity's 'inception-v3-compat' (the TF-FID Inception): 2048-d pool features of uint8 images
+    resized to 299 inside the network, as torch-fidelity computes FID and KID."""
+
+    name = "inception-v3-compat"
+
+    def __init__(self, weights_path: str | Path | None = None, device="cpu"):
+        path = find_inception_weights(weights_path)
+        # torch-fidelity loads the file with weights_only=False; make sure it is plain tensors before it does.
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise ValueError(f"Inception weights {path} cannot be read as a state dict "
+                             f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        # Imported here: torch-fidelity takes seconds to import and only FID/KID need it.
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+        self.device = torch.device(device)
+        self.net = FeatureExtractorInceptionV3(self.name, ["2048"], feature_extractor_weights_path=str(path))
+        self.net.to(self.device)
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(to_uint8(images).to(self.device))[0].float().cpu()
+
+
+def module_fingerprint(module: torch.nn.Module, length: int = 10) -> str:
+    """Short sha1 of a module's parameters and buffers: two CLIPs share cached statistics only if equal."""
+    h = hashlib.sha1()
+    for key, value in sorted(module.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:length]
+
+
+class ClipImageExtractor:
+    """Unit-length image embeddings of the configured CLIP (TextEncoder.encode_image with CLIP's own input
+    normalisation); needs no weights beyond those the generator already uses, so it always works offline."""
+
+    def __init__(self, text_encoder, label: str):
+        self.encoder = text_encoder
+        self.name = f"clip-{label}-{module_fingerprint(text_encoder.clip.visual)}"
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        emb = self.encoder.encode_image(images.to(self.encoder.device, torch.float32), normalize=True)
+        return F.normalize(emb.float(), dim=-1).cpu()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Real-image features, cached on disk per dataset / split / extractor / size / count
+
+
+def default_cache_dir() -> Path:
+    return REPO_ROOT / "data" / ".cache" / "metrics"
+
+
+def _safe_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
+
+
+def real_stats_key(cfg, split: str, ids: list[str], extractor_name: str) -> str:
+    """Cache key: dataset name, split, extractor, image size, image count, and a hash of the dataset folder and
+    the image ids, so a re-rendered or re-split dataset never reuses stale statistics."""
+    h = hashlib.sha1(str(resolve_path(cfg, "DATA.ROOT")).encode())
+    h.update("\n".join(ids).encode())
+    return _safe_name(f"{cfg.DATA.NAME}-{split}-{extractor_name}-{cfg.DATA.IMAGE_SIZE}px-n{len(ids)}-"
+                      f"{h.hexdigest()[:10]}")
+
+
+class StatsCache:
+    """Features of real images in `<root>/<key>.npz` (features, mean, covariance), written atomically."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else default_cache_dir()
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.npz"
+
+    def load(self, key: str) -> dict[str, np.ndarray] | None:
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {name: data[name] for name in ("features", "mu", "sigma")}
+        except (OSError, ValueError, KeyError):  # a damaged entry is recomputed, never trusted
+            return None
+
+    def save(self, key: str, entry: dict[str, np.ndarray]) -> None:
+        buffer = io.BytesIO()
+        np.savez(buffer, **entry)
+        _write_atomic(self.path(key), buffer.getvalue())
+
+    def get_or_compute(self, key: str, compute: Callable[[], np.ndarray]) -> dict[str, np.ndarray]:
+        """{features, mu, sigma} from the cache, or from `compute()` -> (N,D) features, then cached."""
+        entry = self.load(key)
+        if entry is None:
+            features = np.asarray(compute(), dtype=np.float32)
+            mu, sigma = feature_stats(features)
+            entry = {"features": features, "mu": mu, "sigma": sigma}
+            self.save(key, entry)
+        return entry
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Generating the evaluation images
+
+
+def sample_rng(seed: int, sample: int) -> torch.Generator:
+    """The private generator of one image: its z and noise are a pure function of (seed, sample number)."""
+    if not (0 <= seed < 2 ** 31 and 0 <= sample < 2 ** 32):
+        raise ValueError(f"seed {seed} must lie in [0, 2^31) and sample number {sample} in [0, 2^32)")
+    return torch.Generator().manual_seed(seed << 32 | sample)
+
+
+@torch.no_grad()
+def generate_images(g_ema, cfg, text_encoder, batch: dict, samples: list[int], seed: int) -> torch.Tensor:
+    """G_ema's images for a batch of dataset items (their real masks and fixed captions); sample k draws its z
+    and then its noise maps from sample_rng(seed, k). -> (B,3,S,S) on G's device.
+
+    With TEXT.FIXED_LENGTH off (the reference's batch-dependent T) the word features, and so the images,
+    still depend on the batch's other captions.
+    """
+    device = next(g_ema.parameters()).device
+    feats = text_encoder.encode(list(batch["caption"]))
+    mask = one_hot(batch["labels"]) if cfg.MODEL.MASK_INPUT == "onehot" else batch["mask"]
+    z, noise = [], []
+    for k in samples:
+        rng = sample_rng(seed, k)
+        z.append(torch.randn(1, cfg.MODEL.STYLE_DIM, generator=rng))
+        noise.append(g_ema.make_noise(1, generator=rng))
+    noise = [torch.cat(level).to(device) for level in zip(*noise)]
+    padding = feats.padding.to(device) if feats.padding is not None else None
+    return g_ema(mask.to(device), feats.words.to(device), [torch.cat(z).to(device)], word_padding=padding,
+                 noise=noise)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The evaluation context: what the metrics share (networks, dataset, collected features, recorded settings)
+
+R_PRECISION_K = 100       # candidates per image (the true caption + 99 others), as AttnGAN's R-precision
+KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000
+DIVERSITY_GROUPS = 50     # (mask, caption) pairs generated once per seed for the diversity metric
+LPIPS_BACKBONE_FILE = "alexnet-owt-7be5be79.pth"  # torchvision's AlexNet, which lpips(net='alex') loads
+
+
+@dataclass
+class EvalContext:
+    g_ema: torch.nn.Module
+    cfg: object
+    text_encoder: torch.nn.Module
+    dataset: torch.utils.data.Dataset
+    split: str
+    num: int
+    seeds: list[int]
+    batch_size: int
+    device: torch.device
+    cache: StatsCache
+    parser_path: Path
+    inception_path: Path | None
+    settings: dict = field(default_factory=dict)      # choices recorded next to the numbers
+    samples: list[dict] = field(default_factory=list)  # sample number, image id, caption of the main set
+    collected: dict = field(default_factory=dict)     # need -> what its collector gathered in the main pass
+    _extractors: dict = field(default_factory=dict)
+
+    def extractor(self, kind: str):
+        """The 'inception' or 'clip' feature extractor, built once."""
+        if kind not in self._extractors:
+            self._extractors[kind] = (InceptionExtractor(self.inception_path, self.device) if kind == "inception"
+                                      else ClipImageExtractor(self.text_encoder, self.cfg.TEXT.MODEL))
+            self.settings.setdefault("extractors", {})[kind] = self._extractors[kind].name
+        return self._extractors[kind]
+
+    def real(self, kind: str) -> dict[str, np.ndarray]:
+        """{features, mu, sigma} of every real image of the split under extractor `kind`, via the cache."""
+        extractor = self.extractor(kind)
+        ids = list(self.dataset.ids)
+        self.settings["num_real"] = len(ids)
+
+        def compute():
+            return torch.cat([extractor(batch["image"]) for _, batch in self.batches(range(len(ids)))]).numpy()
+        return self.cache.get_or_compute(real_stats_key(self.cfg, self.split, ids, extractor.name), compute)
+
+    def batches(self, samples):
+        """(sample numbers, collated dataset items) in batches; sample k shows item k mod len(dataset)."""
+        samples = list(samples)
+        items = torch.utils.data.Subset(self.dataset, [k % len(self.dataset) for k in samples])
+        loader = torch.utils.data.DataLoader(items, batch_size=self.batch_size, shuffle=False,
+                                             num_workers=self.cfg.DATA.NUM_WORKERS)
+        start = 0
+        for batch in loader:
+            count = batch["labels"].shape[0]
+            yield samples[start:start + count], batch
+            start += count
+
+    def generate(self, samples, seed: int):
+        """(sample numbers, batch, generated images at the real images' size, on the CPU) in batches."""
+        size = self.cfg.DATA.IMAGE_SIZE
+        for ks, batch in self.batches(samples):
+            images = generate_images(self.g_ema, self.cfg, self.text_encoder, batch, ks, seed).float()
+            if images.shape[-1] != size:  # compare like with like: reals are stored at DATA.IMAGE_SIZE
+                images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
+                                       antialias=True)
+            yield ks, batch, images.clamp(-1, 1).cpu()
+
+    def attributes_path(self) -> Path:
+        return resolve_path(self.cfg, "DATA.ROOT") / "attributes.json"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Collectors: fed every batch of the main generated set, each gathers what its metrics need
+
+
+class _FeatureCollector:
+    def __init__(self, extractor):
+        self.extractor, self.parts = extractor, []
+
+    def update(self, images, batch):
+        self.parts.append(self.extractor(images))
+
+    def value(self) -> torch.Tensor:
+        return torch.cat(self.parts)
+
+
+class _CaptionCollector:
+    def __init__(self, text_encoder):
+        self.encoder, self.parts = text_encoder, []
+
+    def update(self, images, batch):
+        self.parts.append(self.encoder.embed_text(list(batch["caption"])).float().cpu())
+
+    def value(self) -> torch.Tensor:
+        return torch.cat(self.parts)
+
+
+class _ConfusionCollector:
+    def __init__(self, parser):
+        self.parser = parser
+        self.confusion = torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.int64)
+
+    def update(self, images, batch):
+        self.confusion += confusion_matrix(self.parser.predict(images).cpu(), batch["labels"])
+
+    def value(self) -> torch.Tensor:
+        return self.confusion
+
+
+class _AttributeCollector:
+    def __init__(self, score_attributes, attributes: dict):
+        self.score, self.attributes, self.hits = score_attributes, attributes, {}
+
+    def update(self, images, batch):
+        pixels = to_uint8(images).permute(0, 2, 3, 1).numpy()
+        for image, labels, image_id in zip(pixels, batch["labels"].numpy(), batch["id"]):
+            for name, correct in self.score(image, labels, self.attributes[image_id]).items():
+                self.hits.setdefault(name, []).append(bool(correct))
+
+    def value(self) -> dict[str, list[bool]]:
+        return self.hits
+
+
+def _parser_collector(ctx: EvalContext):
+    from pixelface.parser import load_parser  # imported here: parser.py uses this module's formulas
+
+    ctx.settings["parser"] = str(ctx.parser_path)
+    return _ConfusionCollector(load_parser(ctx.parser_path, ctx.device))
+
+
+def _attribute_collector(ctx: EvalContext):
+    from pixelface.synthface import score_attributes  # only datasets with attributes.json use it
+
+    return _AttributeCollector(score_attributes, json.loads(ctx.attributes_path().read_text()))
+
+
+_COLLECTORS = {
+    "inception": lambda ctx: _FeatureCollector(ctx.extractor("inception")),
+    "clip": lambda ctx: _FeatureCollector(ctx.extractor("clip")),
+    "captions": lambda ctx: _CaptionCollector(ctx.text_encoder),
+    "parser": _parser_collector,
+    "attributes": _attribute_collector,
+}
+
+
+def _check_need(ctx: EvalContext, need: str) -> None:
+    """Raise the one clear error that says why `need` cannot be met on this machine or dataset."""
+    if need == "inception":
+        find_inception_weights(ctx.inception_path)
+    elif need == "parser" and not ctx.parser_path.is_file():
+        raise FileNotFoundError(f"no face parser at {ctx.parser_path}; train one with scripts/train_parser.py "
+                                f"--out {ctx.parser_path}, or pass another path")
+    elif need == "attributes" and not ctx.attributes_path().is_file():
+        raise FileNotFoundError(f"{ctx.attributes_path()} does not exist: attribute accuracy needs a dataset with "
+                                f"attribute labels (synthface)")
+    elif need == "seeds" and len(ctx.seeds) < 2:
+        raise ValueError(f"diversity compares images across seeds and needs at least two, got {ctx.seeds}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The registry: name -> function of the context returning a dict of floats
+
+
+@dataclass(frozen=True)
+class Metric:
+    compute: Callable[[EvalContext], dict[str, float]]
+    needs: tuple[str, ...]  # collectors fed in the main pass, and/or requirements checked first ("seeds")
+
+
+METRICS: dict[str, Metric] = {}
+
+
+def register_metric(name: str, needs: tuple[str, ...] = ()):
+    def register(fn):
+        METRICS[name] = Metric(fn, needs)
+        return fn
+    return register
+
+
+def _frechet_to_real(ctx: EvalContext, kind: str) -> float:
+    real = ctx.real(kind)
+    return frechet_distance(*feature_stats(ctx.collected[kind].numpy()), real["mu"], real["sigma"])
+
+
+@register_metric("fid", needs=("inception",))
+def _fid(ctx):
+    """FID against the split's real images, torch-fidelity's Inception features."""
+    return {"fid": _frechet_to_real(ctx, "inception")}
+
+
+@register_metric("kid", needs=("inception",))
+def _kid(ctx):
+    """KID (mean and std over subsets) against the split's real images."""
+    real = ctx.real("inception")["features"]
+    ctx.settings["kid_subset_size"] = min(KID_SUBSET_SIZE, ctx.num, len(real))
+    mean, std = kid(ctx.collected["inception"].numpy(), real, KID_SUBSETS, KID_SUBSET_SIZE)
+    return {"kid": mean, "kid_std": std}
+
+
+@register_metric("fid_clip", needs=("clip",))
+def _fid_clip(ctx):
+    """Fréchet distance in the unit-normalised image-embedding space of the configured CLIP."""
+    return {"fid_clip": _frechet_to_real(ctx, "clip")}
+
+
+@register_metric("clip_score", needs=("clip", "captions"))
+def _clip_score(ctx):
+    """100 x cosine between each generated image and its caption."""
+    return {"clip_score": clip_score(ctx.collected["clip"], ctx.collected["captions"])}
+
+
+@register_metric("r_precision", needs=("clip", "captions"))
+def _r_precision(ctx):
+    """Share of images whose caption beats K-1 random other captions (K = 100, fewer for small sets)."""
+    first_seen: dict[str, int] = {}
+    caption_ids = torch.tensor([first_seen.setdefault(s["caption"], len(first_seen)) for s in ctx.samples])
+    # Each image has at least (distinct captions - 1) rows with another text to draw distractors from.
+    k = min(R_PRECISION_K, len(first_seen))
+    ctx.settings["r_precision_k"] = k
+    generator = torch.Generator().manual_seed(0)
+    return {"r_precision": r_precision(ctx.collected["clip"], ctx.collected["captions"], k, generator, caption_ids)}
+
+
+@register_metric("mask_acc", needs=("parser",))
+def _mask_acc(ctx):
+    """Pixel accuracy and mIoU of the face parser's labels of each generated image against its input mask."""
+    scores = accuracy_from_confusion(ctx.collected["parser"])
+    return {"mask_pixel_acc": scores["pixel_acc"], "mask_miou": scores["miou"]}
+
+
+@register_metric("attr_acc", needs=("attributes",))
+def _attr_acc(ctx):
+    """Share of generated images showing each colour attribute of their source face (synthface scorer)."""
+    per_attribute = {f"attr_acc/{name}": float(np.mean(hits)) for name, hits in sorted(ctx.collected["attributes"].items())}
+    return {"attr_acc": float(np.mean(list(per_attribute.values()))), **per_attribute}
+
+
+@register_metric("diversity", needs=("seeds",))
+def _diversity(ctx):
+    """Mean pairwise distance between images of the same mask and caption across the seeds: LPIPS when the
+    lpips package and its weights are present, else cosine distance of CLIP image embeddings."""
+    groups = min(ctx.num, DIVERSITY_GROUPS)
+    images_by_seed = [torch.cat([images for _, _, images in ctx.generate(range(groups), seed)])
+                      for seed in ctx.seeds]
+    lpips_net = _lpips_network(ctx.device)
+    ctx.settings.update(diversity_groups=groups, diversity_space="lpips-alex" if lpips_net else "clip-cosine")
+    if lpips_net is not None:
+        return {"diversity": _lpips_diversity(lpips_net, torch.stack(images_by_seed, 1), ctx.device)}
+    clip = ctx.extractor("clip")
+    return {"diversity": pairwise_distance_diversity(torch.stack([clip(x) for x in images_by_seed], 1))}
+
+
+def _lpips_network(device):
+    """lpips' AlexNet LPIPS when the package and the AlexNet weights in the torch hub cache are present
+    (then nothing is downloaded), else None."""
+    try:
+        import lpips
+    except ImportError:
+        return None
+    if not (Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_BACKBONE_FILE).is_file():
+        return None
+    return lpips.LPIPS(net="alex", verbose=False).to(device).eval()
+
+
+@torch.no_grad()
+def _lpips_diversity(net, images: torch.Tensor, device) -> float:
+    """images (G,S,3,H,W) in [-1,1] -> mean LPIPS over the pairs of samples within each group."""
+    s = images.shape[1]
+    distances = [net(images[:, i].to(device), images[:, j].to(device)).flatten().cpu()
+                 for i in range(s) for j in range(i + 1, s)]
+    return float(torch.stack(distances).mean())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def select_metrics(ctx: EvalContext, names: list[str] | None) -> tuple[list[str], dict[str, str]]:
+    """(metrics to compute, {skipped metric: why}). names=None: every registered metric this machine and
+    dataset allow; named metrics that cannot be computed raise their error instead."""
+    if names is not None:
+        unknown = [n for n in names if n not in METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; available: {', '.join(METRICS)}")
+        for name in names:
+            for need in METRICS[name].needs:
+                _check_need(ctx, need)
+        return list(dict.fromkeys(names)), {}
+    selected, skipped = [], {}
+    for name, metric in METRICS.items():
+        try:
+            for need in metric.needs:
+                _check_need(ctx, need)
+            selected.append(name)
+        except (FileNotFoundError, ValueError) as e:
+            skipped[name] = str(e)
+    return selected, skipped
+
+
+def evaluate_generator(g_ema, cfg, text_encoder, *, split: str = "test", num: int = 1000,
+                       metrics: list[str] | None = None, seeds=(0,), batch_size: int = 16, device="cpu",
+                       parser_path: str | Path | None = None, cache_dir: str | Path | None = None,
+                       inception_path: str | Path | None = None) -> dict:
+    """Generate `num` images from the split's real masks and fixed captions (caption slot DATA.EVAL_CAPTION;
+    sample k shows item k mod the split size, with seed seeds[0]) and compute `metrics` (None: all available).
+
+    device: where the extractors and the parser run (G and the text encoder stay where they are).
+    parser_path: default models/parser_<DATA.NAME>.pt. cache_dir: real statistics (default data/.cache/metrics).
+    inception_path: the Inception weights (default: models/ or the torch hub cache).
+    Returns {"metrics": {name: float}, "skipped": {metric: why}, "settings": {...}, "samples": [{sample, id,
+    caption}]}; the training hook logs result["metrics"].
+    """
+    from pixelface.datasets import FaceDataset  # the formulas above need no dataset code
+
+    if num < 2 or batch_size < 1 or not seeds:
+        raise ValueError(f"evaluation needs num >= 2 ({num}), batch_size >= 1 ({batch_size}) and a seed ({seeds})")
+    started = time.time()
+    dataset = FaceDataset(cfg, split, train=False)
+    default_parser = REPO_ROOT / "models" / f"parser_{_safe_name(cfg.DATA.NAME)}.pt"
+    ctx = EvalContext(g_ema, cfg, text_encoder, dataset, split, num, [int(s) for s in seeds], batch_size,
+                      torch.device(device), StatsCache(cache_dir), Path(parser_path or default_parser),
+                      Path(inception_path) if inception_path else None)
+    ctx.settings.update(dataset=cfg.DATA.NAME, split=split, num=num, seeds=ctx.seeds, batch_size=batch_size,
+                        caption_slot=cfg.DATA.EVAL_CAPTION, image_size=cfg.DATA.IMAGE_SIZE,
+                        split_images=len(dataset))
+    names, skipped = select_metrics(ctx, metrics)
+    was_training = g_ema.training
+    g_ema.eval()  # GCMF dropout off
+    try:
+        _collect_main_set(ctx, {need for name in names for need in METRICS[name].needs if need in _COLLECTORS})
+        results = {}
+        for name in names:
+            results.update(METRICS[name].compute(ctx))
+    finally:
+        g_ema.train(was_training)
+    ctx.settings["seconds"] = round(time.time() - started, 1)
+    return {"metrics": results, "skipped": skipped, "settings": ctx.settings, "samples": ctx.samples}
+
+
+def _collect_main_set(ctx: EvalContext, needs: set[str]) -> None:
+    collectors = {need: _COLLECTORS[need](ctx) for need in sorted(needs)}
+    for ks, batch, images in ctx.generate(range(ctx.num), ctx.seeds[0]):
+        ctx.samples += [{"sample": k, "id": i, "caption": c} for k, i, c in zip(ks, batch["id"], batch["caption"])]
+        for collector in collectors.values():
+            collector.update(images, batch)
+    ctx.collected = {need: collector.value() for need, collector in collectors.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reports
+
+
+def markdown_table(rows: dict[str, dict[str, float]]) -> str:
+    """One row per evaluated checkpoint, one column per metric key (in first-seen order)."""
+    columns = list(dict.fromkeys(key for values in rows.values() for key in values))
+    lines = ["| checkpoint | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for label, values in rows.items():
+        cells = [f"{values[c]:.4g}" if c in values else "-" for c in columns]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(out_dir: str | Path, reports: dict[str, dict], overwrite: bool = False) -> str:
+    """Write <out_dir>/metrics.json (every report in full) and metrics.md (the table) -> the table.
+    Existing reports are kept unless `overwrite`."""
+    out_dir = Path(out_dir)
+    targets = [out_dir / "metrics.json", out_dir / "metrics.md"]
+    existing = [str(p) for p in targets if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{', '.join(existing)} already exist; pass --force to replace them")
+    table = markdown_table({label: report["metrics"] for label, report in reports.items()})
+    _write_atomic(targets[0], (json.dumps(reports, indent=1) + "\n").encode())
+    _write_atomic(targets[1], table.encode())
+    return table

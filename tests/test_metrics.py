@@ -1,0 +1,173 @@
+"""The metric formulas on tiny inputs with known answers, the real-statistics cache and the Inception weights."""
+import numpy as np
+import pytest
+import torch
+
+from pixelface import metrics
+from pixelface.metrics import (MissingWeightsError, StatsCache, clip_score, feature_stats, frechet_distance, kid,
+                               mask_accuracy, pairwise_distance_diversity, r_precision)
+
+
+@pytest.fixture(autouse=True)
+def no_downloads(monkeypatch):
+    """Any attempt to fetch weights fails the test instead of reaching for the network."""
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a download was attempted: {args}")
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+
+
+# ------------------------------------------------------------------------------------------------ Fréchet distance
+def test_frechet_distance_of_1d_gaussians_matches_closed_form():
+    # (mu1 - mu2)^2 + s1 + s2 - 2 sqrt(s1 s2) = 9 + 1 + 4 - 4
+    assert frechet_distance(np.array([0.0]), np.array([[1.0]]), np.array([3.0]), np.array([[4.0]])) == \
+        pytest.approx(10.0)
+
+
+def test_frechet_distance_of_diagonal_gaussians_matches_closed_form():
+    mu1, mu2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 0.0])
+    var1, var2 = np.array([1.0, 4.0, 9.0]), np.array([4.0, 4.0, 1.0])
+    expected = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(var1) - np.sqrt(var2)) ** 2).sum()
+    assert frechet_distance(mu1, np.diag(var1), mu2, np.diag(var2)) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("n", [200, 10])  # 10 samples of 16 dims: a singular covariance
+def test_identical_feature_sets_are_at_distance_zero(n):
+    features = np.random.default_rng(0).normal(size=(n, 16))
+    stats = feature_stats(features)
+    assert abs(frechet_distance(*stats, *stats)) < 1e-3
+
+
+def test_shifted_feature_set_is_at_the_squared_shift():
+    features = np.random.default_rng(0).normal(size=(500, 8))
+    assert frechet_distance(*feature_stats(features), *feature_stats(features + 2.0)) == pytest.approx(32.0, rel=1e-4)
+
+
+def test_frechet_distance_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="shapes differ"):
+        frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
+
+
+# ------------------------------------------------------------------------------------------------ KID
+def test_kid_of_two_point_sets_matches_hand_computation():
+    # X = {0, 0}, Y = {1, 1} in 1-D, k(x, y) = (x y + 1)^3: MMD^2 = k(0,0) + k(1,1) - 2 k(0,1) = 1 + 8 - 2.
+    mean, std = kid(np.zeros((2, 1)), np.ones((2, 1)), subsets=3, subset_size=2)
+    assert (mean, std) == pytest.approx((7.0, 0.0))
+    assert kid(np.ones((2, 1)), np.ones((2, 1)), subsets=3, subset_size=2) == pytest.approx((0.0, 0.0))
+
+
+def test_kid_separates_equal_from_shifted_distributions():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(300, 16)), rng.normal(size=(300, 16))
+    same, _ = kid(a, b, subsets=10, subset_size=100)
+    shifted, _ = kid(a, b + 1.0, subsets=10, subset_size=100)
+    assert abs(same) < 0.05 < shifted
+
+
+# ------------------------------------------------------------------------------------------------ text-image
+def test_clip_score_is_100_times_cosine():
+    emb = torch.randn(5, 8)
+    assert clip_score(emb, 3 * emb) == pytest.approx(100.0)
+    assert clip_score(torch.eye(4)[:2], torch.eye(4)[2:]) == pytest.approx(0.0)
+
+
+def test_r_precision_finds_matching_captions_and_misses_swapped_ones():
+    emb = torch.eye(12)
+    generator = torch.Generator().manual_seed(0)
+    assert r_precision(emb, emb, k=5, generator=generator) == 1.0
+    assert r_precision(emb, emb.roll(1, 0), k=12, generator=generator) == 0.0
+
+
+def test_r_precision_never_uses_a_duplicate_of_the_true_caption_as_distractor():
+    # Images 0 and 1 share one caption text; with it as a distractor they could not win strictly.
+    text = torch.eye(3)[[0, 0, 1, 2]]
+    assert r_precision(text, text, k=3, generator=torch.Generator().manual_seed(0),
+                       caption_ids=[0, 0, 1, 2]) == 1.0
+    with pytest.raises(ValueError, match="distinct other captions"):
+        r_precision(text, text, k=4, generator=torch.Generator(), caption_ids=[0, 0, 1, 2])
+
+
+# ------------------------------------------------------------------------------------------------ masks, diversity
+def test_mask_accuracy_matches_hand_computation():
+    true = torch.tensor([[[0, 0], [1, 1]]])
+    pred = torch.tensor([[[0, 1], [1, 1]]])
+    scores = mask_accuracy(pred, true)
+    # IoU: class 0 -> 1/2, class 1 -> 2/3; the 17 classes absent from both do not count.
+    assert scores == pytest.approx({"pixel_acc": 0.75, "miou": (1 / 2 + 2 / 3) / 2})
+    assert mask_accuracy(true, true) == pytest.approx({"pixel_acc": 1.0, "miou": 1.0})
+
+
+def test_pairwise_diversity_is_zero_for_copies_and_one_for_orthogonal_samples():
+    copies = torch.randn(4, 1, 8).expand(4, 3, 8)
+    assert pairwise_distance_diversity(copies) == pytest.approx(0.0, abs=1e-9)
+    assert pairwise_distance_diversity(torch.eye(3)[None].expand(2, 3, 3)) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="samples >= 2"):
+        pairwise_distance_diversity(torch.randn(4, 1, 8))
+
+
+# ------------------------------------------------------------------------------------------------ cache
+def test_stats_cache_computes_once_and_reuses(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return np.random.default_rng(0).normal(size=(20, 4))
+
+    cache = StatsCache(tmp_path)
+    first = cache.get_or_compute("set-a", compute)
+    second = StatsCache(tmp_path).get_or_compute("set-a", compute)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(first["sigma"], second["sigma"])
+    cache.get_or_compute("set-b", compute)
+    assert len(calls) == 2
+
+
+def test_damaged_cache_entry_is_recomputed(tmp_path):
+    cache = StatsCache(tmp_path)
+    cache.path("set").write_bytes(b"not an npz")
+    entry = cache.get_or_compute("set", lambda: np.ones((3, 2)))
+    assert entry["features"].shape == (3, 2)
+    assert cache.load("set") is not None
+
+
+def test_stats_key_names_dataset_split_extractor_size_and_count(tmp_path):
+    from pixelface.config import load_config
+    cfg = load_config(overrides=["DATA.NAME=synthface", f"DATA.ROOT={tmp_path}", "DATA.IMAGE_SIZE=64"])
+    key = metrics.real_stats_key(cfg, "test", ["1", "2", "3"], "clip-custom-ab12")
+    assert key.startswith("synthface-test-clip-custom-ab12-64px-n3-")
+    assert metrics.real_stats_key(cfg, "test", ["1", "2", "4"], "clip-custom-ab12") != key
+
+
+# ------------------------------------------------------------------------------------------------ Inception weights
+def test_missing_inception_weights_raise_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(metrics, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(MissingWeightsError) as error:
+        metrics.InceptionExtractor()
+    message = str(error.value)
+    assert metrics.INCEPTION_URL in message and str(tmp_path / "hub" / "checkpoints") in message
+    with pytest.raises(MissingWeightsError, match="elsewhere.pth"):
+        metrics.InceptionExtractor(tmp_path / "elsewhere.pth")
+
+
+def test_inception_weights_are_found_in_the_torch_hub_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(metrics, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    cached = tmp_path / "hub" / "checkpoints" / metrics.INCEPTION_FILE
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"")
+    assert metrics.find_inception_weights() == cached
+
+
+@pytest.mark.slow
+def test_inception_extractor_gives_2048_features_from_a_local_file(tmp_path, monkeypatch):
+    """The real torch-fidelity network, with random weights written to a local file."""
+    import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
+    with monkeypatch.context() as patch:  # build it once without weights, to have a file to load
+        patch.setattr(tf_inception, "load_state_dict_from_url", lambda *a, **k: None)
+        patch.setattr(tf_inception.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None)
+        net = tf_inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    path = tmp_path / metrics.INCEPTION_FILE
+    torch.save(net.state_dict(), path)
+    features = metrics.InceptionExtractor(path)(torch.rand(2, 3, 32, 32) * 2 - 1)
+    assert features.shape == (2, 2048) and torch.isfinite(features).all()
