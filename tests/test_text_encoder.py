@@ -177,3 +177,11 @@ def test_local_files_load_by_path(tmp_path):
     with pytest.raises(ConfigError, match=r"TEXT\.PRETRAINED=.*does not fit TEXT\.CUSTOM"):
         TextEncoder.from_config(tiny_cfg(f"TEXT.PRETRAINED={plain}", "TEXT.CUSTOM.TEXT_WIDTH=32",
                                          "TEXT.EMBEDDING_DIM=32"))
+
+
+def test_features_stay_float32_under_autocast(encoder):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        feats = encoder.encode([SHORT])
+        emb = encoder.embed_text([SHORT])
+    assert feats.words.dtype == feats.sentence.dtype == emb.dtype == torch.float32
+    assert torch.allclose(feats.sentence, encoder.encode([SHORT]).sentence)

@@ -311,8 +311,9 @@ class TextEncoder(nn.Module):
     def encode(self, captions: list[str]) -> TextFeatures:
         """Word features, padding mask and sentence embedding of each caption (detached, as in the reference)."""
         tokens = self.tokenize(captions)
-        hidden = text_hidden_states(self.clip, tokens)
-        sentence = project_eot(self.clip, hidden, tokens)
+        with torch.autocast(self.device.type, enabled=False):  # fp32 features even inside an AMP region
+            hidden = text_hidden_states(self.clip, tokens)
+            sentence = project_eot(self.clip, hidden, tokens)
         eot = tokens.argmax(dim=-1)  # = number of valid positions (SOT + BPE tokens)
         if self.fixed_length:
             length = self.max_words
@@ -338,4 +339,5 @@ class TextEncoder(nn.Module):
     @torch.no_grad()
     def embed_text(self, captions: list[str]) -> torch.Tensor:
         """(B, SENTENCE_DIM) unit-length sentence embeddings (for CLIP score)."""
-        return F.normalize(self.clip.encode_text(self.tokenize(captions)), dim=-1)
+        with torch.autocast(self.device.type, enabled=False):
+            return F.normalize(self.clip.encode_text(self.tokenize(captions)), dim=-1)
