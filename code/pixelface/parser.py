@@ -1,0 +1,182 @@
+"""A compact U-Net face parser: RGB face -> 19-class CelebAMask-HQ label map.
+
+It scores how faithfully generated faces follow their input masks (the mask-accuracy metric) and gives a mask
+for a user's photo before manipulation. It is trained on a dataset's own (image, mask) pairs; its accuracy on
+the dataset's real test images is the ceiling for the mask accuracy of generated ones.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pixelface.checkpoint import atomic_save
+from pixelface.masks import LABEL_ID, NUM_CLASSES
+from pixelface.metrics import accuracy_from_confusion, confusion_matrix
+
+FORMAT = "pixelface-parser"
+
+# A horizontal flip turns a left part into a right one: the label permutation that goes with it.
+_SWAPPED = (("l_eye", "r_eye"), ("l_brow", "r_brow"), ("l_ear", "r_ear"))
+FLIP_LABELS = list(range(NUM_CLASSES))
+for _left, _right in _SWAPPED:
+    FLIP_LABELS[LABEL_ID[_left]], FLIP_LABELS[LABEL_ID[_right]] = LABEL_ID[_right], LABEL_ID[_left]
+
+
+def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class FaceParser(nn.Module):
+    """U-Net with `depth` poolings; level i has width * 2**i channels (width 16, depth 3: ~0.49M parameters).
+
+    image_size: the resolution the parser was trained at; `predict` resizes other inputs to it and its
+    answer back, so a parser trained at 64 px can label a 256 px face.
+    """
+
+    def __init__(self, num_classes: int = NUM_CLASSES, width: int = 16, depth: int = 3, image_size: int = 64):
+        super().__init__()
+        self.arch = {"num_classes": num_classes, "width": width, "depth": depth, "image_size": image_size}
+        widths = [width * 2 ** i for i in range(depth + 1)]
+        self.down = nn.ModuleList([_conv_block(3, widths[0])] +
+                                  [_conv_block(widths[i], widths[i + 1]) for i in range(depth)])
+        self.up = nn.ModuleList([_conv_block(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(depth))])
+        self.head = nn.Conv2d(widths[0], num_classes, 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B,3,H,W) images in [-1,1], H and W divisible by 2**depth -> (B,num_classes,H,W) logits."""
+        step = 2 ** self.arch["depth"]
+        if images.shape[-1] % step or images.shape[-2] % step:
+            raise ValueError(f"FaceParser: image size {tuple(images.shape[-2:])} must be divisible by {step}")
+        skips = []
+        x = images
+        for i, block in enumerate(self.down):
+            x = block(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        for block, skip in zip(self.up, reversed(skips[:-1])):
+            x = block(torch.cat([F.interpolate(x, scale_factor=2.0, mode="nearest"), skip], 1))
+        return self.head(x)
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """(B,3,H,W) images in [-1,1] of any size -> (B,H,W) int64 labels, parsed at the training resolution."""
+        was_training = self.training
+        self.eval()
+        size = self.arch["image_size"]
+        x = images.to(next(self.parameters()).device, torch.float32)
+        if tuple(x.shape[-2:]) != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        logits = self(x)
+        if tuple(logits.shape[-2:]) != tuple(images.shape[-2:]):
+            logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        self.train(was_training)
+        return logits.argmax(1)
+
+
+def flip_batch(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mirror images and label maps left-right, swapping the left/right part labels."""
+    permutation = torch.tensor(FLIP_LABELS, device=labels.device)
+    return images.flip(-1), permutation[labels.flip(-1)]
+
+
+def fit_parser(parser: FaceParser, batches: Callable[[int], object], steps_per_epoch: int, epochs: int,
+               lr: float = 3e-3, generator: torch.Generator | None = None,
+               log: Callable[[str], None] = print) -> None:
+    """Train with cross-entropy, Adam and a cosine learning-rate decay; half of each batch is mirrored.
+
+    batches(epoch) yields (images (B,3,H,W) in [-1,1], labels (B,H,W) int64) for one epoch.
+    """
+    device = next(parser.parameters()).device
+    optimizer = torch.optim.Adam(parser.parameters(), lr=lr)
+    total = max(1, epochs * steps_per_epoch)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
+    parser.train()
+    for epoch in range(epochs):
+        start, losses = time.time(), []
+        for images, labels in batches(epoch):
+            images, labels = images.to(device), labels.to(device)
+            flip = torch.rand(images.shape[0], generator=generator) < 0.5
+            if flip.any():
+                images[flip], labels[flip] = flip_batch(images[flip], labels[flip])
+            loss = F.cross_entropy(parser(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+        log(f"parser epoch {epoch + 1}/{epochs}: loss {sum(losses) / max(1, len(losses)):.4f} "
+            f"({time.time() - start:.0f} s)")
+    parser.eval()
+
+
+def evaluate_parser(parser: FaceParser, batches) -> dict[str, float]:
+    """{pixel_acc, miou} of the parser over (images, labels) batches, pooled over all pixels."""
+    confusion = torch.zeros(parser.arch["num_classes"], parser.arch["num_classes"], dtype=torch.int64)
+    for images, labels in batches:
+        confusion += confusion_matrix(parser.predict(images).cpu(), labels.cpu(), parser.arch["num_classes"])
+    return accuracy_from_confusion(confusion)
+
+
+def _image_label_batches(dataset, batch_size: int, shuffle: bool, workers: int, seed: int):
+    """A function epoch -> iterator of (images, labels) over a FaceDataset, reshuffled per epoch."""
+    def batches(epoch: int = 0):
+        generator = torch.Generator().manual_seed(seed + epoch)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle,
+                                             num_workers=workers, generator=generator)
+        for item in loader:
+            yield item["image"], item["labels"]
+    return batches
+
+
+def train_parser(cfg, out: str | Path, *, epochs: int = 4, batch_size: int = 32, lr: float = 3e-3, width: int = 16,
+                 depth: int = 3, device: str = "cpu", overwrite: bool = False,
+                 log: Callable[[str], None] = print) -> dict[str, float]:
+    """Train a FaceParser on the (image, labels) pairs of cfg's train split, measure it on the test split and
+    save it to `out` -> its test {pixel_acc, miou}. Existing files are kept unless `overwrite`."""
+    from pixelface.datasets import FaceDataset  # the parser itself needs no dataset code
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --force to replace it")
+    train_set, test_set = FaceDataset(cfg, "train", train=False), FaceDataset(cfg, "test", train=False)
+    if len(train_set) < batch_size:
+        raise ValueError(f"the train split of {cfg.DATA.ROOT} has {len(train_set)} images, fewer than the batch "
+                         f"size {batch_size}")
+    torch.manual_seed(cfg.SEED)
+    parser = FaceParser(NUM_CLASSES, width, depth, cfg.DATA.IMAGE_SIZE).to(device)
+    log(f"parser: {sum(p.numel() for p in parser.parameters()) / 1e3:.0f}k parameters, {len(train_set)} train / "
+        f"{len(test_set)} test images at {cfg.DATA.IMAGE_SIZE} px")
+    workers = cfg.DATA.NUM_WORKERS
+    start = time.time()
+    fit_parser(parser, _image_label_batches(train_set, batch_size, True, workers, cfg.SEED),
+               len(train_set) // batch_size, epochs, lr, torch.Generator().manual_seed(cfg.SEED), log)
+    seconds = time.time() - start
+    test = evaluate_parser(parser, _image_label_batches(test_set, 2 * batch_size, False, workers, cfg.SEED)())
+    metrics = {"test_pixel_acc": test["pixel_acc"], "test_miou": test["miou"], "epochs": float(epochs),
+               "train_seconds": seconds}
+    atomic_save({"format": FORMAT, "arch": parser.arch, "state_dict": parser.cpu().state_dict(), "metrics": metrics,
+                 "dataset": {"name": cfg.DATA.NAME, "root": str(cfg.DATA.ROOT)}}, out)
+    return metrics
+
+
+def load_parser(path: str | Path, device="cpu") -> FaceParser:
+    """A FaceParser in eval mode from a file written by train_parser (weights only: no pickled code runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"face parser {path} does not exist; train one with scripts/train_parser.py")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or foreign files
+        raise ValueError(f"face parser {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a face parser written by train_parser (missing format={FORMAT!r})")
+    parser = FaceParser(**ckpt["arch"])
+    parser.load_state_dict(ckpt["state_dict"])
+    return parser.to(device).eval().requires_grad_(False)
