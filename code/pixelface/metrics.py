@@ -317,10 +317,14 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def sample_rng(seed: int, sample: int) -> torch.Generator:
-    """The private generator of one image: its z and noise are a pure function of (seed, sample number)."""
-    if not (0 <= seed < 2 ** 31 and 0 <= sample < 2 ** 32):
-        raise ValueError(f"seed {seed} must lie in [0, 2^31) and sample number {sample} in [0, 2^32)")
-    return torch.Generator().manual_seed(seed << 32 | sample)
+    """The private generator of one image: its z and noise are a pure function of (seed, sample number).
+
+    torch's CPU generator keeps only 32 bits of its seed, so the pair is hashed into 32 bits (SeedSequence)
+    rather than packed into 64, where every seed would have given the same images.
+    """
+    if seed < 0 or sample < 0:
+        raise ValueError(f"seed {seed} and sample number {sample} must be >= 0")
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, sample]).generate_state(1)[0]))
 
 
 @torch.no_grad()
@@ -404,14 +408,11 @@ class EvalContext:
             start += count
 
     def generate(self, samples, seed: int):
-        """(sample numbers, batch, generated images at the real images' size, on the CPU) in batches."""
-        size = self.cfg.DATA.IMAGE_SIZE
+        """(sample numbers, batch, generated images clamped to [-1,1] on the CPU) in batches; G works at the
+        dataset's size (it takes the masks at its own resolution), so fakes and reals compare like with like."""
         for ks, batch in self.batches(samples):
-            images = generate_images(self.g_ema, self.cfg, self.text_encoder, batch, ks, seed).float()
-            if images.shape[-1] != size:  # compare like with like: reals are stored at DATA.IMAGE_SIZE
-                images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
-                                       antialias=True)
-            yield ks, batch, images.clamp(-1, 1).cpu()
+            images = generate_images(self.g_ema, self.cfg, self.text_encoder, batch, ks, seed)
+            yield ks, batch, images.float().clamp(-1, 1).cpu()
 
     def attributes_path(self) -> Path:
         return resolve_path(self.cfg, "DATA.ROOT") / "attributes.json"
@@ -456,16 +457,22 @@ class _ConfusionCollector:
 
 
 class _AttributeCollector:
-    def __init__(self, score_attributes, attributes: dict):
-        self.score, self.attributes, self.hits = score_attributes, attributes, {}
+    """Whether each generated face, and its real source face, shows the colour attributes its caption states."""
+
+    def __init__(self, caption_attributes, score_attributes):
+        self.stated, self.score = caption_attributes, score_attributes
+        self.hits = {"fake": {}, "real": {}}
 
     def update(self, images, batch):
-        pixels = to_uint8(images).permute(0, 2, 3, 1).numpy()
-        for image, labels, image_id in zip(pixels, batch["labels"].numpy(), batch["id"]):
-            for name, correct in self.score(image, labels, self.attributes[image_id]).items():
-                self.hits.setdefault(name, []).append(bool(correct))
+        fakes = to_uint8(images).permute(0, 2, 3, 1).numpy()
+        reals = to_uint8(batch["image"]).permute(0, 2, 3, 1).numpy()
+        for fake, real, labels, caption in zip(fakes, reals, batch["labels"].numpy(), batch["caption"]):
+            asked = self.stated(caption)
+            for kind, image in (("fake", fake), ("real", real)):
+                for name, correct in self.score(image, labels, asked).items():
+                    self.hits[kind].setdefault(name, []).append(bool(correct))
 
-    def value(self) -> dict[str, list[bool]]:
+    def value(self) -> dict[str, dict[str, list[bool]]]:
         return self.hits
 
 
@@ -477,9 +484,9 @@ def _parser_collector(ctx: EvalContext):
 
 
 def _attribute_collector(ctx: EvalContext):
-    from pixelface.synthface import score_attributes  # only datasets with attributes.json use it
+    from pixelface.synthface import caption_attributes, score_attributes  # synthface-only metric
 
-    return _AttributeCollector(score_attributes, json.loads(ctx.attributes_path().read_text()))
+    return _AttributeCollector(caption_attributes, score_attributes)
 
 
 _COLLECTORS = {
@@ -578,9 +585,18 @@ def _mask_acc(ctx):
 
 @register_metric("attr_acc", needs=("attributes",))
 def _attr_acc(ctx):
-    """Share of generated images showing each colour attribute of their source face (synthface scorer)."""
-    per_attribute = {f"attr_acc/{name}": float(np.mean(hits)) for name, hits in sorted(ctx.collected["attributes"].items())}
-    return {"attr_acc": float(np.mean(list(per_attribute.values()))), **per_attribute}
+    """Per colour-only attribute (synthface scorer): share of generated faces that show what their caption
+    states, over the faces whose caption states it and whose regions the scorer can judge; attr_acc is the
+    mean over attributes and attr_acc_real the same for the real source faces (the scorer's ceiling)."""
+    hits = ctx.collected["attributes"]
+    fake = {name: float(np.mean(h)) for name, h in sorted(hits["fake"].items())}
+    real = {name: float(np.mean(h)) for name, h in sorted(hits["real"].items())}
+    ctx.settings.update(attr_acc_real=real, attr_judged={name: len(h) for name, h in sorted(hits["fake"].items())})
+    if not fake:
+        ctx.settings["attr_acc"] = "no caption states a colour attribute the scorer can judge"
+        return {}
+    return {"attr_acc": float(np.mean(list(fake.values()))), "attr_acc_real": float(np.mean(list(real.values()))),
+            **{f"attr_acc/{name}": value for name, value in fake.items()}}
 
 
 @register_metric("diversity", needs=("seeds",))
@@ -708,14 +724,19 @@ def markdown_table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def report_paths(out_dir: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
+    """(metrics.json, metrics.md) in `out_dir`; FileExistsError if either exists and not `overwrite`."""
+    targets = Path(out_dir) / "metrics.json", Path(out_dir) / "metrics.md"
+    existing = [str(p) for p in targets if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{' and '.join(existing)} already exist; pass --force to replace them")
+    return targets
+
+
 def write_reports(out_dir: str | Path, reports: dict[str, dict], overwrite: bool = False) -> str:
     """Write <out_dir>/metrics.json (every report in full) and metrics.md (the table) -> the table.
     Existing reports are kept unless `overwrite`."""
-    out_dir = Path(out_dir)
-    targets = [out_dir / "metrics.json", out_dir / "metrics.md"]
-    existing = [str(p) for p in targets if p.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{', '.join(existing)} already exist; pass --force to replace them")
+    targets = report_paths(out_dir, overwrite)
     table = markdown_table({label: report["metrics"] for label, report in reports.items()})
     _write_atomic(targets[0], (json.dumps(reports, indent=1) + "\n").encode())
     _write_atomic(targets[1], table.encode())

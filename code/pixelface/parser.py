@@ -161,9 +161,15 @@ def train_parser(cfg, out: str | Path, *, epochs: int = 4, batch_size: int = 32,
     test = evaluate_parser(parser, _image_label_batches(test_set, 2 * batch_size, False, workers, cfg.SEED)())
     metrics = {"test_pixel_acc": test["pixel_acc"], "test_miou": test["miou"], "epochs": float(epochs),
                "train_seconds": seconds}
-    atomic_save({"format": FORMAT, "arch": parser.arch, "state_dict": parser.cpu().state_dict(), "metrics": metrics,
-                 "dataset": {"name": cfg.DATA.NAME, "root": str(cfg.DATA.ROOT)}}, out)
+    save_parser(parser, out, metrics, {"name": cfg.DATA.NAME, "root": str(cfg.DATA.ROOT)})
     return metrics
+
+
+def save_parser(parser: FaceParser, path: str | Path, metrics: dict[str, float], dataset: dict[str, str]) -> None:
+    """Write the parser with its architecture, its measured accuracy and the dataset it learnt, atomically."""
+    state = {k: v.cpu() for k, v in parser.state_dict().items()}
+    atomic_save({"format": FORMAT, "arch": parser.arch, "state_dict": state, "metrics": metrics,
+                 "dataset": dataset}, path)
 
 
 def load_parser(path: str | Path, device="cpu") -> FaceParser:

@@ -1,0 +1,150 @@
+"""evaluate_generator and scripts/evaluate.py with a tiny random generator and CLIP on a tiny synthface."""
+import importlib.util
+import json
+
+import pytest
+import torch
+import yaml
+
+from pixelface import metrics
+from pixelface.checkpoint import FORMAT, atomic_save
+from pixelface.config import REPO_ROOT, load_config, to_yaml
+from pixelface.datasets import FaceDataset
+from pixelface.generator import Generator
+from pixelface.metrics import MissingWeightsError, evaluate_generator, generate_images
+from pixelface.parser import FaceParser, save_parser
+from pixelface.synthface import write_dataset
+from pixelface.text_encoder import TextEncoder
+
+TINY = ["TEXT.MODEL=custom", "TEXT.PRETRAINED=", "TEXT.EMBEDDING_DIM=64", "TEXT.SENTENCE_DIM=32",
+        "TEXT.CUSTOM.EMBED_DIM=32", "TEXT.CUSTOM.IMAGE_SIZE=16", "TEXT.CUSTOM.VISION_LAYERS=1",
+        "TEXT.CUSTOM.VISION_WIDTH=64", "TEXT.CUSTOM.VISION_PATCH=8", "TEXT.CUSTOM.TEXT_LAYERS=1",
+        "TEXT.CUSTOM.TEXT_WIDTH=64", "TEXT.CUSTOM.TEXT_HEADS=2", "TEXT.CUSTOM.CONTEXT_LENGTH=32",
+        "TEXT.MAX_WORDS=16", "MODEL.SIZE=64", "MODEL.STYLE_DIM=32", "MODEL.N_MLP=2", "MODEL.CHANNEL_MAX=32",
+        "MODEL.MASK_DIM=16", "DATA.IMAGE_SIZE=64", "DATA.NAME=synthtiny", "DATA.NUM_WORKERS=0"]
+
+
+@pytest.fixture(autouse=True)
+def no_downloads(monkeypatch, tmp_path):
+    """No download can happen, and no Inception weights a developer keeps in models/ or the hub are seen."""
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a download was attempted: {args}")
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(metrics, "inception_weight_paths", lambda path=None: [tmp_path / "no-inception.pth"])
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """(cfg, g_ema, text encoder, parser path) on a 15-face synthface (12 train, 3 test images)."""
+    root = write_dataset(tmp_path_factory.mktemp("synth") / "synthtiny", num=15, size=64, seed=0, workers=1)
+    cfg = load_config(None, TINY + [f"DATA.ROOT={root}"])
+    torch.manual_seed(0)
+    g_ema = Generator.from_config(cfg).eval()
+    parser_path = root.parent / "parser.pt"
+    save_parser(FaceParser(width=4, image_size=64), parser_path, {}, {"name": "synthtiny", "root": str(root)})
+    return cfg, g_ema, TextEncoder.from_config(cfg), parser_path
+
+
+def run(setup, tmp_path, **kwargs):
+    cfg, g_ema, text_encoder, parser_path = setup
+    options = dict(num=6, seeds=[0, 1], batch_size=3, parser_path=parser_path, cache_dir=tmp_path / "cache")
+    return evaluate_generator(g_ema, cfg, text_encoder, **{**options, **kwargs})
+
+
+def test_every_available_metric_is_computed_and_the_rest_say_why_not(setup, tmp_path):
+    report = run(setup, tmp_path)
+    values = report["metrics"]
+    for key in ("fid_clip", "clip_score", "r_precision", "mask_pixel_acc", "mask_miou", "diversity"):
+        assert key in values and isinstance(values[key], float), key
+    assert values["fid_clip"] >= 0 and -100 <= values["clip_score"] <= 100
+    assert 0 <= values["r_precision"] <= 1 and 0 <= values["mask_pixel_acc"] <= 1 and values["diversity"] > 0
+    assert set(report["skipped"]) == {"fid", "kid"} and "Inception" in report["skipped"]["fid"]
+    # Six samples cycle through the three test faces, each with its fixed caption, recorded.
+    test = FaceDataset(setup[0], "test", train=False)
+    assert [(s["id"], s["caption"]) for s in report["samples"]] == \
+        [(test.ids[k % 3], test.caption(k % 3)) for k in range(6)]
+    assert report["settings"]["diversity_space"] == "clip-cosine"
+    assert report["settings"]["num_real"] == 3
+
+
+def test_images_depend_on_seed_and_sample_number_not_on_the_batch(setup):
+    cfg, g_ema, text_encoder, _ = setup
+    items = [FaceDataset(cfg, "test", train=False)[i] for i in range(3)]
+    batch = {"caption": [it["caption"] for it in items], "mask": torch.stack([it["mask"] for it in items]),
+             "labels": torch.stack([it["labels"] for it in items])}
+    together = generate_images(g_ema, cfg, text_encoder, batch, [0, 1, 2], seed=7)
+    alone = generate_images(g_ema, cfg, text_encoder, {k: v[1:2] for k, v in batch.items()}, [1], seed=7)
+    torch.testing.assert_close(together[1:2], alone, atol=1e-5, rtol=1e-4)
+    other_seed = generate_images(g_ema, cfg, text_encoder, {k: v[1:2] for k, v in batch.items()}, [1], seed=8)
+    assert (other_seed - alone).abs().max() > 1e-3
+
+
+def test_real_statistics_are_cached_and_reused(setup, tmp_path, monkeypatch):
+    seen = []
+    original = metrics.ClipImageExtractor.__call__
+    monkeypatch.setattr(metrics.ClipImageExtractor, "__call__",
+                        lambda self, images: seen.append(images.shape[0]) or original(self, images))
+    first = run(setup, tmp_path, metrics=["fid_clip"])
+    assert sum(seen) == 6 + 3  # fakes, then the three real test images
+    cached = list((tmp_path / "cache").glob("synthtiny-test-clip-custom-*-64px-n3-*.npz"))
+    assert len(cached) == 1
+    seen.clear()
+    second = run(setup, tmp_path, metrics=["fid_clip"])
+    assert sum(seen) == 6  # only the fakes
+    assert second["metrics"]["fid_clip"] == pytest.approx(first["metrics"]["fid_clip"], rel=1e-6)
+
+
+def test_missing_inception_weights_stop_fid_with_a_clear_error_but_not_fid_clip(setup, tmp_path):
+    with pytest.raises(MissingWeightsError, match="Inception"):
+        run(setup, tmp_path, metrics=["fid_clip", "fid"])
+    assert "fid_clip" in run(setup, tmp_path, metrics=["fid_clip"])["metrics"]
+
+
+def test_named_metrics_that_cannot_run_are_errors(setup, tmp_path):
+    with pytest.raises(ValueError, match="unknown metric.*available: fid"):
+        run(setup, tmp_path, metrics=["fidd"])
+    with pytest.raises(ValueError, match="at least two"):
+        run(setup, tmp_path, metrics=["diversity"], seeds=[0])
+    with pytest.raises(FileNotFoundError, match="train_parser.py"):
+        run(setup, tmp_path, metrics=["mask_acc"], parser_path=tmp_path / "absent.pt")
+
+
+def test_attribute_scorer_reads_real_synthface_and_judges_fakes(setup, tmp_path):
+    report = run(setup, tmp_path, split="train", num=12, metrics=["attr_acc"])
+    values, settings = report["metrics"], report["settings"]
+    assert sum(settings["attr_judged"].values()) >= 12
+    assert values["attr_acc_real"] >= 0.9  # the scorer reads the real faces' stated colours back
+    assert 0 <= values["attr_acc"] <= 1
+    assert all(key.split("/")[1] in settings["attr_judged"] for key in values if key.startswith("attr_acc/"))
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("evaluate_script", REPO_ROOT / "scripts/evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_compares_checkpoints_in_one_table_and_keeps_existing_reports(setup, tmp_path, capsys):
+    cfg, g_ema, _, parser_path = setup
+    ckpts = []
+    for name in ("a.pt", "b.pt"):
+        atomic_save({"format": FORMAT, "config": yaml.safe_load(to_yaml(cfg)), "G_ema": g_ema.state_dict()},
+                    tmp_path / name)
+        ckpts.append(str(tmp_path / name))
+    out = tmp_path / "eval"
+    args = ["--ckpt", *ckpts, "--num", "4", "--seeds", "0-1", "--metrics", "fid_clip,clip_score", "--batch", "2",
+            "--device", "cpu", "--cache", str(tmp_path / "cache"), "--out", str(out)]
+    assert load_script().main(args) == 0
+    printed = capsys.readouterr().out
+    assert printed == (out / "metrics.md").read_text()
+    assert printed.splitlines()[0] == "| checkpoint | fid_clip | clip_score |" and len(printed.splitlines()) == 4
+    reports = json.loads((out / "metrics.json").read_text())
+    assert list(reports) == ckpts and reports[ckpts[0]]["metrics"] == reports[ckpts[1]]["metrics"]
+    written = (out / "metrics.json").read_bytes()
+    assert load_script().main(args) == 1
+    assert "--force" in capsys.readouterr().err and (out / "metrics.json").read_bytes() == written
+    assert load_script().main(args[:-2] + ["--metrics", "fid"]) == 1
+    assert "Inception" in capsys.readouterr().err
