@@ -1,0 +1,589 @@
+"""Sampling and editing with a trained generator (spec §6): per-seed sampling, inversion of a given
+face into W+ and noise maps, and edits of its description or its layout.
+
+scripts/sample.py and scripts/manipulate.py are thin shells over this module, and an interactive editor
+can call it directly: the functions take tensors and plain values, and only the explicit save_* helpers
+touch the disk.
+
+Reproducibility: a sample's z and its noise maps are drawn on the CPU from its own torch.Generator seeded
+by its seed (EDM's per-seed RNG), and each caption is encoded on its own, so neither the batch a sample is
+generated in nor its batch-mates change its inputs.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import re
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+from tqdm import tqdm
+
+from .datasets import FaceDataset, clean_caption, resize_and_crop
+from .masks import NUM_CLASSES, MaskError, color_tensor, color_to_label, one_hot
+from .text_encoder import clip_image_input
+
+MEAN_LATENT_SAMPLES = 4096  # z draws averaged into the truncation centre / inversion start
+MEAN_LATENT_SEED = 0x5EED   # fixed, so the truncation centre is a property of the model alone
+INVERSION_FORMAT = "pixelface-inversion"
+LPIPS_BACKBONE_FILE = "alexnet-owt-7be5be79.pth"  # torchvision's AlexNet, which lpips(net='alex') loads
+
+
+class InputError(ValueError):
+    """A file, caption, mask or count given by the user cannot be used; the message names it and says why."""
+
+
+class InputWarning(UserWarning):
+    """An input was usable only after a change the user should know about (a caption cut short)."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading inputs
+
+
+def _open_image(path: str | Path, what: str) -> Image.Image:
+    """The fully decoded image at `path`, or InputError naming it (missing, not an image, truncated)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} {path} does not exist")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image
+    except (UnidentifiedImageError, OSError) as e:
+        raise InputError(f"{what} {path} cannot be read as an image ({e})") from None
+
+
+def read_image(path: str | Path, size: int) -> torch.Tensor:
+    """An RGB image of any size -> (3,size,size) float in [-1,1]: shorter side resized (LANCZOS), centre crop."""
+    image = _open_image(path, "image").convert("RGB")
+    array = np.asarray(resize_and_crop(image, size, Image.LANCZOS), dtype=np.float32)
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous() / 127.5 - 1.0
+
+
+def read_mask(path: str | Path, size: int, snap_distance: float = 80.0, max_off_palette: float = 0.05) -> torch.Tensor:
+    """A mask file of any size -> (size,size) int64 label map (nearest-neighbour resize, centre crop).
+
+    Single-channel images (mode L, P, I) hold label ids 0..18; colour images hold CelebAMask-HQ palette
+    colours, snapped to the nearest palette colour when within `snap_distance` (JPEG noise at region
+    edges). More than `max_off_palette` of far-off pixels, or an id above 18, is an error.
+    """
+    mask = _open_image(path, "mask")
+    labels = None
+    if mask.mode in ("L", "P", "I", "I;16"):
+        ids = np.asarray(mask).astype(np.int64)
+        if ids.max() < NUM_CLASSES:
+            labels = ids
+        elif mask.mode != "P":  # a palette image whose indices are not label ids may still show palette colours
+            raise MaskError(f"mask {path}: a single-channel mask holds label ids 0..{NUM_CLASSES - 1}, "
+                            f"found {ids.max()}")
+    if labels is None:
+        labels = color_to_label(np.asarray(mask.convert("RGB")), snap_distance, max_off_palette, name=f"mask {path}")
+    labels = np.asarray(resize_and_crop(Image.fromarray(labels.astype(np.uint8)), size, Image.NEAREST))
+    return torch.from_numpy(labels.astype(np.int64))
+
+
+def image_shape(path: str | Path) -> tuple[int, int]:
+    """(width, height) of the image at `path` (InputError when it cannot be read)."""
+    return _open_image(path, "image").size
+
+
+def dataset_items(cfg, split: str, ids: list[str]) -> list[dict]:
+    """FaceDataset items (image, labels, caption, id) for `ids` of `split`, with labels at the model's size."""
+    dataset = FaceDataset(cfg, split, train=False)
+    position = {image_id: i for i, image_id in enumerate(dataset.ids)}
+    unknown = [i for i in ids if i not in position]
+    if unknown:
+        raise InputError(f"split '{split}' of {dataset.index_path} has no image ids {unknown} "
+                         f"(it has {len(dataset.ids)} ids, e.g. {dataset.ids[:3]})")
+    size = cfg.MODEL.SIZE
+    items = []
+    for image_id in ids:
+        item = dataset[position[image_id]]
+        if item["labels"].shape[-1] != size:  # DATA.IMAGE_SIZE differs from the model's size
+            item["labels"] = F.interpolate(item["labels"][None, None].float(), size=(size, size),
+                                           mode="nearest")[0, 0].long()
+            item["image"] = F.interpolate(item["image"][None], size=(size, size), mode="bilinear",
+                                          align_corners=False, antialias=True)[0]
+        items.append(item)
+    return items
+
+
+def prepare_captions(captions: list[str], cfg, text_encoder) -> list[str]:
+    """Clean captions as training did (lower case, ASCII words, at most DATA.WORDS_NUM words).
+
+    An empty caption raises InputError; a caption cut to DATA.WORDS_NUM words, or whose BPE tokens do not
+    all fit into the TEXT.MAX_WORDS word positions the generator sees, gives an InputWarning naming what
+    was kept.
+    """
+    cleaned = []
+    for text in captions:
+        try:
+            caption = clean_caption(text, max_words=cfg.DATA.WORDS_NUM)
+        except ValueError:
+            raise InputError(f"caption {text!r} is empty (it has no ASCII words)") from None
+        if len(re.findall(r"\w+", text.lower())) > cfg.DATA.WORDS_NUM:
+            warnings.warn(f"caption {text!r} is longer than DATA.WORDS_NUM = {cfg.DATA.WORDS_NUM} words; "
+                          f"using {caption!r}", InputWarning, stacklevel=2)
+        kept = _tokens_kept(text_encoder, caption)
+        if kept is not None:
+            warnings.warn(f"caption {caption!r} has more BPE tokens than the {text_encoder.max_words - 1} the "
+                          f"text encoder passes on; the generator sees {kept!r}", InputWarning, stacklevel=2)
+        cleaned.append(caption)
+    return cleaned
+
+
+def _tokens_kept(text_encoder, caption: str) -> str | None:
+    """The part of `caption` the word features cover when its tokens overflow them, else None."""
+    tokens = text_encoder.tokenize([caption])[0]
+    positions = text_encoder.max_words  # SOT + max_words - 1 tokens
+    if int(tokens.argmax()) <= positions:  # EOT index = 1 + number of tokens
+        return None
+    return text_encoder.tokenizer.decode(tokens[1:positions].tolist()).strip()
+
+
+def mask_input(labels: torch.Tensor, cfg) -> torch.Tensor:
+    """(B,S,S) label maps -> the generator's mask input: palette colours in [-1,1] or a 19-channel one-hot."""
+    return one_hot(labels) if cfg.MODEL.MASK_INPUT == "onehot" else color_tensor(labels)
+
+
+def pair_conditions(n_masks: int, n_captions: int) -> list[tuple[int, int]]:
+    """(mask index, caption index) pairs: one-to-one, one mask x every caption, or one caption x every mask."""
+    if n_masks < 1 or n_captions < 1:
+        raise InputError(f"need at least one mask and one caption, got {n_masks} masks and {n_captions} captions")
+    if n_masks == n_captions:
+        return [(i, i) for i in range(n_masks)]
+    if n_masks == 1:
+        return [(0, i) for i in range(n_captions)]
+    if n_captions == 1:
+        return [(i, 0) for i in range(n_masks)]
+    raise InputError(f"{n_masks} masks and {n_captions} captions cannot be paired: give as many masks as captions, "
+                     f"or a single mask, or a single caption")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-3,7,10-11' -> [0, 1, 2, 3, 7, 10, 11] (stylegan2-ada syntax); seeds lie in [0, 2^32)."""
+    seeds = []
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not match:
+            raise InputError(f"seeds {text!r}: expected numbers and ranges like 0-7,10")
+        first, last = int(match[1]), int(match[2] or match[1])
+        if last < first or last >= 2 ** 32:
+            raise InputError(f"seeds {text!r}: range {part.strip()} is empty or beyond 2^32 - 1")
+        seeds += range(first, last + 1)
+    return seeds
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sampling
+
+
+@dataclass(frozen=True)
+class WordFeatures:
+    words: torch.Tensor           # (1, T, EMBEDDING_DIM)
+    padding: torch.Tensor | None  # (1, T) bool, None in the reference's batch-dependent mode
+
+
+def encode_caption(text_encoder, caption: str) -> WordFeatures:
+    """One caption's word features, encoded alone so that nothing else in a batch can change them."""
+    feats = text_encoder.encode([caption])
+    return WordFeatures(feats.words, feats.padding)
+
+
+def _stack(features: list[WordFeatures], device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    words = torch.cat([f.words for f in features]).to(device)
+    padding = None if features[0].padding is None else torch.cat([f.padding for f in features]).to(device)
+    return words, padding
+
+
+def seeded_inputs(g, seed: int, style_dim: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(z (1,style_dim), noise maps [(1,1,h,w)]) of `seed`, drawn on the CPU in that order."""
+    rng = torch.Generator().manual_seed(seed)
+    z = torch.randn(1, style_dim, generator=rng)
+    return z, g.make_noise(1, generator=rng, device="cpu")
+
+
+def truncation_centre(g) -> torch.Tensor:
+    """(1,STYLE_DIM) mean w of MEAN_LATENT_SAMPLES fixed z draws: the model's mean latent."""
+    return g.mean_latent(MEAN_LATENT_SAMPLES, generator=torch.Generator().manual_seed(MEAN_LATENT_SEED)).reshape(1, -1)
+
+
+def _device(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+@torch.no_grad()
+def generate(g, text_encoder, cfg, labels: torch.Tensor, captions: list[str], seeds: list[int],
+             truncation: float = 1.0, progress: bool = False) -> torch.Tensor:
+    """Images for N (label map, caption, seed) triples -> (N,3,S,S) float on the CPU, in [-1,1] (unclamped).
+
+    labels: (N,S,S) int64; captions: N cleaned captions; truncation < 1 pulls w toward the model's mean
+    latent. Each sample gets a forward pass of its own: batched matrix products round differently from
+    single ones (about 1e-5 here, enough to flip 8-bit pixel values), so only this keeps a seed's image
+    byte-identical whatever else is generated with it.
+    """
+    if not len(labels) == len(captions) == len(seeds):
+        raise InputError(f"got {len(labels)} masks, {len(captions)} captions and {len(seeds)} seeds; "
+                         f"expected one of each per sample")
+    device = _device(g)
+    features = {c: encode_caption(text_encoder, c) for c in dict.fromkeys(captions)}
+    centre = truncation_centre(g) if truncation != 1.0 else None
+    images = []
+    for i in tqdm(range(len(seeds)), unit="image", disable=not progress):
+        z, noise = seeded_inputs(g, seeds[i], cfg.MODEL.STYLE_DIM)
+        words, padding = _stack([features[captions[i]]], device)
+        out = g(mask_input(labels[i:i + 1], cfg).to(device), words, [z.to(device)], word_padding=padding,
+                noise=[n.to(device) for n in noise], truncation=truncation, truncation_latent=centre)
+        images.append(out[0].float().cpu())
+    return torch.stack(images)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reconstruction loss
+
+
+def lpips_network(device):
+    """lpips' AlexNet LPIPS when the package and the AlexNet weights in the torch hub cache are both present
+    (so nothing is downloaded), else None."""
+    try:
+        import lpips
+    except ImportError:
+        return None
+    if not (Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_BACKBONE_FILE).is_file():
+        return None
+    return lpips.LPIPS(net="alex", verbose=False).to(device).eval().requires_grad_(False)
+
+
+class ClipFeatureDistance(nn.Module):
+    """An LPIPS-like distance on the checkpoint's own CLIP image tower, which is always available offline:
+    the mean squared difference of channel-normalised patch tokens after every transformer block."""
+
+    def __init__(self, text_encoder):
+        super().__init__()
+        self.encoder = text_encoder
+
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        enc = self.encoder
+        x = clip_image_input(images, enc.image_size, enc.image_mean, enc.image_std, normalize=True)
+        out = enc.clip.visual.forward_intermediates(x, intermediates_only=True, output_fmt="NLC")
+        return [F.normalize(f, dim=-1) for f in out["image_intermediates"]]
+
+    def forward(self, images: torch.Tensor, target_features: list[torch.Tensor]) -> torch.Tensor:
+        pairs = zip(self.features(images), target_features)
+        return torch.stack([(a - b).square().sum(-1).mean() for a, b in pairs]).mean()
+
+
+class ReconstructionLoss(nn.Module):
+    """pixel MSE + feature_weight x perceptual distance to one fixed target image.
+
+    perceptual: 'lpips' (needs the lpips package and its AlexNet weights), 'clip' (ClipFeatureDistance),
+    'auto' (lpips when present, else clip) or 'none'.
+    """
+
+    def __init__(self, target: torch.Tensor, text_encoder, perceptual: str = "auto", feature_weight: float = 1.0):
+        super().__init__()
+        if perceptual not in ("auto", "lpips", "clip", "none"):
+            raise ValueError(f"perceptual loss {perceptual!r}: expected auto, lpips, clip or none")
+        self.target, self.feature_weight = target, feature_weight
+        net = lpips_network(target.device) if perceptual in ("auto", "lpips") else None
+        if perceptual == "lpips" and net is None:
+            raise InputError(f"perceptual loss 'lpips' needs the lpips package and {LPIPS_BACKBONE_FILE} in "
+                             f"{Path(torch.hub.get_dir()) / 'checkpoints'}")
+        self.kind = "lpips" if net is not None else ("none" if perceptual == "none" else "clip")
+        self.lpips = net
+        if self.kind == "clip":
+            self.clip = ClipFeatureDistance(text_encoder)
+            with torch.no_grad():
+                self.target_features = self.clip.features(target)
+
+    def perceptual(self, images: torch.Tensor) -> torch.Tensor:
+        if self.kind == "lpips":
+            return self.lpips(images, self.target).mean()
+        if self.kind == "clip":
+            return self.clip(images, self.target_features)
+        return images.new_zeros(())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        loss = F.mse_loss(images, self.target)
+        if self.kind != "none":
+            loss = loss + self.feature_weight * self.perceptual(images)
+        return loss
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Inversion
+
+
+@dataclass
+class Inversion:
+    """A given face expressed in the generator's terms: edits re-synthesise from here."""
+    latent: torch.Tensor              # (1, n_latent, STYLE_DIM) W+ code
+    noise: list[torch.Tensor]         # per-layer noise maps (1,1,h,w)
+    caption: str                      # cleaned caption the latent was fitted with
+    labels: torch.Tensor              # (S,S) int64 label map it was fitted with
+    target: torch.Tensor              # (3,S,S) image in [-1,1] it reconstructs
+    losses: list[float] = field(default_factory=list)  # loss per step: W+ phase, then fine-tuning phase
+    generator_state: dict | None = None  # fine-tuned (PTI) generator weights; None: the checkpoint's own
+
+    def to(self, device) -> "Inversion":
+        return Inversion(self.latent.to(device), [n.to(device) for n in self.noise], self.caption,
+                         self.labels.to(device), self.target.to(device), list(self.losses),
+                         None if self.generator_state is None else
+                         {k: v.to(device) for k, v in self.generator_state.items()})
+
+
+@dataclass
+class InversionSettings:
+    steps: int = 250               # Adam steps on W+ and the noise maps
+    lr: float = 0.1                # peak learning rate (ramped up over 5%, cosine down over the last 25%)
+    latent_noise: float = 0.05     # start-of-run jitter of W+, in units of the w spread (decays to 0 at 75%)
+    noise_regularize: float = 1e4  # weight of the noise maps' autocorrelation penalty (keeps them noise-like)
+    perceptual: str = "auto"       # ReconstructionLoss kind: auto, lpips, clip or none
+    feature_weight: float = 1.0    # weight of the perceptual term
+    finetune_steps: int = 0        # PTI: Adam steps on the generator weights afterwards, latent fixed
+    finetune_lr: float = 3e-4
+    seed: int = 0                  # initial noise maps and latent jitter
+
+
+def latent_statistics(g, samples: int = MEAN_LATENT_SAMPLES) -> tuple[torch.Tensor, float]:
+    """(mean w (1,D), RMS distance of w from it) over fixed z draws: where inversion starts and its scale."""
+    rng = torch.Generator().manual_seed(MEAN_LATENT_SEED)
+    z = torch.randn(samples, g.style_dim, generator=rng).to(_device(g))
+    with torch.no_grad():
+        w = g.style(z)
+    mean = w.mean(0, keepdim=True)
+    return mean, float((w - mean).square().sum(1).mean().sqrt())
+
+
+def noise_regularization(noise: list[torch.Tensor]) -> torch.Tensor:
+    """StyleGAN2 projector's penalty: squared autocorrelation at shift 1 of every noise map, on an image
+    pyramid down to 8x8, so the optimiser cannot hide image content in the noise."""
+    loss = noise[0].new_zeros(())
+    for n in noise:
+        while True:
+            loss = loss + (n * n.roll(1, dims=3)).mean().square() + (n * n.roll(1, dims=2)).mean().square()
+            if n.shape[-1] <= 8:
+                break
+            n = F.avg_pool2d(n, 2)
+    return loss
+
+
+def _normalize_noise_(noise: list[torch.Tensor]) -> None:
+    with torch.no_grad():
+        for n in noise:
+            n.sub_(n.mean()).div_(n.std())
+
+
+def _learning_rate(peak: float, t: float, rampdown: float = 0.25, rampup: float = 0.05) -> float:
+    ramp = min(1.0, (1.0 - t) / rampdown) * min(1.0, t / rampup)
+    return peak * (0.5 - 0.5 * math.cos(ramp * math.pi))
+
+
+def invert(g, text_encoder, cfg, image: torch.Tensor, labels: torch.Tensor, caption: str,
+           settings: InversionSettings = InversionSettings(), progress: bool = False) -> Inversion:
+    """Fit W+ and the noise maps so that g(labels, caption, W+, noise) reproduces `image`, then optionally
+    fine-tune a copy of g on it (PTI).
+
+    image: (3,S,S) in [-1,1]; labels: (S,S) int64; caption: cleaned (see prepare_captions).
+    """
+    device = _device(g)
+    target = image.to(device)[None]
+    mask = mask_input(labels[None], cfg).to(device)
+    words, padding = _stack([encode_caption(text_encoder, caption)], device)
+    loss_fn = ReconstructionLoss(target, text_encoder, settings.perceptual, settings.feature_weight)
+
+    rng = torch.Generator().manual_seed(settings.seed)
+    w_mean, w_spread = latent_statistics(g)
+    latent = w_mean[:, None].repeat(1, g.n_latent, 1).requires_grad_(True)
+    noise = [n.to(device).requires_grad_(True) for n in g.make_noise(1, generator=rng, device="cpu")]
+    opt = torch.optim.Adam([latent, *noise], lr=settings.lr, betas=(0.9, 0.999))
+    losses = []
+    steps = tqdm(range(settings.steps), desc="inversion", unit="step", disable=not progress)
+    for step in steps:
+        t = step / settings.steps
+        for group in opt.param_groups:
+            group["lr"] = _learning_rate(settings.lr, t)
+        jitter_scale = w_spread * settings.latent_noise * max(0.0, 1.0 - t / 0.75) ** 2
+        jitter = torch.randn(latent.shape, generator=rng).to(device) * jitter_scale
+        out = g(mask, words, latent + jitter, input_is_latent=True, word_padding=padding, noise=noise)
+        recon = loss_fn(out)
+        loss = recon + settings.noise_regularize * noise_regularization(noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        _normalize_noise_(noise)
+        losses.append(recon.item())
+        steps.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+
+    latent, noise = latent.detach(), [n.detach() for n in noise]
+    tuned = _finetune(g, loss_fn, mask, words, padding, latent, noise, settings, losses, progress)
+    return Inversion(latent.cpu(), [n.cpu() for n in noise], caption, labels.cpu(), image.cpu(), losses, tuned)
+
+
+def _finetune(g, loss_fn, mask, words, padding, latent, noise, settings, losses, progress) -> dict | None:
+    """PTI: tune a copy of g's weights so that the fixed latent reproduces the target (None when 0 steps)."""
+    if settings.finetune_steps <= 0:
+        return None
+    tuned = copy.deepcopy(g).requires_grad_(True)  # stays in eval mode: no GCMF dropout
+    opt = torch.optim.Adam(tuned.parameters(), lr=settings.finetune_lr)
+    for _ in tqdm(range(settings.finetune_steps), desc="fine-tuning", unit="step", disable=not progress):
+        loss = loss_fn(tuned(mask, words, latent, input_is_latent=True, word_padding=padding, noise=noise))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return {k: v.detach().cpu() for k, v in tuned.state_dict().items()}
+
+
+def save_inversion(inversion: Inversion, path: str | Path, checkpoint_hash: str) -> None:
+    """Write the inversion atomically, tagged with the hash of the checkpoint it belongs to."""
+    from .checkpoint import atomic_save
+
+    atomic_save({"format": INVERSION_FORMAT, "checkpoint_hash": checkpoint_hash, "latent": inversion.latent,
+                 "noise": inversion.noise, "caption": inversion.caption, "labels": inversion.labels,
+                 "target": inversion.target, "losses": inversion.losses,
+                 "generator_state": inversion.generator_state}, path)
+
+
+def load_inversion(path: str | Path, checkpoint_hash: str) -> Inversion:
+    """Read an inversion written by save_inversion for the checkpoint with `checkpoint_hash`."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"inversion {path} does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or foreign files
+        raise InputError(f"inversion {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict) or data.get("format") != INVERSION_FORMAT:
+        raise InputError(f"{path} is not an inversion written by scripts/manipulate.py (format={INVERSION_FORMAT!r})")
+    if data["checkpoint_hash"] != checkpoint_hash:
+        raise InputError(f"inversion {path} was made with checkpoint {data['checkpoint_hash']}, "
+                         f"not with this one ({checkpoint_hash}); invert the image again")
+    return Inversion(data["latent"], list(data["noise"]), data["caption"], data["labels"], data["target"],
+                     list(data["losses"]), data["generator_state"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Edits
+
+
+def generator_for(g, inversion: Inversion):
+    """g itself, or a copy carrying the inversion's fine-tuned weights."""
+    if inversion.generator_state is None:
+        return g
+    tuned = copy.deepcopy(g)
+    tuned.load_state_dict(inversion.generator_state)
+    return tuned
+
+
+@torch.no_grad()
+def edit(g, text_encoder, cfg, inversion: Inversion, caption: str | None = None,
+         labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Re-synthesise the inverted face with a new cleaned caption and/or a new (S,S) label map (None: keep
+    the inversion's) -> (3,S,S) on the CPU. Pass g through generator_for first when the inversion was
+    fine-tuned; with neither changed this is the reconstruction."""
+    device = _device(g)
+    caption = inversion.caption if caption is None else caption
+    labels = inversion.labels if labels is None else labels
+    words, padding = _stack([encode_caption(text_encoder, caption)], device)
+    noise = [n.to(device) for n in inversion.noise]
+    out = g(mask_input(labels[None].cpu(), cfg).to(device), words, inversion.latent.to(device),
+            input_is_latent=True, word_padding=padding, noise=noise)
+    return out[0].float().cpu()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Measures
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Images in [-1,1] -> uint8 in [0,255], rounded to nearest, as saved to PNG."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def psnr(image: torch.Tensor, reference: torch.Tensor) -> float:
+    """PSNR in dB between two images in [-1,1], measured on their 8-bit renderings."""
+    mse = (to_uint8(image).float() - to_uint8(reference).float()).square().mean()
+    return float("inf") if mse == 0 else float(10 * torch.log10(255.0 ** 2 / mse))
+
+
+@torch.no_grad()
+def lpips_distance(net, image: torch.Tensor, reference: torch.Tensor) -> float:
+    """LPIPS between two (3,S,S) images in [-1,1] with a network from lpips_network."""
+    device = _device(net)
+    return float(net(image[None].to(device).clamp(-1, 1), reference[None].to(device).clamp(-1, 1)))
+
+
+@torch.no_grad()
+def clip_similarity(text_encoder, images: torch.Tensor, captions: list[str]) -> list[float]:
+    """Cosine similarity in the checkpoint's CLIP space of each (3,S,S) image to its caption."""
+    image_emb = F.normalize(text_encoder.encode_image(images.clamp(-1, 1).to(text_encoder.device), normalize=True),
+                            dim=-1)
+    text_emb = text_encoder.embed_text(captions)
+    return [float(s) for s in (image_emb * text_emb).sum(-1).cpu()]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pictures and records
+
+
+def mask_picture(labels: torch.Tensor) -> torch.Tensor:
+    """(S,S) label map -> (3,S,S) palette picture in [-1,1]."""
+    return color_tensor(labels.cpu())
+
+
+def picture_grid(rows: list[list[torch.Tensor]], gap: int = 2) -> torch.Tensor:
+    """Rows of (3,S,S) images in [-1,1] -> one (3,H,W) picture on white, `gap` pixels between cells."""
+    size = rows[0][0].shape[-1]
+    columns = max(len(r) for r in rows)
+    height, width = len(rows) * (size + gap) - gap, columns * (size + gap) - gap
+    canvas = torch.ones(3, height, width)
+    for r, row in enumerate(rows):
+        for c, image in enumerate(row):
+            top, left = r * (size + gap), c * (size + gap)
+            canvas[:, top:top + size, left:left + size] = image.float().clamp(-1, 1)
+    return canvas
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def save_png(image: torch.Tensor, path: str | Path) -> None:
+    """(3,H,W) image in [-1,1] -> 8-bit PNG, written atomically."""
+    array = to_uint8(image).permute(1, 2, 0).numpy()
+    _atomic_write(Path(path), lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+
+
+def save_json(obj, path: str | Path) -> None:
+    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+def save_text(text: str, path: str | Path) -> None:
+    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
+
+
+def check_free(paths: list[Path], force: bool) -> None:
+    """Refuse (FileExistsError naming them) to overwrite existing outputs unless `force`."""
+    taken = [str(p) for p in paths if p.exists()]
+    if taken and not force:
+        shown = ", ".join(taken[:5]) + (f" and {len(taken) - 5} more" if len(taken) > 5 else "")
+        raise FileExistsError(f"{len(taken)} output files exist already ({shown}); pass --force to overwrite "
+                              f"them or choose another --out")

@@ -1,0 +1,254 @@
+"""Sampling: seed parsing, caption/mask pairing, per-seed reproducibility, and scripts/sample.py end to end,
+including its refusals of bad input (one error, exit 1, nothing written)."""
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pixelface import editing
+from pixelface.checkpoint import atomic_save, load_generator
+from pixelface.config import REPO_ROOT, _to_plain, load_config
+from pixelface.generator import Generator
+from pixelface.masks import MaskError, label_to_color
+from pixelface.synthface import make_face
+from pixelface.text_encoder import TextEncoder
+
+TINY = ["MODEL.SIZE=64", "MODEL.STYLE_DIM=32", "MODEL.N_MLP=2", "MODEL.CHANNEL_MAX=32", "MODEL.MASK_DIM=16",
+        "TEXT.MODEL=custom", "TEXT.PRETRAINED=", "TEXT.MAX_WORDS=16", "TEXT.EMBEDDING_DIM=32",
+        "TEXT.SENTENCE_DIM=32", "TEXT.CUSTOM.TEXT_WIDTH=32", "TEXT.CUSTOM.EMBED_DIM=32",
+        "TEXT.CUSTOM.TEXT_LAYERS=1", "TEXT.CUSTOM.TEXT_HEADS=2", "TEXT.CUSTOM.VISION_LAYERS=1",
+        "TEXT.CUSTOM.VISION_WIDTH=64", "TEXT.CUSTOM.IMAGE_SIZE=32"]
+
+
+def write_tiny_checkpoint(path, *extra):
+    """An untrained G_ema for a 64 px tiny config; noise weights non-zero so that the noise maps matter."""
+    cfg = load_config(None, TINY + list(extra))
+    torch.manual_seed(0)
+    g = Generator.from_config(cfg)
+    with torch.no_grad():
+        for name, p in g.named_parameters():
+            if name.endswith("noise_weight"):
+                p.fill_(0.5)
+    plain = _to_plain({k: v for k, v in cfg.items() if not k.startswith("_")})
+    atomic_save({"format": "pixelface-checkpoint", "config": plain, "G_ema": g.state_dict()}, path)
+    return path
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+@pytest.fixture(scope="module")
+def model(ckpt):
+    g, cfg = load_generator(ckpt)
+    return g, cfg, TextEncoder.from_config(cfg)
+
+
+@pytest.fixture(scope="module")
+def face_files(tmp_path_factory):
+    """A synthface label map at 128 px stored as a colour PNG, a label-id PNG and a JPEG."""
+    folder = tmp_path_factory.mktemp("masks")
+    _, _, labels, captions = make_face(0, 1, 128)
+    Image.fromarray(label_to_color(labels)).save(folder / "mask.png")
+    Image.fromarray(labels).save(folder / "labels.png")
+    Image.fromarray(label_to_color(labels)).save(folder / "mask.jpg", quality=90, subsampling=0)
+    return folder, labels, captions
+
+
+sample_script = load_script("sample")
+
+
+def run_sample(*args):
+    return sample_script.main([str(a) for a in args])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Library
+
+
+def test_parse_seeds():
+    assert editing.parse_seeds("0-3,7, 10-11") == [0, 1, 2, 3, 7, 10, 11]
+    assert editing.parse_seeds("5") == [5]
+    for bad in ("", "a", "3-1", "1-", "-2", str(2 ** 32)):
+        with pytest.raises(editing.InputError, match="seeds"):
+            editing.parse_seeds(bad)
+
+
+def test_pair_conditions():
+    assert editing.pair_conditions(2, 2) == [(0, 0), (1, 1)]
+    assert editing.pair_conditions(1, 3) == [(0, 0), (0, 1), (0, 2)]
+    assert editing.pair_conditions(3, 1) == [(0, 0), (1, 0), (2, 0)]
+    with pytest.raises(editing.InputError, match="2 masks and 3 captions"):
+        editing.pair_conditions(2, 3)
+
+
+def test_read_mask_forms_agree_and_resize_nearest(face_files):
+    folder, labels, _ = face_files
+    colour = editing.read_mask(folder / "mask.png", 64)
+    assert colour.shape == (64, 64) and colour.dtype == torch.int64
+    assert torch.equal(colour, editing.read_mask(folder / "labels.png", 64))
+    # nearest neighbour: only labels of the original, and the downscale of every other pixel
+    assert set(colour.unique().tolist()) <= set(np.unique(labels).tolist())
+    jpeg = editing.read_mask(folder / "mask.jpg", 64)  # compression noise is snapped to the palette
+    assert (jpeg == colour).float().mean() > 0.97
+
+
+def test_read_mask_reports_off_palette_share(tmp_path):
+    noise = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "photo.png")
+    with pytest.raises(MaskError, match=r"photo\.png: \d+\.\d% of pixels are off"):
+        editing.read_mask(tmp_path / "photo.png", 64)
+    Image.fromarray(np.full((8, 8), 40, np.uint8)).save(tmp_path / "ids.png")
+    with pytest.raises(MaskError, match="label ids 0..18, found 40"):
+        editing.read_mask(tmp_path / "ids.png", 64)
+
+
+def test_same_seed_same_image_whatever_it_is_generated_with(model, face_files):
+    g, cfg, encoder = model
+    labels = editing.read_mask(face_files[0] / "mask.png", 64)
+    other = torch.flip(labels, dims=[1])
+    captions = editing.prepare_captions(["a woman with blond hair", "a man with black hair"], cfg, encoder)
+    alone = editing.generate(g, encoder, cfg, labels[None], captions[:1], [7])
+    among = editing.generate(g, encoder, cfg, torch.stack([other, labels, labels, other]),
+                             [captions[1], captions[0], captions[1], captions[0]], [3, 7, 7, 9])
+    assert torch.equal(editing.to_uint8(alone[0]), editing.to_uint8(among[1]))
+    # ... and the seed, the caption and the mask each change the image
+    assert not torch.equal(editing.to_uint8(among[1]), editing.to_uint8(among[2]))  # caption
+    other_seed = editing.generate(g, encoder, cfg, labels[None], captions[:1], [8])
+    assert (other_seed - alone).abs().mean() > 1e-3
+    other_mask = editing.generate(g, encoder, cfg, other[None], captions[:1], [7])
+    assert (other_mask - alone).abs().mean() > 1e-3
+
+
+def test_truncation_pulls_toward_the_models_mean_latent(model, face_files):
+    g, cfg, encoder = model
+    labels = editing.read_mask(face_files[0] / "mask.png", 64)[None]
+    caption = editing.prepare_captions(["a smiling man"], cfg, encoder)
+    feats = editing.encode_caption(encoder, caption[0])
+    z, noise = editing.seeded_inputs(g, 5, cfg.MODEL.STYLE_DIM)
+    centre = g.mean_latent(4096, generator=torch.Generator().manual_seed(editing.MEAN_LATENT_SEED))
+    w = centre + 0.3 * (g.style(z) - centre)
+    expected = g(editing.mask_input(labels, cfg), feats.words, w, input_is_latent=True, word_padding=feats.padding,
+                 noise=noise)
+    got = editing.generate(g, encoder, cfg, labels, caption, [5], truncation=0.3)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert not torch.allclose(editing.generate(g, encoder, cfg, labels, caption, [5]), expected, atol=1e-2)
+
+
+def test_caption_cleaning_warns_and_refuses(model):
+    _, cfg, encoder = model
+    assert editing.prepare_captions(["She has BLOND hair!"], cfg, encoder) == ["she has blond hair"]
+    with pytest.raises(editing.InputError, match="empty"):
+        editing.prepare_captions(["  !? "], cfg, encoder)
+    long = " ".join(["smiling"] * 40)
+    with pytest.warns(editing.InputWarning) as caught:
+        (cleaned,) = editing.prepare_captions([long], cfg, encoder)
+    assert len(cleaned.split()) == cfg.DATA.WORDS_NUM
+    messages = " ".join(str(w.message) for w in caught)
+    assert "DATA.WORDS_NUM" in messages and "BPE tokens" in messages
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# scripts/sample.py
+
+
+def test_sample_script_writes_samples_grid_and_record(ckpt, face_files, tmp_path, capsys):
+    folder = face_files[0]
+    out = tmp_path / "out"
+    assert run_sample("--ckpt", ckpt, "--mask", folder / "mask.jpg", "--text", "a woman with blond hair",
+                      "--text", "a man with a beard", "--seeds", "0-2", "--truncation", "0.7", "--out", out) == 0
+    record = json.loads((out / "samples.json").read_text())
+    assert len(record["files"]) == 6 and record["truncation"] == 0.7 and len(record["checkpoint_hash"]) == 12
+    first = record["files"][0]
+    assert first == {"file": "000_seed0.png", "caption": "a woman with blond hair", "mask": str(folder / "mask.jpg"),
+                     "seed": 0, "truncation": 0.7}
+    assert {f["file"] for f in record["files"]} == {f"{p:03d}_seed{s}.png" for p in (0, 1) for s in (0, 1, 2)}
+    for entry in record["files"]:
+        with Image.open(out / entry["file"]) as image:
+            assert image.size == (64, 64) and image.mode == "RGB"
+    with Image.open(out / "grid.png") as grid:  # 2 rows x (mask + 3 seeds), 2 px gaps
+        assert grid.size == (4 * 64 + 3 * 2, 2 * 64 + 2)
+    assert "a man with a beard" in (out / "grid.txt").read_text().splitlines()[2]
+
+
+def test_sample_script_images_do_not_depend_on_batch_mates(ckpt, face_files, tmp_path):
+    folder = face_files[0]
+    common = ["--ckpt", ckpt, "--mask", folder / "labels.png", "--text", "a man with black hair"]
+    assert run_sample(*common, "--seeds", "0-3", "--out", tmp_path / "many") == 0
+    assert run_sample(*common, "--seeds", "2", "--out", tmp_path / "one") == 0
+    assert (tmp_path / "many" / "000_seed2.png").read_bytes() == (tmp_path / "one" / "000_seed2.png").read_bytes()
+    assert (tmp_path / "many" / "000_seed1.png").read_bytes() != (tmp_path / "one" / "000_seed2.png").read_bytes()
+
+
+def test_sample_script_keeps_existing_outputs_without_force(ckpt, face_files, tmp_path, capsys):
+    args = ["--ckpt", ckpt, "--mask", face_files[0] / "mask.png", "--text", "a man", "--out", tmp_path]
+    (tmp_path / "000_seed0.png").write_bytes(b"mine")
+    assert run_sample(*args) == 1
+    assert "--force" in capsys.readouterr().err
+    assert (tmp_path / "000_seed0.png").read_bytes() == b"mine" and not (tmp_path / "samples.json").exists()
+    assert run_sample(*args, "--force") == 0
+    assert (tmp_path / "000_seed0.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sample_script_warns_about_long_captions(ckpt, face_files, tmp_path, capsys):
+    long = "a man with " + " ".join(["black"] * 40) + " hair"
+    assert run_sample("--ckpt", ckpt, "--mask", face_files[0] / "mask.png", "--text", long,
+                      "--out", tmp_path / "out") == 0
+    assert "warning: caption" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def foreign_ckpt(tmp_path_factory):
+    """G_ema of the tiny architecture under a config that describes a wider one."""
+    path = tmp_path_factory.mktemp("foreign") / "foreign.pt"
+    write_tiny_checkpoint(path)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["config"]["MODEL"]["STYLE_DIM"] = 48
+    atomic_save(ckpt, path)
+    return path
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("missing mask", "does not exist"),
+    ("unreadable mask", "cannot be read as an image"),
+    ("off-palette mask", "% of pixels are off the CelebAMask-HQ palette"),
+    ("empty caption", "empty"),
+    ("count mismatch", "2 masks and 3 captions"),
+    ("missing caption file", "caption file"),
+    ("missing checkpoint", "does not exist"),
+    ("foreign architecture", "does not fit the architecture"),
+    ("bad seeds", "seeds"),
+])
+def test_sample_script_bad_input_is_one_error_and_writes_nothing(case, expected, ckpt, foreign_ckpt, face_files,
+                                                                 tmp_path, capsys):
+    mask = face_files[0] / "mask.png"
+    (tmp_path / "notes.png").write_text("not an image")
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "x.png")
+    args = {
+        "missing mask": ["--mask", tmp_path / "nope.png", "--text", "a man"],
+        "unreadable mask": ["--mask", tmp_path / "notes.png", "--text", "a man"],
+        "off-palette mask": ["--mask", tmp_path / "x.png", "--text", "a man"],
+        "empty caption": ["--mask", mask, "--text", "  "],
+        "count mismatch": ["--mask", mask, "--mask", mask, "--text", "a", "--text", "b", "--text", "c"],
+        "missing caption file": ["--mask", mask, "--text-file", tmp_path / "captions.txt"],
+        "missing checkpoint": ["--mask", mask, "--text", "a man"],
+        "foreign architecture": ["--mask", mask, "--text", "a man"],
+        "bad seeds": ["--mask", mask, "--text", "a man", "--seeds", "4-1"],
+    }[case]
+    checkpoint = {"missing checkpoint": tmp_path / "none.pt", "foreign architecture": foreign_ckpt}.get(case, ckpt)
+    out = tmp_path / "out"
+    assert run_sample("--ckpt", checkpoint, *args, "--out", out) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0]
+    assert not out.exists()
