@@ -3,15 +3,22 @@
     python scripts/make_synthetic_faces.py --out data/synthface --num 5000 --size 64 --seed 0
 
 A relative --out is taken relative to the repository root. An --out folder that is not empty is
-left alone unless --force is given.
+left alone unless --force is given. `--preview docs/synthface_grid.png` writes only the README figure
+(8 varied faces of --seed at 128 px with their masks and first captions).
 """
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
 from pixelface.config import REPO_ROOT, default_config
-from pixelface.synthface import write_dataset
+from pixelface.synthface import preview_grid, write_dataset
+
+
+def _from_repo(path: str) -> Path:
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
 
 
 def main(argv=None) -> int:
@@ -23,9 +30,16 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=data.SYNTH_SEED, help="renderer seed")
     parser.add_argument("--workers", type=int, default=2, help="rendering processes")
     parser.add_argument("--force", action="store_true", help="render into a non-empty --out")
+    parser.add_argument("--preview", metavar="PNG", help="write only a preview figure to this file")
     args = parser.parse_args(argv)
-    out = Path(args.out).expanduser()
-    out = out if out.is_absolute() else REPO_ROOT / out
+    if args.preview:
+        target = _from_repo(args.preview)
+        tmp = target.with_name(f".{target.name}.tmp")
+        preview_grid(args.seed).save(tmp, format="PNG")
+        os.replace(tmp, target)
+        print(f"wrote {target}")
+        return 0
+    out = _from_repo(args.out)
     start = time.perf_counter()
     try:
         write_dataset(out, args.num, args.size, args.seed, workers=args.workers, force=args.force)

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from .masks import LABEL_ID, NUM_CLASSES, label_to_color
 
@@ -484,7 +484,7 @@ def _colorize(cv: _Canvas, g, attrs) -> np.ndarray:
         beard = (np.asarray(cv.beard) > 0) & (parts == PART["skin"])
         tone = _hair_rgb(g, attrs) * 0.6                      # beards read darker than scalp hair
         stipple = g.stipple[beard][:, None]
-        img[beard] = 0.12 * img[beard] + 0.88 * tone * (0.75 + 0.5 * stipple)
+        img[beard] = 0.12 * img[beard] + 0.88 * tone * (0.85 + 0.3 * stipple)
     hair_y, hair_x = np.nonzero(parts == PART["hair"])
     x, y = (hair_x + 0.5) / cv.res, (hair_y + 0.5) / cv.res
     wave = 2.5 * np.sin(y * 60 + g.wave_phase) if attrs["hair_style"] == "wavy" else 0.0
@@ -920,3 +920,43 @@ def write_dataset(out: str | Path, num: int, size: int, seed: int, workers: int 
     index = build_index([captions for _, captions in results], train, test)
     _write_text_atomic(json.dumps(index), out / "dataset2.json")
     return out
+
+
+def _diverse_faces(seed: int, count: int, pool: int = 200) -> list[int]:
+    """Greedily pick face indices whose attributes cover as many attribute values as possible."""
+    attrs = [sample_attributes(_rng(seed, 0, i)) for i in range(pool)]
+    values = [{(k, v) for k, v in a.items() if v is not False} for a in attrs]
+    chosen, seen = [], set()
+    for _ in range(count):
+        best = max((i for i in range(pool) if i not in chosen), key=lambda i: len(values[i] - seen))
+        chosen.append(best)
+        seen |= values[best]
+    return chosen
+
+
+def preview_grid(seed: int = 0, count: int = 8, size: int = 128, columns: int = 4) -> Image.Image:
+    """A figure of `count` varied faces of dataset `seed`: image, mask and caption 0 for each."""
+    font = ImageFont.load_default(size=max(10, size // 10))
+    cell_w, line_h, lines = 2 * size, int(size * 0.12), 4
+    cell_h = size + lines * line_h + 8
+    rows = -(-count // columns)
+    sheet = Image.new("RGB", (columns * cell_w + (columns - 1) * 8, rows * cell_h), "white")
+    draw = ImageDraw.Draw(sheet)
+    for n, index in enumerate(_diverse_faces(seed, count)):
+        _, image, labels, captions = make_face(seed, index, size)
+        x, y = (n % columns) * (cell_w + 8), (n // columns) * cell_h
+        sheet.paste(Image.fromarray(np.concatenate([image, label_to_color(labels)], 1)), (x, y))
+        for k, text in enumerate(_wrap(captions[0], font, cell_w)[:lines]):
+            draw.text((x + 2, y + size + 3 + k * line_h), text, fill="black", font=font)
+    return sheet
+
+
+def _wrap(text: str, font, width: int) -> list[str]:
+    lines = [""]
+    for word in text.split():
+        candidate = f"{lines[-1]} {word}".strip()
+        if font.getlength(candidate) <= width - 4 or not lines[-1]:
+            lines[-1] = candidate
+        else:
+            lines.append(word)
+    return lines
