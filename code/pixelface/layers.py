@@ -1,0 +1,333 @@
+"""StyleGAN2 building blocks (rosinality conventions, spec §3.1) in native PyTorch.
+
+The reference needs two CUDA extensions (fused bias + leaky ReLU, upfirdn2d); everything here uses
+stock conv / linear ops instead. Two habits run through the file, both for speed on CPU where fresh
+large allocations are expensive:
+
+* The activation gain √2 is folded into the weights and bias of the layer before it
+  (leaky_relu(√2·z) = √2·leaky_relu(z)), and the leaky ReLU then runs in place on that layer's fresh
+  output, so each activated layer allocates and keeps exactly one tensor.
+* Equalised learning rate: weights are stored N(0,1)/lr_mul and scaled at run time.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NEG_SLOPE = 0.2
+ACT_GAIN = math.sqrt(2.0)
+BLUR_TAPS = (1.0, 3.0, 3.0, 1.0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Activation
+
+
+class _BiasLeakyReLU(torch.autograd.Function):
+    """leaky_relu(x + bias)·gain that keeps only its output for backward (like the CUDA op).
+
+    The backward is written with differentiable ops, so double backward (R1, path length) works.
+    """
+
+    @staticmethod
+    def forward(ctx, x, bias, gain):
+        out = x + bias if bias is not None else x.clone()
+        F.leaky_relu_(out, NEG_SLOPE)
+        out.mul_(gain)
+        ctx.save_for_backward(out)
+        ctx.gain = gain
+        ctx.bias_shape = None if bias is None else bias.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved_tensors
+        grad_x = torch.ops.aten.leaky_relu_backward(grad * ctx.gain, out, NEG_SLOPE, True)
+        grad_b = None if ctx.bias_shape is None else grad_x.sum_to_size(ctx.bias_shape)
+        return grad_x, grad_b, None
+
+
+def fused_leaky_relu(x: torch.Tensor, bias: torch.Tensor | None = None, gain: float = ACT_GAIN):
+    """leaky_relu(x + bias, 0.2)·gain; `bias` (C,) is broadcast over dim 1 (use a shaped view else)."""
+    if bias is not None and bias.dim() == 1 and x.dim() > 2:
+        bias = bias.view(1, -1, *([1] * (x.dim() - 2)))
+    return _BiasLeakyReLU.apply(x, bias, gain)
+
+
+def _leaky_relu_fresh_(y: torch.Tensor) -> torch.Tensor:
+    """In-place leaky ReLU for a tensor no other op saved (gain already folded into its producer)."""
+    return F.leaky_relu_(y, NEG_SLOPE)
+
+
+class FusedLeakyReLU(nn.Module):
+    """Per-channel bias, leaky ReLU(0.2), gain √2: the reference's fused activation."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x):
+        return fused_leaky_relu(x, self.bias)
+
+
+# ------------------------------------------------------------------------------------------------
+# Equalised linear / conv
+
+
+class PixelNorm(nn.Module):
+    """x / sqrt(mean(x², dim) + 1e-8)."""
+
+    def __init__(self, dim: int = 1):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.square().mean(self.dim, keepdim=True) + 1e-8)
+
+
+class EqualLinear(nn.Module):
+    """Equalised FC: weight N(0,1)/lr_mul scaled by lr_mul/√in; optional fused leaky ReLU·√2."""
+
+    def __init__(self, in_dim: int, out_dim: int, bias: bool = True, bias_init: float = 0.0,
+                 lr_mul: float = 1.0, activation: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_dim, in_dim) / lr_mul)
+        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init))) if bias else None
+        self.scale = lr_mul / math.sqrt(in_dim)
+        self.lr_mul = lr_mul
+        self.activation = activation
+
+    def effective(self, gain: float = 1.0):
+        """(weight, bias) as applied, times `gain` (for folding this layer into a neighbour)."""
+        bias = None if self.bias is None else self.bias * (self.lr_mul * gain)
+        return self.weight * (self.scale * gain), bias
+
+    def forward(self, x):
+        if not self.activation:
+            return F.linear(x, *self.effective())
+        # Flatten first: F.linear on a 3-D input returns a view, and an in-place activation on a
+        # view makes autograd record a CopySlices node (full-size copies in backward).
+        y = F.linear(x.reshape(-1, x.shape[-1]), *self.effective(ACT_GAIN))
+        return _leaky_relu_fresh_(y).view(*x.shape[:-1], y.shape[-1])
+
+    def extra_repr(self):
+        return (f"{self.weight.shape[1]}, {self.weight.shape[0]}, lr_mul={self.lr_mul}, "
+                f"activation={self.activation}")
+
+
+def blur_kernel(device=None, dtype=None) -> torch.Tensor:
+    """The normalised [1,3,3,1]⊗[1,3,3,1] FIR filter (sums to 1)."""
+    taps = torch.tensor(BLUR_TAPS, device=device, dtype=dtype)
+    k = torch.outer(taps, taps)
+    return k / k.sum()
+
+
+def blur(x: torch.Tensor, padding: int, stride: int = 1) -> torch.Tensor:
+    """Depthwise [1,3,3,1] blur with symmetric zero padding (upfirdn2d, up=down=1).
+
+    stride 2 computes only the samples a following stride-2 1×1 conv would keep.
+    """
+    c = x.shape[1]
+    k = blur_kernel(x.device, x.dtype).expand(c, 1, 4, 4)
+    return F.conv2d(x, k, stride=stride, padding=padding, groups=c)
+
+
+def upsample2x(x: torch.Tensor) -> torch.Tensor:
+    """upfirdn2d(up=2, [1,3,3,1]⊗[1,3,3,1]·4, pad (2,1)) as one depthwise transposed conv.
+
+    Output o draws x[i]·k[o + 1 − 2i]; for a symmetric 4-tap kernel this is exactly the zero-insert,
+    pad (2,1), 4×4 FIR of the reference.
+    """
+    c = x.shape[1]
+    k = (blur_kernel(x.device, x.dtype) * 4).expand(c, 1, 4, 4)
+    return F.conv_transpose2d(x, k, stride=2, padding=1, groups=c)
+
+
+class EqualConv2d(nn.Module):
+    """Equalised conv: weight N(0,1) scaled by 1/√(in·k²)."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, padding: int = 0,
+                 bias: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
+        self.scale = 1.0 / math.sqrt(in_ch * kernel_size ** 2)
+        self.stride = stride
+        self.padding = padding
+
+    def forward(self, x, gain: float = 1.0):
+        bias = None if self.bias is None else self.bias * gain
+        return F.conv2d(x, self.weight * (self.scale * gain), bias, stride=self.stride,
+                        padding=self.padding)
+
+    def extra_repr(self):
+        out_ch, in_ch, k, _ = self.weight.shape
+        return f"{in_ch}, {out_ch}, k={k}, stride={self.stride}, padding={self.padding}"
+
+
+class ConvLayer(nn.Module):
+    """EqualConv2d (+ blur and stride 2 when downsampling) and a fused leaky ReLU with its own bias.
+
+    Parameters: `weight` (out,in,k,k) and `bias` (out,) — the activation's bias when `activate`, the
+    conv's own otherwise (same count as the reference ConvLayer). `out_gain` scales the output; the
+    discriminator folds its residual 1/√2 in here.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, downsample: bool = False,
+                 bias: bool = True, activate: bool = True, out_gain: float = 1.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
+        self.scale = 1.0 / math.sqrt(in_ch * kernel_size ** 2)
+        self.downsample = downsample
+        self.activate = activate
+        self.out_gain = out_gain
+        # rosinality: total FIR padding p = (4 − 2) + (k − 1), split (p+1)//2, p//2 (equal here).
+        self.blur_pad = (2 + kernel_size - 1) // 2
+        self.padding = 0 if downsample else kernel_size // 2
+
+    def forward(self, x):
+        gain = self.out_gain * (ACT_GAIN if self.activate else 1.0)
+        weight = self.weight * (self.scale * gain)
+        bias = None if self.bias is None else self.bias * gain
+        if self.downsample and self.weight.shape[-1] == 1:
+            y = F.conv2d(blur(x, self.blur_pad, stride=2), weight, bias)
+        elif self.downsample:
+            y = F.conv2d(blur(x, self.blur_pad), weight, bias, stride=2)
+        else:
+            y = F.conv2d(x, weight, bias, padding=self.padding)
+        return _leaky_relu_fresh_(y) if self.activate else y
+
+    def extra_repr(self):
+        out_ch, in_ch, k, _ = self.weight.shape
+        return f"{in_ch}, {out_ch}, k={k}, downsample={self.downsample}, activate={self.activate}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Style-modulated layers
+
+
+class ModulatedConv2d(nn.Module):
+    """Style-modulated conv (rosinality ModulatedConv2d), run as one grouped conv over the batch.
+
+    `weight` (out,in,k,k) N(0,1) at run-time scale 1/√(in·k²); `modulation` EqualLinear(style→in) with
+    bias 1. Demodulation divides each sample's output filter by √(Σw² + 1e-8).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, style_dim: int,
+                 demodulate: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel_size, kernel_size))
+        self.modulation = EqualLinear(style_dim, in_ch, bias_init=1.0)
+        self.scale = 1.0 / math.sqrt(in_ch * kernel_size ** 2)
+        self.demodulate = demodulate
+        self.padding = kernel_size // 2
+
+    def sample_weights(self, style: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        """Per-sample weights (B,out,in,k,k), demodulated, times `gain`."""
+        s = self.modulation(style)                                     # (B,in)
+        w = self.weight.unsqueeze(0) * (s * self.scale)[:, None, :, None, None]
+        if self.demodulate:
+            d = torch.rsqrt(w.square().sum((2, 3, 4)) + 1e-8) * gain   # (B,out)
+            return w * d[:, :, None, None, None]
+        return w * gain if gain != 1.0 else w
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        b, c, h, w = x.shape
+        weight = self.sample_weights(style, gain)
+        out_ch = weight.shape[1]
+        y = F.conv2d(x.reshape(1, b * c, h, w), weight.reshape(b * out_ch, c, *weight.shape[3:]),
+                     padding=self.padding, groups=b)
+        return y.view(b, out_ch, *y.shape[2:])
+
+    def extra_repr(self):
+        out_ch, in_ch, k, _ = self.weight.shape
+        return f"{in_ch}, {out_ch}, k={k}, demodulate={self.demodulate}"
+
+
+class StyledConv(nn.Module):
+    """ModulatedConv2d 3×3, noise injection (one learned scalar, init 0), fused leaky ReLU."""
+
+    def __init__(self, in_ch: int, out_ch: int, style_dim: int, kernel_size: int = 3):
+        super().__init__()
+        self.conv = ModulatedConv2d(in_ch, out_ch, kernel_size, style_dim)
+        self.noise_weight = nn.Parameter(torch.zeros(1))
+        self.bias = nn.Parameter(torch.zeros(out_ch))
+
+    def forward(self, x, style, noise: torch.Tensor | None = None):
+        """`noise` (B or 1,1,H,W) or None for no noise; √2 gain is folded into conv, noise and bias."""
+        y = self.conv(x, style, gain=ACT_GAIN)
+        # The conv result is a view (of the grouped conv output): the first op must not be in
+        # place, or autograd would record costly CopySlices; the rest then run in place.
+        y = y + (self.bias * ACT_GAIN).view(1, -1, 1, 1)
+        if noise is not None:
+            y.add_(noise * (self.noise_weight * ACT_GAIN))
+        return _leaky_relu_fresh_(y)
+
+
+class ToRGB(nn.Module):
+    """1×1 modulated conv to RGB (no demodulation) + bias, plus the 2× upsampled previous skip."""
+
+    def __init__(self, in_ch: int, style_dim: int, out_ch: int = 3):
+        super().__init__()
+        self.conv = ModulatedConv2d(in_ch, out_ch, 1, style_dim, demodulate=False)
+        self.bias = nn.Parameter(torch.zeros(1, out_ch, 1, 1))
+
+    def forward(self, x, style, skip: torch.Tensor | None = None):
+        b, c, h, w = x.shape
+        weight = self.conv.sample_weights(style).flatten(2)             # (B,3,in)
+        rgb = torch.baddbmm(self.bias.view(1, -1, 1), weight, x.reshape(b, c, h * w))
+        rgb = rgb.view(b, -1, h, w)
+        if skip is not None:
+            rgb = rgb + upsample2x(skip)
+        return rgb
+
+
+class ConstantInput(nn.Module):
+    """A learned (1,C,R,R) tensor, N(0,1) initialised."""
+
+    def __init__(self, channels: int, size: int):
+        super().__init__()
+        self.input = nn.Parameter(torch.randn(1, channels, size, size))
+
+    def forward(self, batch: int):
+        return self.input.expand(batch, -1, -1, -1)
+
+
+# ------------------------------------------------------------------------------------------------
+# Fold / Unfold (spec §3.6): space-to-depth ×2 with sub-pixel-major channel order
+
+
+def fold(x: torch.Tensor, times: int = 1) -> torch.Tensor:
+    """(B,C,H,W) -> (B,4^times·C, H/2^t, W/2^t); one Fold: channel (ph·2+pw)·C + c.
+
+    Equal to pixel_unshuffle(2) followed by regrouping channels (c,ph,pw) -> (ph,pw,c), repeated;
+    done here as one permute (one copy) however many times.
+    """
+    return fold_channels_last(x.permute(0, 2, 3, 1), times)
+
+
+def fold_channels_last(x: torch.Tensor, times: int = 1) -> torch.Tensor:
+    """`fold` for a (B,H,W,C) input; returns a contiguous NCHW tensor."""
+    b, h, w, c = x.shape
+    f = 2 ** times
+    # After t folds, output channel = (ph_t, pw_t, …, ph_1, pw_1, c) and input row = I·2^t + Σ ph_j·2^(j-1):
+    # the last fold's sub-pixel is the coarsest digit of the row index and the outermost in the channel.
+    x = x.reshape(b, h // f, *([2] * times), w // f, *([2] * times), c)
+    row_digits = range(2, 2 + times)                  # coarse -> fine
+    col_digits = range(3 + times, 3 + 2 * times)
+    order = [0]
+    for ph, pw in zip(row_digits, col_digits):
+        order += [ph, pw]
+    order += [3 + 2 * times, 1, 2 + times]            # c, I, J
+    return x.permute(order).reshape(b, c * f * f, h // f, w // f)
+
+
+def unfold(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of one Fold: (B,4C,H,W) -> (B,C,2H,2W); regroup (ph,pw,c)->(c,ph,pw) + pixel_shuffle."""
+    b, c4, h, w = x.shape
+    c = c4 // 4
+    return (x.reshape(b, 2, 2, c, h, w).permute(0, 3, 4, 1, 5, 2).reshape(b, c, 2 * h, 2 * w))

@@ -1,0 +1,171 @@
+"""StyleGAN2 building blocks against their textbook definitions (spec §3.1, §3.6)."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pixelface.layers import (ConvLayer, EqualLinear, ModulatedConv2d, StyledConv, ToRGB, blur,
+                              blur_kernel, fold, fold_channels_last, fused_leaky_relu, unfold,
+                              upsample2x)
+
+torch.set_num_threads(1)
+
+
+def naive_fold(x):
+    """Spec §3.6 literally: output channel (ph·2+pw)·C + c holds x[c, 2i+ph, 2j+pw]."""
+    b, c, h, w = x.shape
+    out = torch.empty(b, 4 * c, h // 2, w // 2, dtype=x.dtype)
+    for ph in range(2):
+        for pw in range(2):
+            k = ph * 2 + pw
+            out[:, k * c:(k + 1) * c] = x[:, :, ph::2, pw::2]
+    return out
+
+
+def regrouped_pixel_unshuffle(x):
+    """pixel_unshuffle(2) (channel c·4 + sub) regrouped to sub-pixel-major (sub·C + c)."""
+    b, c, h, w = x.shape
+    y = F.pixel_unshuffle(x, 2).view(b, c, 4, h // 2, w // 2)
+    return y.transpose(1, 2).reshape(b, 4 * c, h // 2, w // 2)
+
+
+def regrouped_pixel_shuffle(x):
+    b, c4, h, w = x.shape
+    return F.pixel_shuffle(x.view(b, 4, c4 // 4, h, w).transpose(1, 2).reshape(b, c4, h, w), 2)
+
+
+def naive_upfirdn(x, up, pad, kernel):
+    """Zero-insertion upsampling, zero padding (pad0, pad1), true convolution with `kernel`."""
+    b, c, h, w = x.shape
+    u = torch.zeros(b, c, h * up, w * up, dtype=x.dtype)
+    u[:, :, ::up, ::up] = x
+    u = F.pad(u, (pad[0], pad[1], pad[0], pad[1]))
+    k = kernel.flip(0, 1).to(x.dtype).expand(c, 1, *kernel.shape)
+    return F.conv2d(u, k, groups=c)
+
+
+def test_fold_matches_spec_definition_and_pixel_unshuffle_regroup():
+    x = torch.randn(2, 5, 16, 16)
+    assert torch.equal(fold(x), naive_fold(x))
+    assert torch.equal(fold(x), regrouped_pixel_unshuffle(x))
+    assert torch.equal(fold(x, times=2), naive_fold(naive_fold(x)))
+    assert torch.equal(fold_channels_last(x.permute(0, 2, 3, 1).contiguous(), times=2), fold(x, 2))
+
+
+def test_unfold_inverts_fold_and_matches_pixel_shuffle_regroup():
+    x = torch.randn(2, 8, 6, 6)
+    assert torch.equal(unfold(fold(x)), x)
+    assert torch.equal(fold(unfold(x)), x)
+    assert torch.equal(unfold(x), regrouped_pixel_shuffle(x))
+
+
+def test_upsample_is_upfirdn_up2_pad_2_1():
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    ref = naive_upfirdn(x, 2, (2, 1), blur_kernel(dtype=torch.float64) * 4)
+    torch.testing.assert_close(upsample2x(x), ref)
+
+
+def test_blur_and_strided_blur_match_upfirdn():
+    x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+    k = blur_kernel(dtype=torch.float64)
+    torch.testing.assert_close(blur(x, 2), naive_upfirdn(x, 1, (2, 2), k))
+    torch.testing.assert_close(blur(x, 1, stride=2), naive_upfirdn(x, 1, (1, 1), k)[:, :, ::2, ::2])
+
+
+def test_fused_leaky_relu_value_and_double_backward():
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    ref = F.leaky_relu(x + b.view(1, -1, 1, 1), 0.2) * math.sqrt(2)
+    torch.testing.assert_close(fused_leaky_relu(x, b), ref)
+    assert torch.autograd.gradcheck(fused_leaky_relu, (x, b))
+    assert torch.autograd.gradgradcheck(fused_leaky_relu, (x, b))
+
+
+def test_equal_linear_matches_formula_and_double_backward():
+    torch.manual_seed(0)
+    layer = EqualLinear(6, 5, bias_init=0.3, lr_mul=0.01, activation=True).double()
+    x = torch.randn(2, 3, 6, dtype=torch.float64, requires_grad=True)
+    pre = x @ (layer.weight * 0.01 / math.sqrt(6)).t() + layer.bias * 0.01
+    torch.testing.assert_close(layer(x), F.leaky_relu(pre, 0.2) * math.sqrt(2))
+    assert torch.autograd.gradgradcheck(layer, (x,))
+
+
+def naive_modconv(x, style, conv, demodulate):
+    """Per-sample loop, rosinality formula."""
+    outs = []
+    s = conv.modulation(style)
+    for i in range(x.shape[0]):
+        w = conv.weight * conv.scale * s[i].view(1, -1, 1, 1)
+        if demodulate:
+            w = w / torch.sqrt(w.square().sum((1, 2, 3), keepdim=True) + 1e-8)
+        outs.append(F.conv2d(x[i:i + 1], w, padding=conv.padding))
+    return torch.cat(outs)
+
+
+def test_modulated_conv_grouped_equals_per_sample_loop():
+    torch.manual_seed(0)
+    conv = ModulatedConv2d(4, 6, 3, style_dim=8).double()
+    x, style = torch.randn(3, 4, 7, 7, dtype=torch.float64), torch.randn(3, 8, dtype=torch.float64)
+    torch.testing.assert_close(conv(x, style), naive_modconv(x, style, conv, True))
+    conv.demodulate = False
+    torch.testing.assert_close(conv(x, style), naive_modconv(x, style, conv, False))
+
+
+def test_styled_conv_adds_weighted_noise_then_bias_and_activation():
+    torch.manual_seed(0)
+    layer = StyledConv(4, 6, style_dim=8).double()
+    with torch.no_grad():
+        layer.noise_weight.fill_(0.7)
+        layer.bias.normal_()
+    x, style = torch.randn(2, 4, 5, 5, dtype=torch.float64), torch.randn(2, 8, dtype=torch.float64)
+    noise = torch.randn(2, 1, 5, 5, dtype=torch.float64)
+    pre = naive_modconv(x, style, layer.conv, True) + 0.7 * noise + layer.bias.view(1, -1, 1, 1)
+    torch.testing.assert_close(layer(x, style, noise), F.leaky_relu(pre, 0.2) * math.sqrt(2))
+
+
+def test_to_rgb_is_unnormalised_1x1_modconv_plus_bias_plus_upsampled_skip():
+    torch.manual_seed(0)
+    layer = ToRGB(4, style_dim=8).double()
+    with torch.no_grad():
+        layer.bias.normal_()
+    x, style = torch.randn(2, 4, 6, 6, dtype=torch.float64), torch.randn(2, 8, dtype=torch.float64)
+    skip = torch.randn(2, 3, 3, 3, dtype=torch.float64)
+    ref = naive_modconv(x, style, layer.conv, False) + layer.bias + upsample2x(skip)
+    torch.testing.assert_close(layer(x, style, skip), ref)
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3])
+def test_downsampling_conv_layer_is_blur_then_strided_conv(kernel_size):
+    torch.manual_seed(0)
+    activate = kernel_size == 3
+    layer = ConvLayer(3, 5, kernel_size, downsample=True, activate=activate, bias=activate).double()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    p = 2 + kernel_size - 1
+    blurred = naive_upfirdn(x, 1, ((p + 1) // 2, p // 2), blur_kernel(dtype=torch.float64))
+    y = F.conv2d(blurred, layer.weight * layer.scale, stride=2)
+    if activate:
+        y = F.leaky_relu(y + layer.bias.view(1, -1, 1, 1), 0.2) * math.sqrt(2)
+    torch.testing.assert_close(layer(x), y)
+    assert layer(x).shape == (2, 5, 4, 4)
+
+
+def _graph_node_names(tensor):
+    seen, stack, names = set(), [tensor.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(n for n, _ in node.next_functions)
+    return names
+
+
+def test_activated_layers_do_not_record_copy_slices():
+    """In-place activations on views cost full-size copies in backward; none may sneak in."""
+    x = torch.randn(2, 4, 6, 6, requires_grad=True)
+    style = torch.randn(2, 8)
+    out = StyledConv(4, 4, 8)(x, style, torch.randn(2, 1, 6, 6))
+    out = EqualLinear(4, 4, activation=True)(out.permute(0, 2, 3, 1))
+    assert "CopySlices" not in _graph_node_names(out)
