@@ -697,9 +697,9 @@ _MIN_PIXELS = 4           # regions smaller than this are not judged
 # Decision thresholds, set between the two classes' ranges measured on 600 rendered faces at 64 px
 # after a JPEG round trip (see the report in tests/test_synthface.py for the accuracy they give).
 _PALE_SATURATION = 0.19   # reference skin (max-min)/max: pale <= 0.13, other tones >= 0.26
-_LIPSTICK_RED = 0.165     # lips minus skin, (r-g)/sum: natural <= 0.14, lipstick >= 0.19
+_LIPSTICK_RED = 0.17      # 75th percentile of (r-g)/sum on the lips minus skin: <= 0.15 vs >= 0.23
 _BLUSH_RED = 0.045        # cheeks minus skin, (r-g)/sum: plain <= 0.02, rosy >= 0.07
-_EYESHADOW_BLUE = 0.085   # 75th percentile of (b-g)/sum above the eyes minus skin: <= 0.07 vs >= 0.1
+_EYESHADOW_BLUE = 0.085   # 75th percentile of (b-g)/sum above the eyes minus skin: <= 0.07 vs >= 0.11
 _BEARD_DISTANCE = 1.0     # chin vs skin in units of (0.3 log luminance, 0.03 chroma): <= 0.7 vs >= 1.3
 
 
@@ -771,10 +771,12 @@ def _color_features(image: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarr
         median = _median(image, mask)
         if median is not None:
             found[name] = median
+    # Thin regions: glasses frames can cross the eyeshadow zone, and at 64 px most lip pixels are
+    # blended with skin; the reddest / bluest quarter of the region carries the make-up if any.
+    if "lips" in found:
+        found["lips_red"] = np.percentile(_chroma(image[regions["lips"]])[:, 1], 75)
     if "eyeshadow" in found:
-        # Glasses frames can cross the eyeshadow zone; the bluest quarter of it is make-up if any.
-        blue = _chroma(image[regions["eyeshadow"]])[:, 2]
-        found["eyeshadow_blue"] = np.percentile(blue, 75)
+        found["eyeshadow_blue"] = np.percentile(_chroma(image[regions["eyeshadow"]])[:, 2], 75)
     return found
 
 
@@ -803,8 +805,8 @@ def predict_attributes(image: np.ndarray, labels: np.ndarray) -> dict:
     skin_rgb = found["reference"]
     skin = _chroma(skin_rgb)
     out["pale_skin"] = bool((skin_rgb.max() - skin_rgb.min()) / max(skin_rgb.max(), 1) < _PALE_SATURATION)
-    if "lips" in found:
-        out["lipstick"] = bool(_chroma(found["lips"])[1] - skin[1] > _LIPSTICK_RED)
+    if "lips_red" in found:
+        out["lipstick"] = bool(found["lips_red"] - skin[1] > _LIPSTICK_RED)
     if "cheeks" in found:
         out["rosy_cheeks"] = bool(_chroma(found["cheeks"])[1] - skin[1] > _BLUSH_RED)
     if "eyeshadow_blue" in found:
