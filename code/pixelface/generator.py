@@ -1,0 +1,415 @@
+"""PixelFace+ generator (spec §3): a pixel-regression StyleGAN2 whose layout comes from the mask and
+whose appearance comes from text through GCMF at every stage.
+
+Stages run at R = 16, 64, 256 (… 16·4^k up to `size`). Stage s:
+  E_rend = GCMF(mask features at R² ; words)             (B,R²,mask_dim)
+  E_coor = LFF(coordinates at R²)                         (R²,channels[R]), batch-independent
+  stage 0:  h = conv0(cat[E_rend, E_coor, X0, M16]) ; p = conv1(h)
+  stage >0: p = conv1(cat[E_rend, E_coor, M_R])
+  H' = Fold²(p)                                           (B,hidden,R/4,R/4)
+  stage >0: H = conv_merge(cat[H', H]) else H = H'
+  then two fold steps: StyledConv, Unfold, StyledConv, ToRGB(+upsampled skip), each doubling R/4.
+
+The 1×1 posfolder convs act on the channel concatenation in the reference; here they sum one
+matmul per input group instead (same function), so the 384-channel 256² concatenation is never
+built, and the batch-independent groups (E_coor, the constant input X0) are projected once for
+the whole batch. GCMF, mask features and these convs work on (B, pixels, channels) rows, which is
+the layout GCMF needs anyway.
+
+Deviations from the reference, all opt-in or harmless: noise maps can be passed or held constant
+(`noise_mode`), `word_padding` masks padded words, `input_is_latent` works, `mean_latent` exists,
+and the dead parameters (fc1, stage-0 conv_merge, GCMF modulation and positional maps) are gone.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .gcmf import GCMF
+from .layers import (ACT_GAIN, ConstantInput, EqualLinear, PixelNorm, StyledConv, ToRGB,
+                     _leaky_relu_fresh_, fold_channels_last, unfold)
+
+FIRST_RES = 16          # the constant input and the first stage live at 16²
+FOLDS_PER_STAGE = 2     # each stage multiplies the resolution by 4
+NOISE_MODES = ("random", "const", "none")
+CONST_NOISE_SEED = 0    # const noise buffers are the same in every build
+
+
+def channel_table(size: int, channel_multiplier: int = 2, channel_max: int = 512) -> dict[int, int]:
+    """StyleGAN2 widths {4..32: 512, 64: 256·cm, 128: 128·cm, …, 1024: 16·cm}, capped at channel_max."""
+    table = {}
+    res = 4
+    while res <= size:
+        width = 512 if res <= 32 else (16384 // res) * channel_multiplier
+        table[res] = min(width, channel_max)
+        res *= 2
+    return table
+
+
+def stage_resolutions(size: int) -> list[int]:
+    """[16, 64, …, size]; size must be 16·4^k with k ≥ 1."""
+    res, out = FIRST_RES, [FIRST_RES]
+    while res < size:
+        res *= 4
+        out.append(res)
+    if res != size or size < 64 or size > 1024:
+        raise ValueError(f"generator size must be 64, 256 or 1024 (16·4^k), got {size}")
+    return out
+
+
+def coordinate_rows(size: int, device=None, dtype=None) -> torch.Tensor:
+    """(size², 2) rows of (x, y) in [-1,1]; x runs along the width, rows are row-major pixels."""
+    axis = torch.linspace(-1.0, 1.0, size, device=device, dtype=dtype)
+    y, x = torch.meshgrid(axis, axis, indexing="ij")
+    return torch.stack((x, y), dim=-1).reshape(size * size, 2)
+
+
+class FourierFeatures(nn.Module):
+    """LFF: sin of a 1×1 conv (2 → C) of the coordinate grid; SIREN-style uniform ±√(9/2) weights."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(2, channels, 1)
+        bound = math.sqrt(9.0 / 2)
+        nn.init.uniform_(self.conv.weight, -bound, bound)
+
+    def forward(self, size: int) -> torch.Tensor:
+        """(size², C) rows; the same for every sample."""
+        coords = coordinate_rows(size, self.conv.weight.device, self.conv.weight.dtype)
+        return torch.sin(F.linear(coords, self.conv.weight.flatten(1), self.conv.bias))
+
+
+class PointwiseMix(nn.Module):
+    """A 1×1 equalised ConvLayer (fused leaky ReLU·√2) over the channel concatenation of its inputs,
+    computed as a sum of per-input products so the concatenation is never materialised.
+
+    Inputs share one layout: rows (B or 1, N, C_i) or NCHW (B or 1, C_i, H, W). Batch-1 inputs (the
+    same for every sample) are projected once and broadcast. `weight` (out, ΣC_i) and `bias` (out,)
+    have exactly the reference ConvLayer's parameter count.
+    """
+
+    def __init__(self, in_widths: Sequence[int], out_ch: int):
+        super().__init__()
+        self.in_widths = tuple(in_widths)
+        self.weight = nn.Parameter(torch.randn(out_ch, sum(self.in_widths)))
+        self.bias = nn.Parameter(torch.zeros(out_ch))
+        self.scale = 1.0 / math.sqrt(sum(self.in_widths))
+
+    def forward(self, *parts: torch.Tensor) -> torch.Tensor:
+        if len(parts) != len(self.in_widths):
+            raise ValueError(f"PointwiseMix expects {len(self.in_widths)} inputs, got {len(parts)}")
+        weights = (self.weight * (self.scale * ACT_GAIN)).split(self.in_widths, dim=1)
+        rows = parts[0].dim() == 3
+        shared = [(p, w) for p, w in zip(parts, weights) if p.shape[0] == 1]
+        per_sample = [(p, w) for p, w in zip(parts, weights) if p.shape[0] != 1]
+        if not per_sample:
+            per_sample, shared = shared[:1], shared[1:]
+        # Batch-independent inputs and the bias form one small term that seeds the output.
+        common = self.bias * ACT_GAIN
+        common = common if rows else common.view(1, -1, 1, 1)
+        for part, weight in shared:
+            common = common + self._project(part, weight, rows)
+        if rows:
+            # baddbmm writes the fresh output and accumulates in place: no temporary per input,
+            # and no in-place op on a view (which autograd would have to track with CopySlices)
+            (first, weight), rest = per_sample[0], per_sample[1:]
+            out = torch.baddbmm(common.expand(first.shape[0], first.shape[1], -1), first,
+                                weight.t().expand(first.shape[0], -1, -1))
+            for part, weight in rest:
+                out.baddbmm_(part, weight.t().expand(part.shape[0], -1, -1))
+        else:
+            out = common + sum(self._project(p, w, rows) for p, w in per_sample)
+        return _leaky_relu_fresh_(out)
+
+    @staticmethod
+    def _project(part, weight, rows):
+        return torch.matmul(part, weight.t()) if rows else F.conv2d(part, weight[:, :, None, None])
+
+    def extra_repr(self):
+        return f"in_widths={self.in_widths}, out={self.weight.shape[0]}"
+
+
+class FoldStep(nn.Module):
+    """StyledConv at r, Unfold to 2r, StyledConv at 2r, ToRGB with the upsampled skip."""
+
+    def __init__(self, in_ch: int, out_ch: int, style_dim: int):
+        super().__init__()
+        if out_ch % 4:
+            raise ValueError(f"fold-step width {out_ch} must be divisible by 4 (Unfold)")
+        self.conv_low = StyledConv(in_ch, out_ch, style_dim)
+        self.conv_high = StyledConv(out_ch // 4, out_ch, style_dim)
+        self.to_rgb = ToRGB(out_ch, style_dim)
+
+    def forward(self, h, latents, noise_low, noise_high, skip):
+        """latents (B,3,style_dim): conv_low, conv_high, to_rgb."""
+        h = self.conv_low(h, latents[:, 0], noise_low)
+        h = self.conv_high(unfold(h), latents[:, 1], noise_high)
+        return h, self.to_rgb(h, latents[:, 2], skip)
+
+
+class SynthesisStage(nn.Module):
+    """One PixelFace+ stage at resolution R: GCMF + LFF + posfolder, then two fold steps."""
+
+    def __init__(self, index: int, res: int, channels: dict[int, int], style_dim: int,
+                 text_dim: int, mask_dim: int, gcmf_gate: bool, gcmf_dropout: float,
+                 gcmf_chunk: int):
+        super().__init__()
+        self.index, self.res = index, res
+        hidden = channels[res // 4]
+        if hidden % 16:
+            raise ValueError(f"hidden width {hidden} at {res // 4}² must be divisible by 16 (two Folds)")
+        self.lff = FourierFeatures(channels[res])
+        self.gcmf = GCMF(mask_dim, text_dim, dim=mask_dim, gate=gcmf_gate, dropout=gcmf_dropout,
+                         chunk=gcmf_chunk)
+        if index == 0:
+            # cat[E_rend, E_coor, X0, M16] -> hidden -> hidden/16
+            self.conv0 = PointwiseMix((mask_dim, channels[res], channels[res], mask_dim), hidden)
+            self.conv1 = PointwiseMix((hidden,), hidden // 16)
+        else:
+            # cat[E_rend, E_coor, M_R] -> hidden/16 ; after Fold², cat[H', H] -> hidden
+            self.conv1 = PointwiseMix((mask_dim, channels[res], mask_dim), hidden // 16)
+            self.conv_merge = PointwiseMix((hidden, hidden), hidden)
+        self.folds = nn.ModuleList(
+            FoldStep(hidden if f == 0 else channels[res // 4 * 2 ** f], channels[res // 4 * 2 ** (f + 1)],
+                     style_dim)
+            for f in range(FOLDS_PER_STAGE))
+
+    def positional_fold(self, hidden, mask_rows, words, word_padding, constant, return_attention):
+        """Posfolder: (B,hidden,R/4,R/4) from mask features, text and coordinates (+ previous H)."""
+        fused = self.gcmf(mask_rows, words, word_padding, return_attention=return_attention)
+        fused, attention = fused if return_attention else (fused, None)
+        coords = self.lff(self.res).unsqueeze(0)                       # (1,R²,C)
+        if self.index == 0:
+            h = self.conv1(self.conv0(fused, coords, constant, mask_rows))
+        else:
+            h = self.conv1(fused, coords, mask_rows)
+        b = h.shape[0]
+        folded = fold_channels_last(h.view(b, self.res, self.res, -1), times=2)
+        if self.index > 0:
+            folded = self.conv_merge(folded, hidden)
+        return folded, attention
+
+
+class Generator(nn.Module):
+    """PixelFace+ generator. See the module docstring and spec §3; `forward` documents the inputs."""
+
+    def __init__(self, size: int = 256, style_dim: int = 512, n_mlp: int = 8, text_dim: int = 512,
+                 channel_multiplier: int = 2, channel_max: int = 512, mask_dim: int = 128,
+                 mask_channels: int = 3, lr_mlp: float = 0.01, gcmf_gate: bool = False,
+                 gcmf_dropout: float = 0.06, gcmf_chunk: int = 16384):
+        super().__init__()
+        self.size, self.style_dim, self.text_dim = size, style_dim, text_dim
+        self.mask_channels = mask_channels
+        resolutions = stage_resolutions(size)
+        self.channels = channel_table(size, channel_multiplier, channel_max)
+
+        self.style = nn.Sequential(PixelNorm(dim=1), *(
+            EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activation=True) for _ in range(n_mlp)))
+        self.text_mlp = nn.Sequential(PixelNorm(dim=-1), *(
+            EqualLinear(text_dim, text_dim, lr_mul=lr_mlp, activation=True) for _ in range(2)))
+        # Plain nn.Conv2d with PyTorch's default init, as in the reference `mask_cov`.
+        self.mask_encoder = nn.Conv2d(mask_channels, mask_dim, 3, padding=1)
+        self.input = ConstantInput(self.channels[FIRST_RES], FIRST_RES)
+        self.stages = nn.ModuleList(
+            SynthesisStage(i, res, self.channels, style_dim, text_dim, mask_dim, gcmf_gate,
+                           gcmf_dropout, gcmf_chunk)
+            for i, res in enumerate(resolutions))
+
+        self.noise_resolutions = [r for res in resolutions
+                                  for r in (res // 4, res // 2, res // 2, res)]
+        self.num_layers = len(self.noise_resolutions)            # StyledConvs
+        self.n_latent = self.num_layers + 1                        # + the last ToRGB's own w
+        const = torch.Generator().manual_seed(CONST_NOISE_SEED)
+        for i, r in enumerate(self.noise_resolutions):
+            self.register_buffer(f"noise_const_{i}", torch.randn(1, 1, r, r, generator=const))
+
+    @classmethod
+    def from_config(cls, cfg) -> "Generator":
+        return cls(size=cfg.MODEL.SIZE, style_dim=cfg.MODEL.STYLE_DIM, n_mlp=cfg.MODEL.N_MLP,
+                   text_dim=cfg.TEXT.EMBEDDING_DIM, channel_multiplier=cfg.MODEL.CHANNEL_MULTIPLIER,
+                   channel_max=cfg.MODEL.CHANNEL_MAX, mask_dim=cfg.MODEL.MASK_DIM,
+                   mask_channels=mask_channels_from_config(cfg), lr_mlp=cfg.MODEL.LR_MLP,
+                   gcmf_gate=cfg.MODEL.GCMF_GATE, gcmf_dropout=cfg.MODEL.GCMF_DROPOUT,
+                   gcmf_chunk=cfg.MODEL.GCMF_CHUNK)
+
+    # --------------------------------------------------------------------------------------------
+    # Latents and noise
+
+    @torch.no_grad()
+    def mean_latent(self, n: int = 4096, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Mean of the mapping network's outputs over n random z: (1, style_dim)."""
+        device = self.input.input.device
+        z = torch.randn(n, self.style_dim, generator=generator,
+                        device=generator.device if generator is not None else device)
+        return self.style(z.to(device)).mean(0, keepdim=True)
+
+    def make_noise(self, batch: int = 1, generator: torch.Generator | None = None,
+                   device=None) -> list[torch.Tensor]:
+        """One (batch,1,r,r) N(0,1) map per StyledConv, drawn from `generator` in a fixed order,
+        on the generator's device and then moved, so a seed gives the same maps on any device."""
+        device = device if device is not None else self.input.input.device
+        draw_on = generator.device if generator is not None else device
+        return [torch.randn(batch, 1, r, r, generator=generator, device=draw_on).to(device)
+                for r in self.noise_resolutions]
+
+    def _latents(self, styles, input_is_latent, truncation, truncation_latent, inject_index):
+        """(B, n_latent, style_dim) from z list / w / W+ with truncation and style mixing."""
+        if input_is_latent and torch.is_tensor(styles):
+            if styles.dim() == 3:
+                if styles.shape[1] != self.n_latent:
+                    raise ValueError(f"W+ input must have {self.n_latent} latents, got {styles.shape[1]}")
+                return self._truncate(styles, truncation, truncation_latent)
+            styles = [styles]
+        if torch.is_tensor(styles) or not isinstance(styles, (list, tuple)) or not styles:
+            raise ValueError("styles must be a non-empty list of z tensors (B,style_dim), or with "
+                             "input_is_latent a w (B,style_dim) or W+ (B,n_latent,style_dim) tensor")
+        for s in styles:
+            if s.dim() != 2 or s.shape[1] != self.style_dim or s.shape[0] != styles[0].shape[0]:
+                raise ValueError(f"each style must be (B,{self.style_dim}) with one common B, got "
+                                 f"{[tuple(t.shape) for t in styles]}")
+        ws = list(styles) if input_is_latent else [self.style(s) for s in styles]
+        if len(ws) == 1:
+            latents = ws[0].unsqueeze(1).expand(-1, self.n_latent, -1)
+        elif len(ws) == 2:
+            if inject_index is None:
+                inject_index = int(torch.randint(1, self.n_latent, ()).item())
+            if not 0 <= inject_index <= self.n_latent:
+                raise ValueError(f"inject_index must lie in 0..{self.n_latent}, got {inject_index}")
+            latents = torch.cat([ws[0].unsqueeze(1).expand(-1, inject_index, -1),
+                                 ws[1].unsqueeze(1).expand(-1, self.n_latent - inject_index, -1)], 1)
+        elif len(ws) == self.n_latent:
+            latents = torch.stack(ws, dim=1)
+        else:
+            raise ValueError(f"pass 1, 2 (mixing) or exactly {self.n_latent} styles, got {len(ws)}")
+        return self._truncate(latents, truncation, truncation_latent)
+
+    @staticmethod
+    def _truncate(latents, truncation, truncation_latent):
+        if truncation >= 1.0:
+            return latents
+        if truncation_latent is None:
+            raise ValueError("truncation < 1 needs truncation_latent (e.g. G.mean_latent())")
+        center = truncation_latent.reshape(1, 1, -1)
+        return center + truncation * (latents - center)
+
+    def _noise_maps(self, noise, noise_mode, batch):
+        if noise is not None:
+            if len(noise) != self.num_layers:
+                raise ValueError(f"noise must hold {self.num_layers} maps (one per StyledConv), "
+                                 f"got {len(noise)}")
+            for n, r in zip(noise, self.noise_resolutions):
+                if n.dim() != 4 or n.shape[0] not in (1, batch) or tuple(n.shape[1:]) != (1, r, r):
+                    raise ValueError(f"noise map of shape {tuple(n.shape)} where ({batch} or 1,1,{r},{r}) "
+                                     f"was expected")
+            return list(noise)
+        if noise_mode == "random":
+            return self.make_noise(batch)
+        if noise_mode == "const":
+            return [getattr(self, f"noise_const_{i}") for i in range(self.num_layers)]
+        if noise_mode == "none":
+            return [None] * self.num_layers
+        raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+
+    # --------------------------------------------------------------------------------------------
+    # Synthesis
+
+    def mask_features(self, mask: torch.Tensor) -> torch.Tensor:
+        """mask (B,C,S,S) -> encoded features as rows (B, S², mask_dim), row-major pixels."""
+        b = mask.shape[0]
+        # im2col + matmul produces the rows layout directly (a conv would need a transposing copy)
+        patches = F.unfold(mask, 3, padding=1)                            # (B, C·9, S²)
+        weight = self.mask_encoder.weight.flatten(1)                        # (mask_dim, C·9)
+        return torch.baddbmm(self.mask_encoder.bias.view(1, 1, -1), patches.transpose(1, 2),
+                             weight.t().expand(b, -1, -1))
+
+    def forward(self, mask: torch.Tensor, words: torch.Tensor, styles, *,
+                word_padding: torch.Tensor | None = None, input_is_latent: bool = False,
+                truncation: float = 1.0, truncation_latent: torch.Tensor | None = None,
+                inject_index: int | None = None, noise: Sequence[torch.Tensor] | None = None,
+                noise_mode: str = "random", return_latents: bool = False,
+                return_attention: bool = False):
+        """Generate images.
+
+        Args:
+            mask: (B, mask_channels, size, size), colour in [-1,1] or one-hot.
+            words: (B, T, text_dim) word features, channels last.
+            styles: list of z (B, style_dim): 1, 2 (style mixing at `inject_index`, random when
+                None) or exactly n_latent; with `input_is_latent`, a w (B, style_dim) or W+
+                (B, n_latent, style_dim) tensor (or a list of w, mixed like z).
+            word_padding: (B, T) bool, True marks padding to ignore; None attends to every
+                position (reference).
+            truncation, truncation_latent: w' = w_avg + ψ(w − w_avg) when ψ < 1.
+            noise: one (B or 1, 1, r, r) map per StyledConv (see make_noise); overrides noise_mode.
+            noise_mode: "random" (fresh each call, reference), "const" (fixed buffers), "none".
+            return_latents, return_attention: also return a dict with "latents" (B,n_latent,
+                style_dim) and/or "attention" (per stage, (B, R², T) probabilities).
+
+        Returns:
+            image (B, 3, size, size), or (image, extras) when anything extra was asked for.
+        """
+        self._check_inputs(mask, words, word_padding)
+        batch = mask.shape[0]
+        latents = self._latents(styles, input_is_latent, truncation, truncation_latent, inject_index)
+        if latents.shape[0] != batch:
+            raise ValueError(f"batch mismatch: mask has {batch} samples, styles have {latents.shape[0]}")
+        noises = self._noise_maps(noise, noise_mode, batch)
+
+        text = self.text_mlp(words)
+        masks = self.mask_features(mask)
+        constant = self.input.input.permute(0, 2, 3, 1).reshape(1, FIRST_RES ** 2, -1)
+        hidden, skip, attention = None, None, []
+        for stage in self.stages:
+            hidden, stage_attention = stage.positional_fold(
+                hidden, self._subsample_rows(masks, stage.res), text, word_padding, constant,
+                return_attention)
+            attention.append(stage_attention)
+            for f, step in enumerate(stage.folds):
+                k = 4 * stage.index + 2 * f                     # StyledConv index of conv_low
+                hidden, skip = step(hidden, latents[:, k:k + 3], noises[k], noises[k + 1], skip)
+        image = skip
+
+        extras = {}
+        if return_latents:
+            extras["latents"] = latents
+        if return_attention:
+            extras["attention"] = attention
+        return (image, extras) if extras else image
+
+    def _subsample_rows(self, rows: torch.Tensor, res: int) -> torch.Tensor:
+        """Nearest-neighbour downsampling (index·size/res) of (B, size², C) rows to (B, res², C)."""
+        if res == self.size:
+            return rows
+        step = self.size // res
+        b, _, c = rows.shape
+        grid = rows.view(b, self.size, self.size, c)[:, ::step, ::step]
+        return grid.reshape(b, res * res, c)
+
+    def _check_inputs(self, mask, words, word_padding):
+        expected = (self.mask_channels, self.size, self.size)
+        if mask.dim() != 4 or tuple(mask.shape[1:]) != expected:
+            raise ValueError(f"mask must be (B,{expected[0]},{expected[1]},{expected[2]}), got "
+                             f"{tuple(mask.shape)}")
+        if words.dim() != 3 or words.shape[2] != self.text_dim:
+            raise ValueError(f"words must be (B,T,{self.text_dim}) (channels last), got {tuple(words.shape)}")
+        if words.shape[0] != mask.shape[0]:
+            raise ValueError(f"batch mismatch: mask has {mask.shape[0]} samples, words have {words.shape[0]}")
+        if word_padding is not None and tuple(word_padding.shape) != tuple(words.shape[:2]):
+            raise ValueError(f"word_padding must be (B,T) = {tuple(words.shape[:2])}, got "
+                             f"{tuple(word_padding.shape)}")
+
+
+def mask_channels_from_config(cfg) -> int:
+    """3 for colour masks, 19 (one channel per CelebAMask-HQ class) for one-hot masks."""
+    from .config import ConfigError
+    from .masks import NUM_CLASSES
+
+    kind = cfg.MODEL.MASK_INPUT
+    if kind == "color":
+        return 3
+    if kind == "onehot":
+        return NUM_CLASSES
+    raise ConfigError(f"MODEL.MASK_INPUT = {kind!r}: expected 'color' or 'onehot'")

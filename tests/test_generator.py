@@ -1,0 +1,248 @@
+"""Generator: reference shapes and parameter counts (spec §3.7, §3.9), determinism, latents, noise."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pixelface.config import load_config
+from pixelface.discriminator import Discriminator
+from pixelface.generator import Generator, PointwiseMix, channel_table
+from pixelface.layers import StyledConv, ToRGB
+
+torch.set_num_threads(1)
+
+TINY = dict(size=64, style_dim=32, n_mlp=2, text_dim=24, channel_max=32, mask_dim=16)
+
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    return Generator(**{**TINY, **kw})
+
+
+def tiny_inputs(g, b=2, t=5, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    mask = torch.rand(b, g.mask_channels, g.size, g.size, generator=gen) * 2 - 1
+    words = torch.randn(b, t, g.text_dim, generator=gen)
+    z = torch.randn(b, g.style_dim, generator=gen)
+    return mask, words, z
+
+
+# ------------------------------------------------------------------------------------------------
+# Reference configuration
+
+
+def test_reference_parameter_count_without_dead_parameters():
+    g = Generator.from_config(load_config(None, []))
+    assert sum(p.numel() for p in g.parameters()) == 22_491_870 - 755_968 == 21_735_902
+    assert g.n_latent == 13 and g.num_layers == 12
+
+
+def test_reference_shapes_at_256():
+    """One B=1 forward at the reference configuration; every layer's shape from spec §3.7."""
+    torch.manual_seed(0)
+    g = Generator().eval()
+    seen = []
+    for module in g.modules():
+        if isinstance(module, (StyledConv, ToRGB)):
+            module.register_forward_hook(lambda m, i, o: seen.append((type(m).__name__, tuple(o.shape[1:]))))
+    with torch.no_grad():
+        image, extras = g(torch.rand(1, 3, 256, 256) * 2 - 1, torch.randn(1, 7, 512), [torch.randn(1, 512)],
+                          return_latents=True, return_attention=True)
+    assert image.shape == (1, 3, 256, 256)
+    sc = [s for n, s in seen if n == "StyledConv"]
+    assert sc == [(512, 4, 4), (512, 8, 8), (512, 8, 8), (512, 16, 16), (512, 16, 16), (512, 32, 32),
+                  (512, 32, 32), (512, 64, 64), (256, 64, 64), (256, 128, 128), (128, 128, 128),
+                  (128, 256, 256)]
+    rgb = [s for n, s in seen if n == "ToRGB"]
+    assert rgb == [(3, r, r) for r in (8, 16, 32, 64, 128, 256)]
+    assert extras["latents"].shape == (1, 13, 512)
+    assert [a.shape for a in extras["attention"]] == [(1, 256, 7), (1, 4096, 7), (1, 65536, 7)]
+
+
+def test_resolution_generic_layouts():
+    assert channel_table(1024) == {4: 512, 8: 512, 16: 512, 32: 512, 64: 512, 128: 256, 256: 128,
+                                   512: 64, 1024: 32}
+    g = Generator(size=1024, channel_max=64, style_dim=16, text_dim=16, mask_dim=16, n_mlp=1)
+    assert g.n_latent == 17 and [s.res for s in g.stages] == [16, 64, 256, 1024]
+    assert Generator(size=64, **{k: v for k, v in TINY.items() if k != "size"}).n_latent == 9
+    with pytest.raises(ValueError, match="64, 256 or 1024"):
+        Generator(size=128)
+
+
+def test_tiny_forward_shapes_at_64():
+    g = tiny()
+    mask, words, z = tiny_inputs(g, b=3)
+    image, extras = g(mask, words, [z], return_latents=True, return_attention=True)
+    assert image.shape == (3, 3, 64, 64)
+    assert extras["latents"].shape == (3, 9, 32)
+    assert [a.shape for a in extras["attention"]] == [(3, 256, 5), (3, 4096, 5)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Re-associations equal the literal reference computations
+
+
+def test_pointwise_mix_equals_conv_on_the_concatenation():
+    torch.manual_seed(0)
+    mix = PointwiseMix((3, 4, 5), 6).double()
+    with torch.no_grad():
+        mix.bias.normal_()
+    a, b, c = (torch.randn(2, 3, 5, 5), torch.randn(1, 4, 5, 5), torch.randn(2, 5, 5, 5))
+    a, b, c = a.double(), b.double(), c.double()
+    concat = torch.cat([a, b.expand(2, -1, -1, -1), c], 1)
+    ref = F.leaky_relu(F.conv2d(concat, mix.weight[:, :, None, None] * mix.scale)
+                       + mix.bias.view(1, -1, 1, 1), 0.2) * math.sqrt(2)
+    torch.testing.assert_close(mix(a, b, c), ref)
+    rows = [t.flatten(2).transpose(1, 2) for t in (a, b, c)]
+    torch.testing.assert_close(mix(*rows), ref.flatten(2).transpose(1, 2))
+
+
+def test_mask_features_equal_mask_conv_and_nearest_resize():
+    g = tiny()
+    mask = torch.randn(2, 3, 64, 64)
+    conv = F.conv2d(mask, g.mask_encoder.weight, g.mask_encoder.bias, padding=1)
+    rows = g.mask_features(mask)
+    torch.testing.assert_close(rows, conv.flatten(2).transpose(1, 2), rtol=1e-5, atol=1e-5)
+    nearest = F.interpolate(conv, size=(16, 16), mode="nearest")
+    torch.testing.assert_close(g._subsample_rows(rows, 16), nearest.flatten(2).transpose(1, 2),
+                               rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# Determinism, batch independence, latents
+
+
+def test_eval_generation_is_repeatable_and_independent_of_batch_companions():
+    g = tiny().eval()
+    gen = torch.Generator().manual_seed(3)
+    mask = torch.rand(3, 3, 64, 64, generator=gen) * 2 - 1
+    words = torch.randn(3, 8, 24, generator=gen)
+    z = torch.randn(3, 32, generator=gen)
+    lengths = torch.tensor([5, 8, 3])
+    padding = torch.arange(8)[None] >= lengths[:, None]
+    noise = g.make_noise(1, torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        batch = g(mask, words, [z], word_padding=padding, noise=noise)
+        again = g(mask, words, [z], word_padding=padding, noise=noise)
+        alone = g(mask[:1], words[:1, :5], [z[:1]], noise=noise)
+    assert torch.equal(batch, again)
+    torch.testing.assert_close(alone[0], batch[0], rtol=0, atol=1e-4)  # BLAS blocking differs by batch
+    assert not torch.allclose(batch[0], batch[2])
+
+
+def test_noise_modes():
+    g = tiny().eval()
+    with torch.no_grad():
+        for layer in g.modules():
+            if isinstance(layer, StyledConv):
+                layer.noise_weight.fill_(0.5)
+    mask, words, z = tiny_inputs(g)
+    with torch.no_grad():
+        const = g(mask, words, [z], noise_mode="const")
+        assert torch.equal(const, g(mask, words, [z], noise_mode="const"))
+        buffers = [getattr(g, f"noise_const_{i}") for i in range(g.num_layers)]
+        assert torch.equal(const, g(mask, words, [z], noise=buffers))
+        zeros = [torch.zeros_like(n) for n in buffers]
+        assert torch.equal(g(mask, words, [z], noise_mode="none"), g(mask, words, [z], noise=zeros))
+        assert not torch.equal(g(mask, words, [z]), g(mask, words, [z]))        # random, reference
+    a = g.make_noise(2, torch.Generator().manual_seed(1))
+    b = g.make_noise(2, torch.Generator().manual_seed(1))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert [n.shape[-1] for n in a] == g.noise_resolutions == [4, 8, 8, 16, 16, 32, 32, 64]
+    with pytest.raises(ValueError, match="noise_mode"):
+        g(mask, words, [z], noise_mode="fixed")
+    with pytest.raises(ValueError, match="one per StyledConv"):
+        g(mask, words, [z], noise=a[:-1])
+
+
+def test_truncation_zero_gives_the_same_image_for_any_z():
+    g = tiny().eval()
+    mask, words, z = tiny_inputs(g)
+    w_avg = g.mean_latent(256, torch.Generator().manual_seed(0))
+    assert w_avg.shape == (1, 32)
+    with torch.no_grad():
+        a = g(mask, words, [z], truncation=0.0, truncation_latent=w_avg, noise_mode="const")
+        b = g(mask, words, [torch.randn_like(z)], truncation=0.0, truncation_latent=w_avg,
+              noise_mode="const")
+        c = g(mask, words, [z], truncation=0.5, truncation_latent=w_avg, noise_mode="const")
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+    with pytest.raises(ValueError, match="truncation_latent"):
+        g(mask, words, [z], truncation=0.5)
+
+
+def test_style_mixing_uses_both_latents():
+    g = tiny().eval()
+    mask, words, z1 = tiny_inputs(g)
+    z2 = torch.randn_like(z1)
+    kw = dict(inject_index=4, noise_mode="const", return_latents=True)
+    with torch.no_grad():
+        base, extras = g(mask, words, [z1, z2], **kw)
+        w1, w2 = g.style(z1), g.style(z2)
+        expected = torch.cat([w1[:, None].expand(-1, 4, -1), w2[:, None].expand(-1, 5, -1)], 1)
+        torch.testing.assert_close(extras["latents"], expected)
+        assert not torch.allclose(base, g(mask, words, [torch.randn_like(z1), z2], **kw)[0])
+        assert not torch.allclose(base, g(mask, words, [z1, torch.randn_like(z2)], **kw)[0])
+        torch.manual_seed(0)
+        crossovers = {int((g(mask, words, [z1, z2], noise_mode="const", return_latents=True)[1]
+                           ["latents"][0] == w1[0]).all(-1).sum()) for _ in range(30)}
+    assert crossovers <= set(range(1, 9)) and len(crossovers) > 3
+    with pytest.raises(ValueError, match="exactly 9"):
+        g(mask, words, [z1, z2, z1])
+
+
+def test_latent_inputs_reproduce_the_z_path():
+    g = tiny().eval()
+    mask, words, z = tiny_inputs(g)
+    with torch.no_grad():
+        image, extras = g(mask, words, [z], noise_mode="const", return_latents=True)
+        w_plus = g(mask, words, extras["latents"], input_is_latent=True, noise_mode="const")
+        w = g(mask, words, g.style(z), input_is_latent=True, noise_mode="const")
+        n_latent = g(mask, words, [z] * g.n_latent, noise_mode="const")
+    torch.testing.assert_close(w_plus, image, rtol=0, atol=1e-6)
+    torch.testing.assert_close(w, image, rtol=0, atol=1e-6)
+    torch.testing.assert_close(n_latent, image, rtol=0, atol=1e-6)
+
+
+def test_batch_mismatch_raises():
+    g = tiny()
+    mask, words, z = tiny_inputs(g, b=2)
+    with pytest.raises(ValueError, match="batch mismatch"):
+        g(mask, words[:1], [z])
+    with pytest.raises(ValueError, match="batch mismatch"):
+        g(mask, words, [z[:1]])
+    with pytest.raises(ValueError, match=r"mask must be \(B,3,64,64\)"):
+        g(mask[:, :, :32, :32], words, [z])
+
+
+# ------------------------------------------------------------------------------------------------
+# Training signal
+
+
+def test_generator_step_reaches_every_parameter():
+    g = tiny(gcmf_gate=True).train()
+    d = Discriminator(size=64, channel_max=32, in_channels=6, sentence_dim=24)
+    mask, words, z = tiny_inputs(g)
+    image = g(mask, words, [z])
+    logit, cond = d(image, mask, torch.randn(2, 24))
+    (F.softplus(-logit).mean() + F.binary_cross_entropy_with_logits(cond, torch.ones(2))).backward()
+    for name, p in g.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_path_length_double_backward_through_latents():
+    g = tiny().train()
+    mask, words, z = tiny_inputs(g)
+    image, extras = g(mask, words, [z], return_latents=True)
+    grad, = torch.autograd.grad((image * torch.randn_like(image)).sum(), extras["latents"],
+                                create_graph=True)
+    grad.square().sum().backward()
+    assert torch.isfinite(g.style[1].weight.grad).all() and g.style[1].weight.grad.abs().sum() > 0
+
+
+def test_onehot_masks_from_config():
+    cfg = load_config(None, ["MODEL.MASK_INPUT=onehot", "MODEL.SIZE=64", "MODEL.CHANNEL_MAX=32",
+                             "MODEL.STYLE_DIM=32", "MODEL.MASK_DIM=16", "MODEL.N_MLP=1",
+                             "TEXT.EMBEDDING_DIM=24"])
+    g = Generator.from_config(cfg)
+    assert g.mask_channels == 19 and g.mask_encoder.in_channels == 19
