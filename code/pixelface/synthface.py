@@ -1,6 +1,8 @@
 """synthface: cartoon faces with exact CelebAMask-HQ label maps and MMCelebA-style captions.
 
-The project's embedded default dataset and a measurable proxy for MMCelebA. Every face is drawn from
+The project's embedded default dataset and a measurable proxy for MMCelebA, written in its layout
+(write_dataset): dataset2.json (10 consecutive captions per image, 80/20 train/test), images/<id>.jpg,
+masks/<id>.png (CelebAMask-HQ palette colours, lossless) and attributes.json. Every face is drawn from
 a CelebA-style attribute dict; image and label map come out of one painter (each drawn part carries
 both a colour and a CelebAMask-HQ class), so the label map is exact. Attributes are of two kinds:
 
@@ -169,10 +171,12 @@ class _Canvas:
         pts = np.asarray(pts, float).reshape(-1, 2)
         return ((self.center + pts @ self.rot.T) * self.res).ravel().tolist()
 
-    def polygon(self, pts, part: str, layer: Image.Image | None = None):
-        fill = 255 if layer is not None else PART[part]
-        draw = ImageDraw.Draw(layer) if layer is not None else self.draw
-        draw.polygon(self.to_pixels(pts), fill=fill)
+    def polygon(self, pts, part: str):
+        self.draw.polygon(self.to_pixels(pts), fill=PART[part])
+
+    def mark(self, pts, layer: Image.Image):
+        """Mark a region on an overlay layer (make-up, beard): pixels change colour, not class."""
+        ImageDraw.Draw(layer).polygon(self.to_pixels(pts), fill=255)
 
     def line(self, pts, width: float, part: str):
         """A polyline `width` image-units wide (at least one subpixel)."""
@@ -289,7 +293,8 @@ def _paint_face(cv: _Canvas, g, attrs):
 
 def _paint_nose(cv: _Canvas, g, attrs):
     big = 1.35 if attrs["big_nose"] else 1.0
-    x0, top, tip, w = g.yaw * 1.2, g.eye_y + 0.006, g.eye_y + g.nose_len * (1.15 if attrs["big_nose"] else 1), g.nose_w * big
+    x0, top, w = g.yaw * 1.2, g.eye_y + 0.006, g.nose_w * big
+    tip = g.eye_y + g.nose_len * (1.15 if attrs["big_nose"] else 1.0)
     half = np.array([(0.011 * big, top), (0.014 * big, tip - 0.035), (w * 0.7, tip - 0.008), (w, tip + 0.004),
                      (w * 0.6, tip + 0.015), (0, tip + 0.017)])
     outline = np.concatenate([half, half[::-1][1:] * (-1, 1)]) + (x0, 0)
@@ -316,7 +321,7 @@ def _paint_eyes(cv: _Canvas, g, attrs):
         cv.polygon(np.concatenate([upper, lower]), eye)
         cv.line(upper, 0.007, lash)
         shadow_top = upper - (0, 0.028) * (1 - np.linspace(-1, 1, len(upper)) ** 2)[:, None] ** 0.3
-        cv.polygon(np.concatenate([upper, shadow_top[::-1]]), "skin", layer=cv.eyeshadow)
+        cv.mark(np.concatenate([upper, shadow_top[::-1]]), cv.eyeshadow)
 
 
 def _paint_brows(cv: _Canvas, g, attrs):
@@ -402,8 +407,8 @@ def _paint_earrings(cv: _Canvas, g):
 def _paint_beard(cv: _Canvas, g):
     """Beard region on a separate layer: it recolours skin pixels and never changes the label map."""
     w, y0 = g.face_w * 1.05, g.eye_y + g.nose_len + 0.012
-    cv.polygon([(-w, y0 - 0.01), (-0.1, y0 + 0.005), (-0.055, y0 + 0.02), (0, y0 + 0.016), (0.055, y0 + 0.02),
-                (0.1, y0 + 0.005), (w, y0 - 0.01), (w, 0.4), (-w, 0.4)], "skin", layer=cv.beard)
+    cv.mark([(-w, y0 - 0.01), (-0.1, y0 + 0.005), (-0.055, y0 + 0.02), (0, y0 + 0.016), (0.055, y0 + 0.02),
+                (0.1, y0 + 0.005), (w, y0 - 0.01), (w, 0.4), (-w, 0.4)], cv.beard)
 
 
 def _paint(g, attrs, res: int) -> _Canvas:
@@ -568,26 +573,27 @@ def render_face(attrs: dict, size: int, rng: np.random.Generator) -> tuple[np.nd
 # groups with "and", later sentences start with the pronoun; lists read "a, b, and c".
 
 
+# Boolean attributes as caption phrases, by verb: "has ..." / "is wearing ..." (or "wears ...").
+_HAS_PHRASES = {"mouth_open": "mouth slightly open", "big_lips": "big lips", "big_nose": "big nose",
+                "bushy_eyebrows": "bushy eyebrows", "arched_eyebrows": "arched eyebrows",
+                "narrow_eyes": "narrow eyes", "pale_skin": "pale skin", "rosy_cheeks": "rosy cheeks",
+                "eyeglasses": "eyeglasses"}
+_WEAR_PHRASES = {"lipstick": "lipstick", "heavy_makeup": "heavy makeup", "earrings": "earrings",
+                 "necklace": "necklace", "hat": "hat"}
+
+
 def _phrases(attrs: dict) -> dict[str, list[str]]:
-    """The true attributes as caption phrases, by verb group."""
-    has, is_, wears = [], [], []
+    """The true attributes as caption phrases, by verb group (beard has a sentence of its own)."""
+    has, is_ = [], []
     if attrs["hair_style"] != "bald":
         has.append(f"{attrs['hair_color']} hair")
         has.append("bangs" if attrs["hair_style"] == "bangs" else f"{attrs['hair_style']} hair")
     else:
         is_.append("bald")
-    for key, phrase in (("mouth_open", "mouth slightly open"), ("big_lips", "big lips"), ("big_nose", "big nose"),
-                        ("bushy_eyebrows", "bushy eyebrows"), ("arched_eyebrows", "arched eyebrows"),
-                        ("narrow_eyes", "narrow eyes"), ("pale_skin", "pale skin"), ("rosy_cheeks", "rosy cheeks"),
-                        ("eyeglasses", "eyeglasses")):
-        if attrs[key]:
-            has.append(phrase)
+    has += [phrase for key, phrase in _HAS_PHRASES.items() if attrs[key]]
     if attrs["smiling"]:
         is_.append("smiling")
-    for key, phrase in (("lipstick", "lipstick"), ("heavy_makeup", "heavy makeup"), ("earrings", "earrings"),
-                        ("necklace", "necklace"), ("hat", "hat")):
-        if attrs[key]:
-            wears.append(phrase)
+    wears = [phrase for key, phrase in _WEAR_PHRASES.items() if attrs[key]]
     return {"has": has, "is": is_, "wears": wears}
 
 
@@ -677,9 +683,8 @@ def caption_attributes(caption: str) -> dict:
     for style, phrase in (("straight", "straight hair"), ("wavy", "wavy hair"), ("bangs", "bangs"), ("bald", "bald")):
         if re.search(rf"\b{phrase}\b", text):
             found["hair_style"] = style
-    for key in ATTRIBUTES:
-        phrase = {"mouth_open": "mouth slightly open", "bushy_eyebrows": "bushy eyebrows"}.get(key, key.replace("_", " "))
-        if ATTRIBUTES[key] == (False, True) and key != "beard" and re.search(rf"\b{phrase}\b", text):
+    for key, phrase in {**_HAS_PHRASES, **_WEAR_PHRASES, "smiling": "smiling"}.items():
+        if re.search(rf"\b{phrase}\b", text):
             found[key] = True
     if "no beard" in text:
         found["beard"] = False
@@ -721,7 +726,8 @@ class _FaceFrame:
 
     def __init__(self, labels: np.ndarray):
         ys, xs = np.mgrid[: labels.shape[0], : labels.shape[1]] + 0.5
-        eyes = [np.array([xs[labels == c].mean(), ys[labels == c].mean()]) for c in (LABEL_ID["r_eye"], LABEL_ID["l_eye"])]
+        eyes = [np.array([xs[labels == LABEL_ID[c]].mean(), ys[labels == LABEL_ID[c]].mean()])
+                for c in ("r_eye", "l_eye")]
         axis = eyes[1] - eyes[0]
         self.d = float(np.hypot(*axis))
         self.eyes = eyes
