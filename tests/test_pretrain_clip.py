@@ -78,10 +78,10 @@ def test_round_trip_loads_by_path_and_reproduces_the_trained_model(fake_root, tm
     assert torch.allclose(encoder.encode(captions).sentence, clip.encode_text(tokens), atol=1e-5)
     # the encoder's normalize=True image path is the one the model was trained with
     images = torch.stack([test_set[i]["image"] for i in range(len(test_set))])
-    trained_input = clip_input(load_images(test_set, SIZE), SIZE)
+    trained_input = clip_input(load_images(test_set, SIZE))
     assert torch.allclose(encoder.encode_image(images, normalize=True), clip.encode_image(trained_input), atol=1e-5)
     # the stored retrieval figures are what the loaded encoder scores on the test split
-    again = retrieval_metrics(encoder.clip, load_images(test_set, SIZE), CaptionTokens(32)(captions), SIZE)
+    again = retrieval_metrics(encoder.clip, load_images(test_set, SIZE), CaptionTokens(32)(captions))
     assert again == pytest.approx(metrics)
 
 

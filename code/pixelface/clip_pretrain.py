@@ -37,21 +37,23 @@ def load_images(dataset: FaceDataset, size: int) -> torch.Tensor:
 
     Only the images are read (not the masks), once, so that epochs cost no decoding.
     """
-    out = torch.empty(len(dataset), 3, size, size, dtype=torch.uint8)
-    for i, path in enumerate(dataset.image_paths):
+    arrays = []
+    for path in dataset.image_paths:
         with Image.open(path) as image:
-            image = resize_and_crop(image.convert("RGB"), dataset.size, Image.BILINEAR)
-        x = torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
-        if x.shape[-1] != size:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
-        out[i] = x[0].round().clamp(0, 255).to(torch.uint8)
-    return out
+            arrays.append(np.asarray(resize_and_crop(image.convert("RGB"), dataset.size, Image.BILINEAR)))
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    if dataset.size == size:
+        return images
+    resized = [F.interpolate(images[k:k + EVAL_BATCH].float(), size=(size, size), mode="bilinear",
+                             align_corners=False, antialias=False).round().clamp(0, 255).to(torch.uint8)
+               for k in range(0, len(images), EVAL_BATCH)]
+    return torch.cat(resized)
 
 
-def clip_input(images_uint8: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 images -> what the CLIP being trained sees: TextEncoder.encode_image(..., normalize=True)'s input."""
+def clip_input(images_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 images from load_images -> the CLIP input TextEncoder.encode_image(..., normalize=True) builds."""
     signed = images_uint8.float() / 127.5 - 1.0  # the [-1,1] range FaceDataset and G use
-    return clip_image_input(signed, size, IMAGE_MEAN, IMAGE_STD, normalize=True)
+    return clip_image_input(signed, signed.shape[-1], IMAGE_MEAN, IMAGE_STD, normalize=True)
 
 
 class CaptionTokens:
@@ -78,10 +80,13 @@ def contrastive_loss(clip, images: torch.Tensor, tokens: torch.Tensor) -> torch.
 
 
 @torch.no_grad()
-def retrieval_metrics(clip, images_uint8: torch.Tensor, tokens: torch.Tensor, size: int) -> dict:
-    """Text->image retrieval: caption i's rank of image i among all images; top-1/top-5 hit rates and chance."""
+def retrieval_metrics(clip, images_uint8: torch.Tensor, tokens: torch.Tensor) -> dict:
+    """Text->image retrieval: caption i's rank of image i among all images; top-1/top-5 hit rates and chance.
+
+    Leaves `clip` in eval mode.
+    """
     clip.eval()
-    image = torch.cat([F.normalize(clip.encode_image(clip_input(images_uint8[k:k + EVAL_BATCH], size)), dim=-1)
+    image = torch.cat([F.normalize(clip.encode_image(clip_input(images_uint8[k:k + EVAL_BATCH])), dim=-1)
                        for k in range(0, len(images_uint8), EVAL_BATCH)])
     text = torch.cat([F.normalize(clip.encode_text(tokens[k:k + EVAL_BATCH]), dim=-1)
                       for k in range(0, len(tokens), EVAL_BATCH)])
@@ -107,6 +112,28 @@ def _lr_factor(step: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
+def train_epoch(clip, optimizer, scheduler, images: torch.Tensor, captions: list[str], tokens: CaptionTokens,
+                batch_size: int, generator: torch.Generator) -> float:
+    """One pass over the (image i, caption i) pairs in random order, dropping the last partial batch.
+
+    Returns the mean contrastive loss. The scheduler steps once per batch.
+    """
+    clip.train()
+    order = torch.randperm(len(images), generator=generator)
+    losses = []
+    for k in range(len(images) // batch_size):
+        batch = order[k * batch_size:(k + 1) * batch_size]
+        loss = contrastive_loss(clip, clip_input(images[batch]), tokens([captions[i] for i in batch.tolist()]))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        with torch.no_grad():
+            clip.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        losses.append(loss.item())
+    return float(np.mean(losses))
+
+
 def pretrain_clip(cfg, out: str | Path, epochs: int | None = None, batch_size: int = 128, lr: float = 1e-3,
                   seed: int | None = None, force: bool = False, log=print) -> tuple[open_clip.CLIP, dict]:
     """Train a TEXT.CUSTOM CLIP on DATA's train split, score retrieval on its test split, save it to `out`.
@@ -129,55 +156,37 @@ def pretrain_clip(cfg, out: str | Path, epochs: int | None = None, batch_size: i
     if epochs < 1 or batch_size < 2 or lr <= 0:
         raise ValueError(f"need epochs >= 1, batch >= 2 and lr > 0; got {epochs}, {batch_size}, {lr}")
     arch = custom_arch(cfg)
-    size = arch["IMAGE_SIZE"]
     train_set, test_set = FaceDataset(cfg, "train", train=True), FaceDataset(cfg, "test", train=False)
     if len(train_set) < 2:
         raise DatasetError(f"{train_set.index_path}: contrastive training needs at least 2 train images")
     batch_size = min(batch_size, len(train_set))
     start = time.time()
-    train_images, test_images = load_images(train_set, size), load_images(test_set, size)
+    train_images = load_images(train_set, arch["IMAGE_SIZE"])
     tokens = CaptionTokens(arch["CONTEXT_LENGTH"])
-    test_tokens = tokens([test_set.caption(i) for i in range(len(test_set))])
-    log(f"pretrain_clip: {len(train_set)} train / {len(test_set)} test images at {size}px, "
-        f"loaded in {time.time() - start:.1f}s")
+    log(f"pretrain_clip: {len(train_set)} train images at {arch['IMAGE_SIZE']} px, batch {batch_size}, "
+        f"{epochs} epochs")
 
-    generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         clip = build_custom_clip(arch)
+    generator = torch.Generator().manual_seed(seed)
     optimizer = _optimizer(clip, lr)
-    steps_per_epoch = max(1, len(train_set) // batch_size)
-    total = epochs * steps_per_epoch
-    step = 0
+    total = epochs * (len(train_set) // batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, total))
     for epoch in range(epochs):
-        clip.train()
         train_set.set_epoch(epoch)
         captions = [train_set.caption(i) for i in range(len(train_set))]
-        order = torch.randperm(len(train_set), generator=generator)
-        losses = []
-        for b in range(steps_per_epoch):
-            batch = order[b * batch_size:(b + 1) * batch_size]
-            for group in optimizer.param_groups:
-                group["lr"] = lr * _lr_factor(step, total)
-            loss = contrastive_loss(clip, clip_input(train_images[batch], size),
-                                    tokens([captions[i] for i in batch.tolist()]))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                clip.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-            losses.append(loss.item())
-            step += 1
-        metrics = retrieval_metrics(clip, test_images, test_tokens, size)
-        log(f"epoch {epoch + 1}/{epochs}  loss {np.mean(losses):.4f}  "
-            f"test text->image top1 {metrics['top1']:.3f} top5 {metrics['top5']:.3f} "
-            f"(chance {metrics['chance_top1']:.4f}/{metrics['chance_top5']:.4f})  {time.time() - start:.0f}s")
+        loss = train_epoch(clip, optimizer, scheduler, train_images, captions, tokens, batch_size, generator)
+        log(f"epoch {epoch + 1}/{epochs}  loss {loss:.4f}  {time.time() - start:.0f}s")
 
-    clip.eval()
+    test_tokens = tokens([test_set.caption(i) for i in range(len(test_set))])
+    metrics = retrieval_metrics(clip, load_images(test_set, arch["IMAGE_SIZE"]), test_tokens)
+    log(f"test text->image retrieval over {metrics['gallery']} images: top1 {metrics['top1']:.3f} "
+        f"top5 {metrics['top5']:.3f} (chance {metrics['chance_top1']:.4f}/{metrics['chance_top5']:.4f})")
     if out.exists() and not force:  # appeared while we trained
         raise FileExistsError(f"{out} already exists; pass --force to overwrite it")
     atomic_save({"format": CLIP_FORMAT, "custom": arch, "state_dict": clip.state_dict(), "metrics": metrics,
                  "train": {"dataset": cfg.DATA.NAME, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                            "seed": seed, "seconds": round(time.time() - start, 1)}}, out)
-    log(f"pretrain_clip: wrote {out}")
+    log(f"pretrain_clip: wrote {out} in {time.time() - start:.0f}s")
     return clip, metrics
