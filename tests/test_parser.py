@@ -10,7 +10,8 @@ from PIL import Image
 from pixelface.config import REPO_ROOT, load_config
 from pixelface.masks import LABEL_ID, label_to_color
 from pixelface.metrics import mask_accuracy
-from pixelface.parser import FaceParser, evaluate_parser, fit_parser, flip_batch, load_parser, train_parser
+from pixelface.parser import (FaceParser, class_weights, evaluate_parser, fit_parser, flip_batch, label_frequencies,
+                              load_parser, train_parser)
 
 SIZE = 16
 # Each part gets its own colour, so the labels can be read off the image.
@@ -68,7 +69,7 @@ def quiet(line):
 # ------------------------------------------------------------------------------------------------ the network
 def test_default_parser_is_compact_and_keeps_resolution():
     parser = FaceParser()
-    assert 200_000 < sum(p.numel() for p in parser.parameters()) < 1_000_000
+    assert 100_000 < sum(p.numel() for p in parser.parameters()) < 1_000_000
     assert parser(torch.zeros(2, 3, 32, 32)).shape == (2, 19, 32, 32)
     with pytest.raises(ValueError, match="divisible by 8"):
         parser(torch.zeros(1, 3, 30, 30))
@@ -89,6 +90,12 @@ def test_flip_mirrors_and_swaps_left_and_right_parts():
 
 
 # ------------------------------------------------------------------------------------------------ learning
+def test_class_weights_favour_rare_classes_and_keep_the_average_pixel_at_one():
+    weights = class_weights(torch.tensor([90, 10, 0]))
+    assert weights[1] / weights[0] == pytest.approx(3.0) and weights[2] == 0
+    assert 0.9 * weights[0] + 0.1 * weights[1] == pytest.approx(1.0)
+
+
 def test_parser_learns_its_own_training_labels():
     torch.manual_seed(0)
     images, labels = toy_faces(32)
@@ -109,6 +116,15 @@ def test_parser_learns_its_own_training_labels():
 @pytest.fixture(scope="module")
 def toy_root(tmp_path_factory):
     return write_toy_dataset(tmp_path_factory.mktemp("toy"))
+
+
+def test_label_frequencies_count_pixels_of_sampled_items(toy_root):
+    from pixelface.datasets import FaceDataset
+    dataset = FaceDataset(toy_cfg(toy_root), "train", train=False)
+    everything = label_frequencies(dataset, len(dataset), seed=0)
+    assert everything.sum() == len(dataset) * SIZE * SIZE
+    assert everything[LABEL_ID["skin"]] > everything[LABEL_ID["l_eye"]] > 0 and everything[LABEL_ID["hat"]] == 0
+    assert label_frequencies(dataset, 3, seed=0).sum() == 3 * SIZE * SIZE
 
 
 def test_train_parser_saves_a_parser_that_loads_back(toy_root, tmp_path):
