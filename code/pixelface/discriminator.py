@@ -106,19 +106,24 @@ class Discriminator(nn.Module):
                    channel_max=cfg.MODEL.CHANNEL_MAX, in_channels=3 + mask_channels_from_config(cfg),
                    sentence_dim=cfg.TEXT.SENTENCE_DIM)
 
-    def forward(self, image: torch.Tensor, mask: torch.Tensor, sentence: torch.Tensor | None = None):
-        """image (B,3,S,S), mask (B,C_m,S,S), sentence (B,sentence_dim) or None.
+    def forward(self, image: torch.Tensor, mask: torch.Tensor, sentence=None):
+        """image (B,3,S,S), mask (B,C_m,S,S); sentence (B,sentence_dim), a list of K such tensors, or None.
 
-        Returns (logit (B,1), cond_logit (B,) or None when no sentence is given).
+        Returns (logit (B,1), cond_logit): (B,) for one sentence, (K,B) for a list, None without. A list
+        scores the same images against several captions (the real and the mismatched one) with a single
+        pass through the body, which is what DDP needs: one forward per backward.
         """
-        self._check_inputs(image, mask, sentence)
+        sentences = [sentence] if torch.is_tensor(sentence) else list(sentence or [])
+        self._check_inputs(image, mask, sentences)
         h = self.from_input(torch.cat([image, mask], dim=1))
         h = self.final_conv(minibatch_stddev(self.blocks(h)))
         logit = self.final_linear(h.flatten(1))
-        cond_logit = None if sentence is None else self.cond_head(h, sentence)
-        return logit, cond_logit
+        if not sentences:
+            return logit, None
+        conds = torch.stack([self.cond_head(h, s) for s in sentences])
+        return logit, conds[0] if torch.is_tensor(sentence) else conds
 
-    def _check_inputs(self, image, mask, sentence):
+    def _check_inputs(self, image, mask, sentences):
         shape = (self.size, self.size)
         if image.dim() != 4 or mask.dim() != 4 or image.shape[2:] != shape or mask.shape[2:] != shape:
             raise ValueError(f"image and mask must be (B,C,{self.size},{self.size}), got "
@@ -128,6 +133,7 @@ class Discriminator(nn.Module):
                              f"{image.shape[1]} + {mask.shape[1]}")
         if image.shape[0] != mask.shape[0]:
             raise ValueError(f"batch mismatch: {image.shape[0]} images, {mask.shape[0]} masks")
-        if sentence is not None and tuple(sentence.shape) != (image.shape[0], self.cond_head.sentence_dim):
-            raise ValueError(f"sentence must be (B,{self.cond_head.sentence_dim}) = "
-                             f"({image.shape[0]},{self.cond_head.sentence_dim}), got {tuple(sentence.shape)}")
+        for sentence in sentences:
+            if tuple(sentence.shape) != (image.shape[0], self.cond_head.sentence_dim):
+                raise ValueError(f"sentence must be (B,{self.cond_head.sentence_dim}) = "
+                                 f"({image.shape[0]},{self.cond_head.sentence_dim}), got {tuple(sentence.shape)}")

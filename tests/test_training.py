@@ -1,0 +1,185 @@
+"""The training loop on the tiny smoke config: checkpoints, NaN guard, real DDP, exact resume."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from pixelface import losses
+from pixelface.checkpoint import load_checkpoint, load_generator
+from pixelface.config import REPO_ROOT, load_config
+from pixelface.synthface import write_dataset
+from pixelface.trainer import NonFiniteLossError, Trainer, latest_checkpoint
+
+SMOKE = REPO_ROOT / "cfg" / "smoke.yml"
+MAIN = REPO_ROOT / "code" / "main.py"
+
+
+@pytest.fixture(scope="module")
+def smoke_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("smoke_data")
+    write_dataset(root, 40, 64, 0, workers=1, force=True)
+    return root
+
+
+def smoke_cfg(root, *overrides):
+    return load_config(SMOKE, [f"DATA.ROOT={root}", "DATA.SYNTHESIZE=false", *overrides])
+
+
+def _env():
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+def _main(root, out, *args, **kw):
+    cmd = [sys.executable, str(MAIN), "--cfg", str(SMOKE), "--out", str(out), "--no-progress",
+           "--set", f"DATA.ROOT={root}", "--set", "DATA.SYNTHESIZE=false", *args]
+    return subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def test_all_configs_load():
+    names = sorted(p.name for p in (REPO_ROOT / "cfg").glob("*.yml"))
+    assert {"mmceleba.yml", "smoke.yml", "synthface.yml"} <= set(names)
+    for name in names:
+        load_config(REPO_ROOT / "cfg" / name)
+
+
+def test_checkpoint_holds_everything_for_resume_and_sampling(smoke_root, tmp_path):
+    torch.set_num_threads(1)
+    trainer = Trainer(smoke_cfg(smoke_root), tmp_path, torch.device("cpu"), progress_bar=False)
+    trainer.run()
+    path = latest_checkpoint(tmp_path)
+    assert path is not None and path.name == "ckpt-000000016.pt"
+    ckpt = load_checkpoint(path)
+    assert {"config", "G", "D", "G_ema", "opt_G", "opt_D", "progress", "rng"} <= set(ckpt)
+    assert ckpt["progress"]["nimg"] == 16 and ckpt["progress"]["step"] == 8
+    assert ckpt["progress"]["pl_mean"] > 0  # the path-length mean is part of the state
+    assert len(ckpt["rng"]) == 1 and ckpt["rng"][0]["cpu"].dtype == torch.uint8
+    assert len(list((tmp_path / "checkpoints").glob("ckpt-*.pt"))) == 2  # KEEP_CHECKPOINTS
+    assert (tmp_path / "samples" / "fakes-000000016.png").is_file()
+    assert (tmp_path / "samples" / "captions.txt").read_text().count("\n") == 4
+    assert any((tmp_path / "tensorboard").iterdir())
+    g_ema, cfg = load_generator(path)
+    assert cfg.MODEL.SIZE == 64
+    for a, b in zip(g_ema.parameters(), trainer.G_ema.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_nonfinite_losses_skip_updates_then_stop_with_a_checkpoint(smoke_root, tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    nan = lambda *tensors: tensors[0].sum() * float("nan")
+    monkeypatch.setattr(losses, "generator_adversarial_loss", nan)
+    monkeypatch.setattr(losses, "path_lengths", lambda images, latents: nan(images) + 0 * latents.sum())
+    trainer = Trainer(smoke_cfg(smoke_root, "TRAIN.MAX_NONFINITE_SKIPS=3"),
+                      tmp_path, torch.device("cpu"), progress_bar=False)
+    before = [p.detach().clone() for p in trainer.G.parameters()]
+    with pytest.raises(NonFiniteLossError, match="3 consecutive steps had non-finite losses"):
+        trainer.run()
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.G.parameters()))  # every G update skipped
+    assert all(torch.isfinite(p).all() for p in trainer.D.parameters())
+    assert latest_checkpoint(tmp_path) is not None
+    assert "update skipped" in (tmp_path / "log.txt").read_text()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, root, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank), HF_HUB_OFFLINE="1")
+    torch.set_num_threads(1)
+    from pixelface import distributed as dist
+    dist.init("cpu")
+    (Path(out) / "run").mkdir(exist_ok=True)
+    trainer = Trainer(smoke_cfg(root, "TRAIN.SNAPSHOT_KIMG=0"), Path(out) / "run", torch.device("cpu"),
+                      progress_bar=False)
+    first_z = torch.randn(4).tolist()  # per-rank seeds: ranks must draw different noise
+    trainer.run()
+    torch.save({"fp": trainer.fingerprints(), "z": first_z}, Path(out) / f"rank{rank}.pt")
+    dist.shutdown()
+
+
+def test_two_gloo_processes_end_with_identical_networks(smoke_root, tmp_path):
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(smoke_root), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert r0["fp"] == r1["fp"]          # G, D and G_ema identical on both ranks
+    assert r0["z"] != r1["z"]            # while each rank drew its own randomness
+    # And training moved the networks away from their start.
+    assert load_checkpoint(latest_checkpoint(tmp_path / "run"))["progress"]["nimg"] == 16
+
+
+def test_torchrun_two_processes(smoke_root, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(_free_port()), str(MAIN), "--cfg", str(SMOKE), "--out", str(tmp_path), "--no-progress",
+           "--set", f"DATA.ROOT={smoke_root}", "--set", "DATA.SYNTHESIZE=false"]
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = tmp_path / "smoke-00000"
+    ckpt = load_checkpoint(latest_checkpoint(run))
+    assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2 and ckpt["progress"]["nimg"] == 16
+    assert (run / "config.yaml").is_file()
+
+
+def _final_state(run_dir: Path) -> dict:
+    ckpt = load_checkpoint(latest_checkpoint(run_dir))
+    return {k: ckpt[k] for k in ("G", "D", "G_ema", "opt_G", "opt_D", "progress")}
+
+
+def _assert_same(a, b, where=""):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _assert_same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{where}[{i}]")
+    elif torch.is_tensor(a):
+        assert torch.equal(a, b), where
+    else:
+        assert a == b, where
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(smoke_root, tmp_path):
+    length = ["--set", "TRAIN.TOTAL_KIMG=0.04"]  # 20 steps, a checkpoint every 2
+    straight = _main(smoke_root, tmp_path / "straight", *length)
+    assert straight.wait(timeout=300) == 0, straight.stdout.read()
+
+    killed = _main(smoke_root, tmp_path / "killed", *length)
+    ckpts = tmp_path / "killed" / "smoke-00000" / "checkpoints"
+    deadline = time.time() + 300
+    while not (ckpts / "ckpt-000000012.pt").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert not (ckpts / "ckpt-000000040.pt").exists(), "the run finished before it could be killed"
+
+    resumed = _main(smoke_root, tmp_path / "killed", *length, "--resume", "auto")
+    log = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, log
+    assert "resumed from" in log
+    _assert_same(_final_state(tmp_path / "straight" / "smoke-00000"), _final_state(tmp_path / "killed" / "smoke-00000"))
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(smoke_root, tmp_path):
+    proc = _main(smoke_root, tmp_path, "--set", "TRAIN.TOTAL_KIMG=1", "--set", "TRAIN.SNAPSHOT_KIMG=0")
+    log_file = tmp_path / "smoke-00000" / "log.txt"
+    deadline = time.time() + 300
+    while not (log_file.exists() and "training to" in log_file.read_text()) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, out
+    assert "stopped by SIGTERM" in out
+    nimg = load_checkpoint(latest_checkpoint(tmp_path / "smoke-00000"))["progress"]["nimg"]
+    assert 0 < nimg < 1000
