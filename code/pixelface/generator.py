@@ -108,26 +108,32 @@ class PointwiseMix(nn.Module):
         per_sample = [(p, w) for p, w in zip(parts, weights) if p.shape[0] != 1]
         if not per_sample:
             per_sample, shared = shared[:1], shared[1:]
-        # Batch-independent inputs and the bias form one small term that seeds the output.
+        # Batch-independent inputs and the bias form one small term, added to the output once.
         common = self.bias * ACT_GAIN
         common = common if rows else common.view(1, -1, 1, 1)
         for part, weight in shared:
             common = common + self._project(part, weight, rows)
         if rows:
-            # baddbmm writes the fresh output and accumulates in place: no temporary per input,
-            # and no in-place op on a view (which autograd would have to track with CopySlices)
+            # 2-D GEMMs over all rows: the first writes a fresh buffer, the rest accumulate in
+            # place (no temporaries); only then is it viewed as (B,N,out) and offset, out of place
+            # (an in-place op on a view would make autograd record CopySlices)
             (first, weight), rest = per_sample[0], per_sample[1:]
-            out = torch.baddbmm(common.expand(first.shape[0], first.shape[1], -1), first,
-                                weight.t().expand(first.shape[0], -1, -1))
+            flat = torch.mm(first.reshape(-1, first.shape[-1]), weight.t())
             for part, weight in rest:
-                out.baddbmm_(part, weight.t().expand(part.shape[0], -1, -1))
+                flat.addmm_(part.reshape(-1, part.shape[-1]), weight.t())
+            out = flat.view(*first.shape[:-1], -1) + common
         else:
-            out = common + sum(self._project(p, w, rows) for p, w in per_sample)
+            out = self._project(*per_sample[0], rows)        # fresh conv output: in place is safe
+            for part, weight in per_sample[1:]:
+                out.add_(self._project(part, weight, rows))
+            out.add_(common)
         return _leaky_relu_fresh_(out)
 
     @staticmethod
     def _project(part, weight, rows):
-        return torch.matmul(part, weight.t()) if rows else F.conv2d(part, weight[:, :, None, None])
+        if rows:
+            return torch.matmul(part, weight.t())
+        return F.conv2d(part, weight.contiguous()[:, :, None, None])
 
     def extra_repr(self):
         return f"in_widths={self.in_widths}, out={self.weight.shape[0]}"
@@ -317,14 +323,20 @@ class Generator(nn.Module):
     # --------------------------------------------------------------------------------------------
     # Synthesis
 
-    def mask_features(self, mask: torch.Tensor) -> torch.Tensor:
-        """mask (B,C,S,S) -> encoded features as rows (B, S², mask_dim), row-major pixels."""
+    def mask_features(self, mask: torch.Tensor, res: int | None = None) -> torch.Tensor:
+        """Mask-encoder features as rows (B, res², mask_dim), row-major pixels.
+
+        At res < size these are the full-resolution features resized with nearest neighbour (pixel
+        index·size/res), as in the reference; they are computed directly at those pixels (a strided
+        conv) so backward never scatters into a full-resolution zero tensor.
+        """
+        res = self.size if res is None else res
         b = mask.shape[0]
-        # im2col + matmul produces the rows layout directly (a conv would need a transposing copy)
-        patches = F.unfold(mask, 3, padding=1)                            # (B, C·9, S²)
-        weight = self.mask_encoder.weight.flatten(1)                        # (mask_dim, C·9)
-        return torch.baddbmm(self.mask_encoder.bias.view(1, 1, -1), patches.transpose(1, 2),
-                             weight.t().expand(b, -1, -1))
+        # im2col + one matmul yields the rows layout directly (a conv would need a transposing copy)
+        patches = F.unfold(mask, 3, padding=1, stride=self.size // res)     # (B, C·9, res²)
+        patches = patches.transpose(1, 2).reshape(b * res * res, -1)
+        weight = self.mask_encoder.weight.flatten(1)                         # (mask_dim, C·9)
+        return torch.addmm(self.mask_encoder.bias, patches, weight.t()).view(b, res * res, -1)
 
     def forward(self, mask: torch.Tensor, words: torch.Tensor, styles, *,
                 word_padding: torch.Tensor | None = None, input_is_latent: bool = False,
@@ -359,12 +371,11 @@ class Generator(nn.Module):
         noises = self._noise_maps(noise, noise_mode, batch)
 
         text = self.text_mlp(words)
-        masks = self.mask_features(mask)
-        constant = self.input.input.permute(0, 2, 3, 1).reshape(1, FIRST_RES ** 2, -1)
+        constant = self.input(1).permute(0, 2, 3, 1).reshape(1, FIRST_RES ** 2, -1)   # rows, shared
         hidden, skip, attention = None, None, []
         for stage in self.stages:
             hidden, stage_attention = stage.positional_fold(
-                hidden, self._subsample_rows(masks, stage.res), text, word_padding, constant,
+                hidden, self.mask_features(mask, stage.res), text, word_padding, constant,
                 return_attention)
             attention.append(stage_attention)
             for f, step in enumerate(stage.folds):
@@ -378,15 +389,6 @@ class Generator(nn.Module):
         if return_attention:
             extras["attention"] = attention
         return (image, extras) if extras else image
-
-    def _subsample_rows(self, rows: torch.Tensor, res: int) -> torch.Tensor:
-        """Nearest-neighbour downsampling (index·size/res) of (B, size², C) rows to (B, res², C)."""
-        if res == self.size:
-            return rows
-        step = self.size // res
-        b, _, c = rows.shape
-        grid = rows.view(b, self.size, self.size, c)[:, ::step, ::step]
-        return grid.reshape(b, res * res, c)
 
     def _check_inputs(self, mask, words, word_padding):
         expected = (self.mask_channels, self.size, self.size)

@@ -62,17 +62,6 @@ def _leaky_relu_fresh_(y: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu_(y, NEG_SLOPE)
 
 
-class FusedLeakyReLU(nn.Module):
-    """Per-channel bias, leaky ReLU(0.2), gain √2: the reference's fused activation."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.bias = nn.Parameter(torch.zeros(channels))
-
-    def forward(self, x):
-        return fused_leaky_relu(x, self.bias)
-
-
 # ------------------------------------------------------------------------------------------------
 # Equalised linear / conv
 
