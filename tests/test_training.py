@@ -1,4 +1,5 @@
 """The training loop on the tiny smoke config: checkpoints, NaN guard, real DDP, exact resume."""
+import json
 import os
 import signal
 import socket
@@ -183,3 +184,14 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(smoke_root, tmp_path):
     assert "stopped by SIGTERM" in out
     nimg = load_checkpoint(latest_checkpoint(tmp_path / "smoke-00000"))["progress"]["nimg"]
     assert 0 < nimg < 1000
+
+
+def test_periodic_evaluation_logs_metrics_and_keeps_the_best(smoke_root, tmp_path):
+    torch.set_num_threads(1)
+    cfg = smoke_cfg(smoke_root, "TRAIN.EVAL_KIMG=0.008", "TRAIN.EVAL_NUM=8", "TRAIN.EVAL_METRICS=[fid_clip, clip_score]")
+    Trainer(cfg, tmp_path, torch.device("cpu"), progress_bar=False).run()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["kimg"] for r in rows] == [0.008, 0.016]
+    assert all({"fid_clip", "clip_score"} <= r.keys() for r in rows)
+    best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")["progress"]
+    assert best["best"] == min(r["fid_clip"] for r in rows)

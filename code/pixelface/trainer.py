@@ -34,6 +34,10 @@ from .masks import one_hot
 from .text_encoder import TextEncoder
 
 
+# Metrics where a smaller value is a better model; every other metric is better when larger.
+LOWER_IS_BETTER = {"fid", "kid", "fid_clip"}
+
+
 class NonFiniteLossError(RuntimeError):
     """Too many consecutive steps produced non-finite losses."""
 
@@ -47,7 +51,7 @@ class Progress:
     batch_in_epoch: int = 0    # batches of `epoch` already consumed (the sampler position)
     pl_mean: float = 0.0       # running mean path length, identical on every rank
     nonfinite_streak: int = 0
-    best: float = math.inf     # best value of TRAIN.EVAL_METRIC so far
+    best: float = math.inf     # best TRAIN.EVAL_METRIC so far, sign-flipped when higher is better
 
 
 class _Offset(Sampler):
@@ -413,7 +417,7 @@ class Trainer:
                           num_workers=cfg.DATA.NUM_WORKERS, generator=torch.Generator().manual_seed(0),
                           persistent_workers=False)
 
-    def run(self, eval_hook=None) -> None:
+    def run(self) -> None:
         cfg, p = self.cfg, self.progress
         total = int(round(cfg.TRAIN.TOTAL_KIMG * 1000))
         writer = _summary_writer(self.run_dir) if self.rank == 0 else None
@@ -440,7 +444,7 @@ class Trainer:
                         raise NonFiniteLossError(
                             f"{p.nonfinite_streak} consecutive steps had non-finite losses; stopped at "
                             f"{p.nimg} images (TRAIN.MAX_NONFINITE_SKIPS={cfg.TRAIN.MAX_NONFINITE_SKIPS})")
-                    self._periodic(before, total, grid, writer, started, nimg_at_start, eval_hook)
+                    self._periodic(before, total, grid, writer, started, nimg_at_start)
                     if dist.any_rank(self.stop_requested, self.device):
                         self.save_checkpoint("SIGTERM")
                         self.log("stopped by SIGTERM; resume with --resume auto")
@@ -459,33 +463,41 @@ class Trainer:
             if writer is not None:
                 writer.close()
 
-    def _periodic(self, before, total, grid, writer, started, nimg_at_start, eval_hook) -> None:
+    def _periodic(self, before, total, grid, writer, started, nimg_at_start) -> None:
         t, now, last = self.cfg.TRAIN, self.progress.nimg, self.progress.nimg >= total
         if _crossed(before, now, t.LOG_KIMG) or last:
             self._flush_stats(writer, started, nimg_at_start)
         if (_crossed(before, now, t.SAMPLE_KIMG) or last) and self.rank == 0:
             self.sample_grid(grid, f"fakes-{now:09d}", writer)
-        if eval_hook is not None and (_crossed(before, now, t.EVAL_KIMG) or (last and t.EVAL_KIMG > 0)):
-            self._evaluate(eval_hook, writer)
+        if _crossed(before, now, t.EVAL_KIMG) or (last and t.EVAL_KIMG > 0):
+            self._evaluate(writer)
         if _crossed(before, now, t.SNAPSHOT_KIMG):
             self.save_checkpoint("snapshot")
 
-    def _evaluate(self, eval_hook, writer) -> None:
+    def _evaluate(self, writer) -> None:
         """Rank 0 evaluates G_ema while the others wait at a barrier (long process-group timeout)."""
-        results = eval_hook(self) if self.rank == 0 else None
+        t = self.cfg.TRAIN
+        results = None
+        if self.rank == 0:
+            from .metrics import evaluate_generator
+            results = evaluate_generator(self.G_ema, self.cfg, self.text, split="test", num=t.EVAL_NUM,
+                                         metrics=list(t.EVAL_METRICS), device=self.device)["metrics"]
         results = dist.broadcast_object(results)
-        value = results.get(self.cfg.TRAIN.EVAL_METRIC)
         if self.rank == 0:
             for k, v in results.items():
                 writer.add_scalar(f"metrics/{k}", v, self.progress.nimg)
             with open(self.run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps({"kimg": self.progress.nimg / 1000, **results}) + "\n")
-        if value is not None and value < self.progress.best:
-            self.progress.best = value
+            self.log("evaluation: " + " ".join(f"{k}={v:.4f}" for k, v in results.items()))
+        if t.EVAL_METRIC not in results:
+            return
+        score = results[t.EVAL_METRIC] * (1 if t.EVAL_METRIC in LOWER_IS_BETTER else -1)
+        if score < self.progress.best:
+            self.progress.best = score
             state = self.state_dict()
             if self.rank == 0:
                 atomic_save(state, self.run_dir / "checkpoints" / "best.pt")
-                self.log(f"new best {self.cfg.TRAIN.EVAL_METRIC} = {value:.4f}")
+                self.log(f"new best {t.EVAL_METRIC} = {results[t.EVAL_METRIC]:.4f} (checkpoints/best.pt)")
 
     def _request_stop(self, signum, frame) -> None:
         self.stop_requested = True
