@@ -95,8 +95,12 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux
 
 
-def time_phase(fn, repeats: int, device) -> tuple[float, float | None]:
-    """(median seconds, peak CUDA MiB or None) after one warm-up call."""
+def time_phase(fn, repeats: int, device) -> tuple[float, float, float | None]:
+    """(median wall s, median process CPU s, peak CUDA MiB or None) after one warm-up call.
+
+    CPU seconds (all threads together) are reported too: on a shared machine they stay meaningful
+    when wall time does not.
+    """
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -105,14 +109,15 @@ def time_phase(fn, repeats: int, device) -> tuple[float, float | None]:
     sync()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         sync()
-        times.append(time.perf_counter() - start)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    return statistics.median(times), peak
+    return statistics.median(wall), statistics.median(cpu), peak
 
 
 def run(args) -> dict:
@@ -147,10 +152,10 @@ def run(args) -> dict:
         (logit.mean() + cond.mean()).backward()
 
     rss_before = current_rss_mb()
-    g_fb, g_fb_peak = time_phase(g_forward_backward, args.repeats, device)
+    g_fb, g_fb_cpu, g_fb_peak = time_phase(g_forward_backward, args.repeats, device)
     rss_after_g_step = peak_rss_mb()
-    g_fw, g_fw_peak = time_phase(g_forward, args.repeats, device)
-    d_fb, d_fb_peak = time_phase(d_forward_backward, args.repeats, device)
+    g_fw, g_fw_cpu, g_fw_peak = time_phase(g_forward, args.repeats, device)
+    d_fb, d_fb_cpu, d_fb_peak = time_phase(d_forward_backward, args.repeats, device)
 
     result = {
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
@@ -166,6 +171,8 @@ def run(args) -> dict:
         "g_forward_s": round(g_fw, 4),
         "g_forward_backward_s": round(g_fb, 4),
         "d_forward_backward_s": round(d_fb, 4),
+        "cpu_s": {"g_forward": round(g_fw_cpu, 3), "g_forward_backward": round(g_fb_cpu, 3),
+                  "d_forward_backward": round(d_fb_cpu, 3)},
         "g_forward_img_per_s": round(args.batch / g_fw, 3),
         "g_forward_backward_img_per_s": round(args.batch / g_fb, 3),
         "d_forward_backward_img_per_s": round(args.batch / d_fb, 3),
