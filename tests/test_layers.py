@@ -73,6 +73,15 @@ def test_blur_and_strided_blur_match_upfirdn():
     torch.testing.assert_close(blur(x, 1, stride=2), naive_upfirdn(x, 1, (1, 1), k)[:, :, ::2, ::2])
 
 
+def test_cached_blur_kernel_built_in_inference_mode_still_trains():
+    blur_kernel.cache_clear()
+    with torch.inference_mode():
+        upsample2x(torch.randn(1, 3, 4, 4))
+    x = torch.randn(1, 3, 4, 4, requires_grad=True)
+    upsample2x(x).sum().backward()
+    assert x.grad is not None
+
+
 def test_fused_leaky_relu_value_and_double_backward():
     x = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
     b = torch.randn(3, dtype=torch.float64, requires_grad=True)

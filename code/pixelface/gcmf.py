@@ -23,7 +23,7 @@ import math
 import torch
 from torch import nn
 
-from .layers import ACT_GAIN, EqualLinear, _leaky_relu_fresh_
+from .layers import ACT_GAIN, EqualLinear, fresh_leaky_relu_
 
 GATE_HIDDEN = 16
 GATE_BIAS_INIT = 2.0  # σ(2) ≈ 0.88: the gate starts mostly open, close to the ungated reference
@@ -122,7 +122,7 @@ class GCMF(nn.Module):
                 attention.append(probs)
             if keep is not None:
                 probs = probs * keep[:, rows]
-            ctrl = _leaky_relu_fresh_(torch.baddbmm(b_0, probs, values_l0))
+            ctrl = fresh_leaky_relu_(torch.baddbmm(b_0, probs, values_l0))
             ctrl = self.c_mlp.out_layer(self.c_mlp.l1(ctrl))
             outputs.append(ctrl + self.ffn(ctrl))
         out = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)

@@ -31,7 +31,7 @@ from torch import nn
 
 from .gcmf import GCMF
 from .layers import (ACT_GAIN, ConstantInput, EqualLinear, PixelNorm, StyledConv, ToRGB,
-                     _leaky_relu_fresh_, fold_channels_last, unfold)
+                     fresh_leaky_relu_, fold_channels_last, unfold)
 
 FIRST_RES = 16          # the constant input and the first stage live at 16²
 FOLDS_PER_STAGE = 2     # each stage multiplies the resolution by 4
@@ -127,7 +127,7 @@ class PointwiseMix(nn.Module):
             for part, weight in per_sample[1:]:
                 out.add_(self._project(part, weight, rows))
             out.add_(common)
-        return _leaky_relu_fresh_(out)
+        return fresh_leaky_relu_(out)
 
     @staticmethod
     def _project(part, weight, rows):

@@ -11,6 +11,7 @@ large allocations are expensive:
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -57,7 +58,7 @@ def fused_leaky_relu(x: torch.Tensor, bias: torch.Tensor | None = None, gain: fl
     return _BiasLeakyReLU.apply(x, bias, gain)
 
 
-def _leaky_relu_fresh_(y: torch.Tensor) -> torch.Tensor:
+def fresh_leaky_relu_(y: torch.Tensor) -> torch.Tensor:
     """In-place leaky ReLU for a tensor no other op saved (gain already folded into its producer)."""
     return F.leaky_relu_(y, NEG_SLOPE)
 
@@ -100,18 +101,22 @@ class EqualLinear(nn.Module):
         # Flatten first: F.linear on a 3-D input returns a view, and an in-place activation on a
         # view makes autograd record a CopySlices node (full-size copies in backward).
         y = F.linear(x.reshape(-1, x.shape[-1]), *self.effective(ACT_GAIN))
-        return _leaky_relu_fresh_(y).view(*x.shape[:-1], y.shape[-1])
+        return fresh_leaky_relu_(y).view(*x.shape[:-1], y.shape[-1])
 
     def extra_repr(self):
         return (f"{self.weight.shape[1]}, {self.weight.shape[0]}, lr_mul={self.lr_mul}, "
                 f"activation={self.activation}")
 
 
+@functools.lru_cache(maxsize=16)
 def blur_kernel(device=None, dtype=None) -> torch.Tensor:
-    """The normalised [1,3,3,1]⊗[1,3,3,1] FIR filter (sums to 1)."""
-    taps = torch.tensor(BLUR_TAPS, device=device, dtype=dtype)
-    k = torch.outer(taps, taps)
-    return k / k.sum()
+    """The normalised [1,3,3,1]⊗[1,3,3,1] FIR filter (sums to 1); cached per device and dtype,
+    so treat it as read-only."""
+    # A kernel first built under inference_mode must still be usable by autograd later.
+    with torch.inference_mode(False):
+        taps = torch.tensor(BLUR_TAPS, device=device, dtype=dtype)
+        k = torch.outer(taps, taps)
+        return k / k.sum()
 
 
 def blur(x: torch.Tensor, padding: int, stride: int = 1) -> torch.Tensor:
@@ -188,7 +193,7 @@ class ConvLayer(nn.Module):
             y = F.conv2d(blur(x, self.blur_pad), weight, bias, stride=2)
         else:
             y = F.conv2d(x, weight, bias, padding=self.padding)
-        return _leaky_relu_fresh_(y) if self.activate else y
+        return fresh_leaky_relu_(y) if self.activate else y
 
     def extra_repr(self):
         out_ch, in_ch, k, _ = self.weight.shape
@@ -254,7 +259,7 @@ class StyledConv(nn.Module):
         y = y + (self.bias * ACT_GAIN).view(1, -1, 1, 1)
         if noise is not None:
             y.add_(noise * (self.noise_weight * ACT_GAIN))
-        return _leaky_relu_fresh_(y)
+        return fresh_leaky_relu_(y)
 
 
 class ToRGB(nn.Module):
