@@ -82,17 +82,26 @@ def test_dropout_drops_elements_and_whole_words_in_training_only():
     m = make(dropout=0.5)
     torch.manual_seed(0)
     keep = m._dropout_keep(4, 2000, 6, torch.empty(0))
-    dropped = keep == 0
-    # per element and per word: kept share (1-p)² = 0.25, survivors rescaled by 1/(1-p)²
+    dropped = ~keep
+    # per element and per word: kept share (1-p)² = 0.25
     assert abs(dropped.float().mean().item() - 0.75) < 0.03
-    assert torch.all(keep[~dropped] == 4.0)
     whole_words = dropped.all(dim=1)                                  # (B,T) columns dropped for all
     assert 0.2 < whole_words.float().mean().item() < 0.8
     m.eval()
     assert m._dropout_keep(4, 2000, 6, torch.empty(0)) is None
-    queries, words = inputs()
+    queries, words = inputs(t=1)
+    m.train()
     torch.manual_seed(1)
-    assert not torch.allclose(m.train()(queries, words), m.eval()(queries, words))
+    out = m(queries, words)
+    torch.manual_seed(1)
+    keep = m._dropout_keep(2, 12, 1, queries)
+    # one word: eval attention is all ones, so training sees 4 (kept, rescaled) or 0 (dropped)
+    m.eval()
+    with torch.no_grad():
+        values = m.to_values(words)
+        expected_ctrl = torch.where(keep, 4.0, 0.0) * values        # (B,F,dim) by broadcasting
+        ctrl = m.c_mlp(expected_ctrl)
+    torch.testing.assert_close(out, ctrl + m.ffn(ctrl))
 
 
 def test_gate_changes_attention_and_all_its_parameters_get_gradients():

@@ -121,7 +121,7 @@ class GCMF(nn.Module):
             if return_attention:
                 attention.append(probs)
             if keep is not None:
-                probs = probs * keep[:, rows]
+                probs = probs.masked_fill(~keep[:, rows], 0.0) * (1.0 / (1.0 - self.dropout) ** 2)
             ctrl = fresh_leaky_relu_(torch.baddbmm(b_0, probs, values_l0))
             ctrl = self.c_mlp.out_layer(self.c_mlp.l1(ctrl))
             outputs.append(ctrl + self.ffn(ctrl))
@@ -131,14 +131,16 @@ class GCMF(nn.Module):
         return out
 
     def _dropout_keep(self, b: int, n_queries: int, n_words: int, like: torch.Tensor):
-        """Scaled keep mask for all queries: per-element × per-word-column dropout, or None."""
+        """Bool keep mask (B,F,T) for all queries, per element AND per word column, or None.
+
+        Kept weights are rescaled by 1/(1-p) per dropout, i.e. 1/(1-p)² in all.
+        """
         if not self.training or self.dropout == 0.0:
             return None
-        p = self.dropout
-        elements = torch.empty(b, n_queries, n_words, device=like.device, dtype=like.dtype)
-        columns = torch.empty(b, 1, n_words, device=like.device, dtype=like.dtype)
-        keep = elements.bernoulli_(1.0 - p).mul_(columns.bernoulli_(1.0 - p))
-        return keep.mul_(1.0 / (1.0 - p) ** 2)
+        keep_prob = 1.0 - self.dropout
+        elements = torch.empty(b, n_queries, n_words, device=like.device, dtype=torch.bool)
+        columns = torch.empty(b, 1, n_words, device=like.device, dtype=torch.bool)
+        return elements.bernoulli_(keep_prob) & columns.bernoulli_(keep_prob)
 
     def _check_inputs(self, queries, words, word_padding):
         if queries.dim() != 3 or words.dim() != 3:
