@@ -222,12 +222,15 @@ class ModulatedConv2d(nn.Module):
 
     def sample_weights(self, style: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
         """Per-sample weights (B,out,in,k,k), demodulated, times `gain`."""
-        s = self.modulation(style)                                     # (B,in)
-        w = self.weight.unsqueeze(0) * (s * self.scale)[:, None, :, None, None]
+        s = self.modulation(style) * self.scale                        # (B,in)
         if self.demodulate:
-            d = torch.rsqrt(w.square().sum((2, 3, 4)) + 1e-8) * gain   # (B,out)
-            return w * d[:, :, None, None, None]
-        return w * gain if gain != 1.0 else w
+            # Σ_(in,k,k) (W·s)² = s² · Σ_(k,k) W²: a small matmul instead of two passes over the
+            # (B,out,in,k,k) weights, whose only materialisation is then the final product.
+            energy = s.square() @ self.weight.square().sum((2, 3)).t()   # (B,out)
+            factor = (torch.rsqrt(energy + 1e-8) * gain).unsqueeze(2) * s.unsqueeze(1)
+        else:
+            factor = (s * gain).unsqueeze(1)                           # (B,1,in)
+        return self.weight.unsqueeze(0) * factor[:, :, :, None, None]
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
         b, c, h, w = x.shape
