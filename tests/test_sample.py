@@ -10,31 +10,21 @@ from PIL import Image
 
 from pixelface import editing
 from pixelface.checkpoint import atomic_save, load_generator
-from pixelface.config import REPO_ROOT, _to_plain, load_config
-from pixelface.generator import Generator
+from pixelface.config import REPO_ROOT, load_config
 from pixelface.masks import MaskError, label_to_color
-from pixelface.synthface import make_face
+from pixelface.synthface import make_face, write_dataset
 from pixelface.text_encoder import TextEncoder
+from pixelface.trainer import Trainer, latest_checkpoint
 
-TINY = ["MODEL.SIZE=64", "MODEL.STYLE_DIM=32", "MODEL.N_MLP=2", "MODEL.CHANNEL_MAX=32", "MODEL.MASK_DIM=16",
-        "TEXT.MODEL=custom", "TEXT.PRETRAINED=", "TEXT.MAX_WORDS=16", "TEXT.EMBEDDING_DIM=32",
-        "TEXT.SENTENCE_DIM=32", "TEXT.CUSTOM.TEXT_WIDTH=32", "TEXT.CUSTOM.EMBED_DIM=32",
-        "TEXT.CUSTOM.TEXT_LAYERS=1", "TEXT.CUSTOM.TEXT_HEADS=2", "TEXT.CUSTOM.VISION_LAYERS=1",
-        "TEXT.CUSTOM.VISION_WIDTH=64", "TEXT.CUSTOM.IMAGE_SIZE=32"]
+SMOKE = REPO_ROOT / "cfg" / "smoke.yml"
 
 
-def write_tiny_checkpoint(path, *extra):
-    """An untrained G_ema for a 64 px tiny config; noise weights non-zero so that the noise maps matter."""
-    cfg = load_config(None, TINY + list(extra))
-    torch.manual_seed(0)
-    g = Generator.from_config(cfg)
-    with torch.no_grad():
-        for name, p in g.named_parameters():
-            if name.endswith("noise_weight"):
-                p.fill_(0.5)
-    plain = _to_plain({k: v for k, v in cfg.items() if not k.startswith("_")})
-    atomic_save({"format": "pixelface-checkpoint", "config": plain, "G_ema": g.state_dict()}, path)
-    return path
+def train_smoke_checkpoint(folder):
+    """A tiny trained checkpoint: cfg/smoke.yml's 8 steps on a 40-face synthface rendered into `folder`."""
+    root = write_dataset(folder / "data", 40, 64, 0, workers=1)
+    cfg = load_config(SMOKE, [f"DATA.ROOT={root}", "DATA.SYNTHESIZE=false"])
+    Trainer(cfg, folder / "run", torch.device("cpu"), progress_bar=False).run()
+    return latest_checkpoint(folder / "run")
 
 
 def load_script(name):
@@ -46,7 +36,7 @@ def load_script(name):
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+    return train_smoke_checkpoint(tmp_path_factory.mktemp("smoke"))
 
 
 @pytest.fixture(scope="module")
@@ -209,13 +199,12 @@ def test_sample_script_warns_about_long_captions(ckpt, face_files, tmp_path, cap
 
 
 @pytest.fixture(scope="module")
-def foreign_ckpt(tmp_path_factory):
-    """G_ema of the tiny architecture under a config that describes a wider one."""
+def foreign_ckpt(ckpt, tmp_path_factory):
+    """The smoke checkpoint's G_ema under a config that describes a wider generator."""
+    foreign = torch.load(ckpt, weights_only=True)
+    foreign["config"]["MODEL"]["STYLE_DIM"] *= 2
     path = tmp_path_factory.mktemp("foreign") / "foreign.pt"
-    write_tiny_checkpoint(path)
-    ckpt = torch.load(path, weights_only=True)
-    ckpt["config"]["MODEL"]["STYLE_DIM"] = 48
-    atomic_save(ckpt, path)
+    atomic_save(foreign, path)
     return path
 
 

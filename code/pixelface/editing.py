@@ -333,13 +333,8 @@ class Inversion:
     labels: torch.Tensor              # (S,S) int64 label map it was fitted with
     target: torch.Tensor              # (3,S,S) image in [-1,1] it reconstructs
     losses: list[float] = field(default_factory=list)  # loss per step: W+ phase, then fine-tuning phase
+    perceptual: str = "none"          # the perceptual term the losses include (ReconstructionLoss.kind)
     generator_state: dict | None = None  # fine-tuned (PTI) generator weights; None: the checkpoint's own
-
-    def to(self, device) -> "Inversion":
-        return Inversion(self.latent.to(device), [n.to(device) for n in self.noise], self.caption,
-                         self.labels.to(device), self.target.to(device), list(self.losses),
-                         None if self.generator_state is None else
-                         {k: v.to(device) for k, v in self.generator_state.items()})
 
 
 @dataclass
@@ -390,12 +385,14 @@ def _learning_rate(peak: float, t: float, rampdown: float = 0.25, rampup: float 
 
 
 def invert(g, text_encoder, cfg, image: torch.Tensor, labels: torch.Tensor, caption: str,
-           settings: InversionSettings = InversionSettings(), progress: bool = False) -> Inversion:
+           settings: InversionSettings | None = None, progress: bool = False) -> Inversion:
     """Fit W+ and the noise maps so that g(labels, caption, W+, noise) reproduces `image`, then optionally
     fine-tune a copy of g on it (PTI).
 
-    image: (3,S,S) in [-1,1]; labels: (S,S) int64; caption: cleaned (see prepare_captions).
+    image: (3,S,S) in [-1,1]; labels: (S,S) int64; caption: cleaned (see prepare_captions); settings: None
+    for the defaults.
     """
+    settings = settings or InversionSettings()
     device = _device(g)
     target = image.to(device)[None]
     mask = mask_input(labels[None], cfg).to(device)
@@ -427,7 +424,8 @@ def invert(g, text_encoder, cfg, image: torch.Tensor, labels: torch.Tensor, capt
 
     latent, noise = latent.detach(), [n.detach() for n in noise]
     tuned = _finetune(g, loss_fn, mask, words, padding, latent, noise, settings, losses, progress)
-    return Inversion(latent.cpu(), [n.cpu() for n in noise], caption, labels.cpu(), image.cpu(), losses, tuned)
+    return Inversion(latent.cpu(), [n.cpu() for n in noise], caption, labels.cpu(), image.cpu(), losses,
+                     loss_fn.kind, tuned)
 
 
 def _finetune(g, loss_fn, mask, words, padding, latent, noise, settings, losses, progress) -> dict | None:
@@ -451,7 +449,7 @@ def save_inversion(inversion: Inversion, path: str | Path, checkpoint_hash: str)
 
     atomic_save({"format": INVERSION_FORMAT, "checkpoint_hash": checkpoint_hash, "latent": inversion.latent,
                  "noise": inversion.noise, "caption": inversion.caption, "labels": inversion.labels,
-                 "target": inversion.target, "losses": inversion.losses,
+                 "target": inversion.target, "losses": inversion.losses, "perceptual": inversion.perceptual,
                  "generator_state": inversion.generator_state}, path)
 
 
@@ -470,7 +468,7 @@ def load_inversion(path: str | Path, checkpoint_hash: str) -> Inversion:
         raise InputError(f"inversion {path} was made with checkpoint {data['checkpoint_hash']}, "
                          f"not with this one ({checkpoint_hash}); invert the image again")
     return Inversion(data["latent"], list(data["noise"]), data["caption"], data["labels"], data["target"],
-                     list(data["losses"]), data["generator_state"])
+                     list(data["losses"]), data["perceptual"], data["generator_state"])
 
 
 # ---------------------------------------------------------------------------------------------------------------

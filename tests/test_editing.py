@@ -1,0 +1,330 @@
+"""Manipulation of a given face: inversion, text and mask edits, saved inversions, and scripts/manipulate.py
+end to end, including its refusals of bad input (one error, exit 1, nothing written)."""
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from pixelface import editing
+from pixelface.checkpoint import atomic_save, file_hash, load_generator
+from pixelface.config import REPO_ROOT, _to_plain, load_config
+from pixelface.generator import Generator
+from pixelface.masks import LABEL_ID, label_to_color
+from pixelface.datasets import FaceDataset
+from pixelface.synthface import HAIR_RGB, caption_attributes, make_face, score_attributes
+from pixelface.text_encoder import TextEncoder
+
+from test_sample import train_smoke_checkpoint
+
+HAIR = LABEL_ID["hair"]
+FAST = editing.InversionSettings(steps=40)
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+manipulate_script = load_script("manipulate")
+
+
+def run_manipulate(*args):
+    return manipulate_script.main([str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return train_smoke_checkpoint(tmp_path_factory.mktemp("smoke"))
+
+
+@pytest.fixture(scope="module")
+def model(ckpt):
+    g, cfg = load_generator(ckpt)
+    return g, cfg, TextEncoder.from_config(cfg)
+
+
+@pytest.fixture(scope="module")
+def face(model):
+    """(image, labels, caption) of the first image of the smoke dataset's test split with a good share of hair."""
+    _, cfg, _ = model
+    for item in editing.dataset_items(cfg, "test", FaceDataset(cfg, "test", train=False).ids):
+        if (item["labels"] == HAIR).float().mean() > 0.1:
+            return item["image"], item["labels"], item["caption"]
+    raise AssertionError("no test face with hair")
+
+
+@pytest.fixture(scope="module")
+def inversion(model, face):
+    g, cfg, encoder = model
+    image, labels, caption = face
+    return editing.invert(g, encoder, cfg, image, labels, caption, FAST)
+
+
+@pytest.fixture(scope="module")
+def face_files(face, tmp_path_factory):
+    """The test face as files: 128 px image, its colour mask, and a mask with the hair removed."""
+    folder = tmp_path_factory.mktemp("face")
+    image, labels, _ = face
+    big = F.interpolate(image[None], scale_factor=2, mode="bilinear", align_corners=False)[0]
+    editing.save_png(big, folder / "face.png")
+    big_labels = labels.repeat_interleave(2, 0).repeat_interleave(2, 1).numpy().astype(np.uint8)
+    Image.fromarray(label_to_color(big_labels)).save(folder / "mask.png")
+    bald = big_labels.copy()
+    bald[bald == HAIR] = 0
+    Image.fromarray(label_to_color(bald)).save(folder / "bald.png")
+    return folder
+
+
+def mse(a, b):
+    return float((a - b).square().mean())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Library
+
+
+def test_inversion_halves_the_reconstruction_error(model, face, inversion):
+    g, cfg, encoder = model
+    image, labels, caption = face
+    start = editing.invert(g, encoder, cfg, image, labels, caption, editing.InversionSettings(steps=0))
+    before = mse(editing.edit(g, encoder, cfg, start), image)
+    after = mse(editing.edit(g, encoder, cfg, inversion), image)
+    assert after < 0.5 * before
+    assert len(inversion.losses) == FAST.steps and inversion.losses[-1] < inversion.losses[0]
+    assert inversion.latent.shape == (1, g.n_latent, cfg.MODEL.STYLE_DIM)
+
+
+def test_inversion_is_deterministic_and_leaves_the_generator_alone(model, face, inversion):
+    g, cfg, encoder = model
+    image, labels, caption = face
+    before = {k: v.clone() for k, v in g.state_dict().items()}
+    again = editing.invert(g, encoder, cfg, image, labels, caption,
+                           editing.InversionSettings(steps=FAST.steps, finetune_steps=5))
+    assert torch.equal(again.latent, inversion.latent)
+    assert all(torch.equal(v, g.state_dict()[k]) for k, v in before.items())
+    assert not any(p.requires_grad for p in g.parameters())
+
+
+def test_finetuning_lowers_the_error_further(model, face, inversion):
+    g, cfg, encoder = model
+    image, labels, caption = face
+    tuned = editing.invert(g, encoder, cfg, image, labels, caption,
+                           editing.InversionSettings(steps=FAST.steps, finetune_steps=15))
+    assert tuned.generator_state is not None and inversion.generator_state is None
+    g_tuned = editing.generator_for(g, tuned)
+    assert mse(editing.edit(g_tuned, encoder, cfg, tuned), image) < mse(editing.edit(g, encoder, cfg, inversion), image)
+
+
+def test_saved_inversion_gives_the_same_edits(model, inversion, tmp_path):
+    g, cfg, encoder = model
+    editing.save_inversion(inversion, tmp_path / "inv.pt", "abc123")
+    loaded = editing.load_inversion(tmp_path / "inv.pt", "abc123")
+    caption = "a woman with blond hair"
+    assert torch.equal(editing.edit(g, encoder, cfg, loaded, caption), editing.edit(g, encoder, cfg, inversion, caption))
+    with pytest.raises(editing.InputError, match="made with checkpoint abc123"):
+        editing.load_inversion(tmp_path / "inv.pt", "fff000")
+
+
+def test_text_edit_changes_the_image_and_keeps_the_mask_input(model, inversion):
+    g, cfg, encoder = model
+    reconstruction = editing.edit(g, encoder, cfg, inversion)
+    edited = editing.edit(g, encoder, cfg, inversion, caption="a man with gray hair and a beard")
+    assert (edited - reconstruction).abs().mean() > 1e-3
+    assert torch.equal(editing.edit(g, encoder, cfg, inversion, caption=inversion.caption), reconstruction)
+
+
+def test_measures():
+    a = torch.full((3, 8, 8), 100 / 127.5 - 1)
+    assert editing.psnr(a, a) == float("inf")
+    assert editing.psnr(a, a + 1 / 127.5) == pytest.approx(20 * np.log10(255), abs=0.01)  # off by one level
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# scripts/manipulate.py
+
+
+def test_manipulate_script_writes_strip_report_and_reusable_inversion(ckpt, face, face_files, tmp_path):
+    _, _, caption = face
+    out = tmp_path / "out"
+    assert run_manipulate("--ckpt", ckpt, "--image", face_files / "face.png", "--mask", face_files / "mask.png",
+                          "--caption", caption, "--edit-text", "a man with blond hair",
+                          "--edit-mask", face_files / "bald.png", "--edit", "a bald man", face_files / "bald.png",
+                          "--steps", 20, "--out", out) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["checkpoint_hash"] == file_hash(ckpt) and report["caption"] == caption
+    assert report["reconstruction"]["psnr"] > 0 and report["reconstruction"]["lpips"] is None
+    assert [(e["caption"], e["mask"]) for e in report["edits"]] == [
+        ("a man with blond hair", "original"), (caption, str(face_files / "bald.png")),
+        ("a bald man", str(face_files / "bald.png"))]
+    assert all(-1 <= e["clip_similarity"] <= 1 for e in report["edits"])
+    assert report["inversion"]["loss_end"] < report["inversion"]["loss_start"]
+    for name in ("original", "reconstruction", "edit_1", "edit_2", "edit_3"):
+        with Image.open(out / f"{name}.png") as image:
+            assert image.size == (64, 64)
+    with Image.open(out / "strip.png") as strip:  # 5 images over their 5 masks
+        assert strip.size == (5 * 64 + 4 * 2, 2 * 64 + 2)
+
+    again = tmp_path / "again"
+    assert run_manipulate("--ckpt", ckpt, "--inversion", out / "inversion.pt", "--edit-text", "a man with blond hair",
+                          "--out", again) == 0
+    assert (again / "edit_1.png").read_bytes() == (out / "edit_1.png").read_bytes()
+    assert not (again / "inversion.pt").exists()
+
+
+def test_manipulate_script_keeps_existing_outputs_without_force(ckpt, face, face_files, tmp_path, capsys):
+    (tmp_path / "report.json").write_text("mine")
+    args = ["--ckpt", ckpt, "--image", face_files / "face.png", "--mask", face_files / "mask.png",
+            "--caption", face[2], "--steps", 2, "--out", tmp_path]
+    assert run_manipulate(*args) == 1
+    assert "--force" in capsys.readouterr().err
+    assert (tmp_path / "report.json").read_text() == "mine" and not (tmp_path / "original.png").exists()
+    assert run_manipulate(*args, "--force") == 0
+    assert json.loads((tmp_path / "report.json").read_text())["inversion"]["steps"] == 2
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("missing image", "does not exist"),
+    ("unreadable image", "cannot be read as an image"),
+    ("aspect mismatch", "same aspect ratio"),
+    ("off-palette edit mask", "% of pixels are off the CelebAMask-HQ palette"),
+    ("empty caption", "empty"),
+    ("empty edit text", "empty"),
+    ("missing inversion", "does not exist"),
+])
+def test_manipulate_script_bad_input_is_one_error_and_writes_nothing(case, expected, ckpt, face_files, tmp_path,
+                                                                     capsys):
+    (tmp_path / "notes.png").write_text("not an image")
+    Image.fromarray(np.zeros((64, 48, 3), np.uint8)).save(tmp_path / "tall.png")
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "x.png")
+    face, mask = face_files / "face.png", face_files / "mask.png"
+    args = {
+        "missing image": ["--image", tmp_path / "nope.png", "--mask", mask, "--caption", "a man"],
+        "unreadable image": ["--image", tmp_path / "notes.png", "--mask", mask, "--caption", "a man"],
+        "aspect mismatch": ["--image", tmp_path / "tall.png", "--mask", mask, "--caption", "a man"],
+        "off-palette edit mask": ["--image", face, "--mask", mask, "--caption", "a man",
+                                  "--edit-mask", tmp_path / "x.png"],
+        "empty caption": ["--image", face, "--mask", mask, "--caption", "..."],
+        "empty edit text": ["--image", face, "--mask", mask, "--caption", "a man", "--edit-text", ""],
+        "missing inversion": ["--inversion", tmp_path / "inv.pt"],
+    }[case]
+    out = tmp_path / "out"
+    assert run_manipulate("--ckpt", ckpt, *args, "--steps", 2, "--out", out) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0]
+    assert not out.exists()
+
+
+def test_manipulate_script_takes_the_face_from_the_dataset(ckpt, model, face, tmp_path):
+    _, cfg, _ = model
+    image_id = FaceDataset(cfg, "test", train=False).ids[0]
+    assert run_manipulate("--ckpt", ckpt, "--from-dataset", "test", "--id", image_id, "--steps", 2,
+                          "--edit-text", "a woman with gray hair", "--out", tmp_path) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    (item,) = editing.dataset_items(cfg, "test", [image_id])
+    assert report["image"] == f"test:{image_id}" and report["caption"] == item["caption"]
+    with Image.open(tmp_path / "original.png") as original:
+        assert torch.equal(torch.from_numpy(np.asarray(original)).permute(2, 0, 1), editing.to_uint8(item["image"]))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Behaviour of edits: needs a generator trained long enough to follow its text and masks (minutes to hours of
+# CPU training, so the checkpoint is supplied: PIXELFACE_TRAINED_CKPT, e.g. a cfg/synthface.yml run).
+
+
+@pytest.fixture(scope="session")
+def trained():
+    path = os.environ.get("PIXELFACE_TRAINED_CKPT")
+    if not path:
+        pytest.skip("set PIXELFACE_TRAINED_CKPT to a checkpoint trained to follow text and masks")
+    g, cfg = load_generator(path)
+    return g, cfg, TextEncoder.from_config(cfg)
+
+
+def unseen_faces(size, count, min_hair=0.1):
+    """Synthfaces no dataset holds (seed 12345) with a good share of hair: (image, labels, attributes, captions)."""
+    faces = []
+    for index in range(100):
+        attrs, image, labels, captions = make_face(12345, index, size)
+        if (labels == HAIR).mean() > min_hair:
+            tensor = torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1
+            faces.append((tensor, torch.from_numpy(labels.astype(np.int64)), attrs, captions))
+        if len(faces) == count:
+            return faces
+    raise AssertionError("not enough faces with hair")
+
+
+OPPOSITE_HAIR = {"black": "blond", "brown": "blond", "blond": "black", "gray": "black"}
+
+
+def hair_caption(attrs, captions):
+    """A caption of the face that states its hair colour, and the same caption asking for the opposite one."""
+    colour = attrs["hair_color"]
+    stated = [c for c in captions if caption_attributes(c).get("hair_color") == colour]
+    caption = stated[0] if stated else f"this person has {colour} hair"
+    return caption, caption.replace(f"{colour} hair", f"{OPPOSITE_HAIR[colour]} hair")
+
+
+def mean_hair_colour(image, labels):
+    return editing.to_uint8(image).float()[:, labels == HAIR].mean(1)
+
+
+@pytest.mark.slow
+def test_hair_colour_text_edit_moves_the_hair_toward_the_requested_colour(trained):
+    g, cfg, encoder = trained
+    scored = []
+    for image, labels, attrs, captions in unseen_faces(cfg.MODEL.SIZE, 3):
+        caption, request = editing.prepare_captions(list(hair_caption(attrs, captions)), cfg, encoder)
+        inversion = editing.invert(g, encoder, cfg, image, labels, caption)
+        target = torch.tensor(HAIR_RGB[OPPOSITE_HAIR[attrs["hair_color"]]], dtype=torch.float32)
+        before = mean_hair_colour(editing.edit(g, encoder, cfg, inversion), labels)
+        edited = editing.edit(g, encoder, cfg, inversion, caption=request)
+        after = mean_hair_colour(edited, labels)
+        assert (after - target).norm() < 0.75 * (before - target).norm(), (caption, request, before, after)
+        pixels = editing.to_uint8(edited).permute(1, 2, 0).numpy()
+        scored.append(score_attributes(pixels, labels.numpy(), {"hair_color": OPPOSITE_HAIR[attrs["hair_color"]]}))
+    assert sum(s.get("hair_color", False) for s in scored) >= 2, scored
+
+
+@pytest.mark.slow
+def test_mask_edit_changes_the_image_where_the_mask_changed_and_little_elsewhere(trained):
+    g, cfg, encoder = trained
+    for image, labels, attrs, captions in unseen_faces(cfg.MODEL.SIZE, 3):
+        caption = editing.prepare_captions([captions[0]], cfg, encoder)[0]
+        inversion = editing.invert(g, encoder, cfg, image, labels, caption)
+        bald = labels.clone()
+        bald[labels == HAIR] = LABEL_ID["background"]
+        changed = labels != bald
+        near = F.max_pool2d(changed[None, None].float(), 9, 1, 4)[0, 0] > 0  # the changed region and a margin
+        difference = (editing.edit(g, encoder, cfg, inversion, labels=bald)
+                      - editing.edit(g, encoder, cfg, inversion)).abs().mean(0)
+        assert difference[changed].mean() > 5 * difference[~near].mean()
+
+
+@pytest.mark.slow
+def test_inversion_and_three_edits_take_under_a_minute_on_cpu_at_64px(tmp_path):
+    """Timed on an untrained generator of cfg/synthface.yml's size (training does not change the cost)."""
+    cfg = load_config(REPO_ROOT / "cfg" / "synthface.yml", ["TEXT.PRETRAINED=", "TEXT.PRETRAIN_IF_MISSING=false"])
+    path = tmp_path / "synthface_untrained.pt"
+    atomic_save({"format": "pixelface-checkpoint", "config": _to_plain({k: v for k, v in cfg.items() if k[0] != "_"}),
+                 "G_ema": Generator.from_config(cfg).state_dict()}, path)
+    image, labels, _, _ = unseen_faces(64, 1)[0]
+    editing.save_png(image, tmp_path / "face.png")
+    Image.fromarray(label_to_color(labels.numpy().astype(np.uint8))).save(tmp_path / "mask.png")
+    bald = labels.numpy().astype(np.uint8)
+    bald[bald == HAIR] = 0
+    Image.fromarray(label_to_color(bald)).save(tmp_path / "bald.png")
+    assert run_manipulate("--ckpt", path, "--image", tmp_path / "face.png", "--mask", tmp_path / "mask.png",
+                          "--caption", "a man with black hair", "--edit-text", "a man with blond hair",
+                          "--edit-mask", tmp_path / "bald.png", "--edit", "a bald man", tmp_path / "bald.png",
+                          "--out", tmp_path / "out") == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["inversion"]["steps"] == editing.InversionSettings.steps
+    assert report["inversion"]["seconds"] + report["edit_seconds"] < 60
+
