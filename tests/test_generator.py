@@ -108,6 +108,93 @@ def test_mask_features_equal_mask_conv_and_nearest_resize():
                                    rtol=1e-5, atol=1e-5)
 
 
+def literal_reference_forward(g, mask, words, latents, noise, padding=None):
+    """Spec §3.7 transcribed literally with G's parameters: full-resolution mask conv, nearest
+    resizes, per-sample loops for the modulated convs, concatenations, Fold/Unfold by definition."""
+    b, gain = mask.shape[0], math.sqrt(2)
+    act = lambda x, bias: F.leaky_relu(x + bias.view(1, -1, 1, 1), 0.2) * gain  # noqa: E731
+
+    def conv1x1(x, mix):
+        return act(F.conv2d(x, mix.weight[:, :, None, None] * mix.scale), mix.bias)
+
+    def fold(x):  # output channel (ph·2+pw)·C + c
+        return torch.cat([x[:, :, ph::2, pw::2] for ph in range(2) for pw in range(2)], 1)
+
+    def unfold(x):
+        c, (h, w) = x.shape[1] // 4, x.shape[2:]
+        out = x.new_zeros(b, c, 2 * h, 2 * w)
+        for ph in range(2):
+            for pw in range(2):
+                out[:, :, ph::2, pw::2] = x[:, (ph * 2 + pw) * c:(ph * 2 + pw + 1) * c]
+        return out
+
+    def modconv(conv, x, w, demodulate):
+        out = []
+        for i in range(b):
+            weight = conv.weight * conv.scale * conv.modulation(w[i:i + 1]).view(1, -1, 1, 1)
+            if demodulate:
+                weight = weight / torch.sqrt(weight.square().sum((1, 2, 3), keepdim=True) + 1e-8)
+            out.append(F.conv2d(x[i:i + 1], weight, padding=conv.padding))
+        return torch.cat(out)
+
+    def styled(layer, x, w, n):
+        return act(modconv(layer.conv, x, w, True) + layer.noise_weight * n, layer.bias)
+
+    def upsample(x):  # upfirdn2d: zero insertion, pad (2,1), [1,3,3,1]⊗[1,3,3,1]·4/64
+        u = x.new_zeros(b, 3, 2 * x.shape[2], 2 * x.shape[3])
+        u[:, :, ::2, ::2] = x
+        k = torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=x.dtype)
+        return F.conv2d(F.pad(u, (2, 1, 2, 1)), (torch.outer(k, k) / 16).expand(3, 1, 4, 4), groups=3)
+
+    text = g.text_mlp(words)
+    m_full = F.conv2d(mask, g.mask_encoder.weight, g.mask_encoder.bias, padding=1)
+    hidden = skip = None
+    for stage in g.stages:
+        r = stage.res
+        m = F.interpolate(m_full, size=(r, r), mode="nearest")
+        rows = m.flatten(2).transpose(1, 2)
+        q, k, v = (stage.gcmf.to_queries(rows), stage.gcmf.to_keys(text), stage.gcmf.to_values(text))
+        scores = q @ k.transpose(1, 2) / math.sqrt(stage.gcmf.dim)
+        if padding is not None:
+            scores = scores.masked_fill(padding[:, None, :], float("-inf"))
+        ctrl = stage.gcmf.c_mlp(torch.softmax(scores, -1) @ v)
+        e_rend = (ctrl + stage.gcmf.ffn(ctrl)).transpose(1, 2).reshape(b, -1, r, r)
+        axis = torch.linspace(-1, 1, r, dtype=mask.dtype)
+        coords = torch.stack([axis.view(1, r).expand(r, r), axis.view(r, 1).expand(r, r)])[None]
+        e_coor = torch.sin(stage.lff.conv(coords)).expand(b, -1, -1, -1)
+        if stage.index == 0:
+            x0 = g.input.input.expand(b, -1, -1, -1)
+            hidden = fold(fold(conv1x1(conv1x1(torch.cat([e_rend, e_coor, x0, m], 1), stage.conv0),
+                                       stage.conv1)))
+        else:
+            folded = fold(fold(conv1x1(torch.cat([e_rend, e_coor, m], 1), stage.conv1)))
+            hidden = conv1x1(torch.cat([folded, hidden], 1), stage.conv_merge)
+        for f, step in enumerate(stage.folds):
+            i = 4 * stage.index + 2 * f
+            hidden = styled(step.conv_low, hidden, latents[:, i], noise[i])
+            hidden = styled(step.conv_high, unfold(hidden), latents[:, i + 1], noise[i + 1])
+            rgb = modconv(step.to_rgb.conv, hidden, latents[:, i + 2], False) + step.to_rgb.bias
+            skip = rgb if skip is None else rgb + upsample(skip)
+    return skip
+
+
+def test_generator_equals_literal_transcription_of_the_reference():
+    """Every re-association (split 1×1 convs, rows layout, folded projections, strided mask
+    features, grouped convs, chunking) computes the reference function."""
+    g = tiny(gcmf_chunk=50).double().eval()
+    with torch.no_grad():
+        for name, p in g.named_parameters():
+            if name.endswith("bias") or name.endswith("noise_weight"):
+                p.normal_(0, 0.5)
+    mask, words, z = (t.double() for t in tiny_inputs(g, b=2, t=6))
+    padding = torch.tensor([[False] * 6, [False] * 4 + [True] * 2])
+    noise = [n.double() for n in g.make_noise(2, torch.Generator().manual_seed(0))]
+    with torch.no_grad():
+        image, extras = g(mask, words, [z], word_padding=padding, noise=noise, return_latents=True)
+        ref = literal_reference_forward(g, mask, words, extras["latents"], noise, padding)
+    torch.testing.assert_close(image, ref)
+
+
 # ------------------------------------------------------------------------------------------------
 # Determinism, batch independence, latents
 
