@@ -81,20 +81,20 @@ def test_chunking_does_not_change_results(train):
 def test_dropout_drops_elements_and_whole_words_in_training_only():
     m = make(dropout=0.5)
     torch.manual_seed(0)
-    keep = m._dropout_keep(4, 2000, 6, torch.empty(0))
+    keep = m._dropout_keep(4, 2000, 6, torch.device("cpu"))
     dropped = ~keep
     # per element and per word: kept share (1-p)² = 0.25
     assert abs(dropped.float().mean().item() - 0.75) < 0.03
     whole_words = dropped.all(dim=1)                                  # (B,T) columns dropped for all
     assert 0.2 < whole_words.float().mean().item() < 0.8
     m.eval()
-    assert m._dropout_keep(4, 2000, 6, torch.empty(0)) is None
+    assert m._dropout_keep(4, 2000, 6, torch.device("cpu")) is None
     queries, words = inputs(t=1)
     m.train()
     torch.manual_seed(1)
     out = m(queries, words)
     torch.manual_seed(1)
-    keep = m._dropout_keep(2, 12, 1, queries)
+    keep = m._dropout_keep(2, 12, 1, queries.device)
     # one word: eval attention is all ones, so training sees 4 (kept, rescaled) or 0 (dropped)
     m.eval()
     with torch.no_grad():

@@ -104,7 +104,7 @@ class GCMF(nn.Module):
         # c_mlp.l0(probs·v) = leaky(probs·(v·W_0ᵀ·√2) + b_0·√2)
         w_0, b_0 = self.c_mlp.l0.effective(ACT_GAIN)
         values_l0 = torch.matmul(values, w_0.t())                             # (B,T,dim)
-        keep = self._dropout_keep(b, n_queries, words.shape[1], queries)
+        keep = self._dropout_keep(b, n_queries, words.shape[1], queries.device)
 
         step = max(1, self.chunk // b)
         outputs, attention = [], []
@@ -130,7 +130,7 @@ class GCMF(nn.Module):
             return out, attention[0] if len(attention) == 1 else torch.cat(attention, dim=1)
         return out
 
-    def _dropout_keep(self, b: int, n_queries: int, n_words: int, like: torch.Tensor):
+    def _dropout_keep(self, b: int, n_queries: int, n_words: int, device: torch.device):
         """Bool keep mask (B,F,T) for all queries, per element AND per word column, or None.
 
         Kept weights are rescaled by 1/(1-p) per dropout, i.e. 1/(1-p)² in all.
@@ -138,8 +138,8 @@ class GCMF(nn.Module):
         if not self.training or self.dropout == 0.0:
             return None
         keep_prob = 1.0 - self.dropout
-        elements = torch.empty(b, n_queries, n_words, device=like.device, dtype=torch.bool)
-        columns = torch.empty(b, 1, n_words, device=like.device, dtype=torch.bool)
+        elements = torch.empty(b, n_queries, n_words, device=device, dtype=torch.bool)
+        columns = torch.empty(b, 1, n_words, device=device, dtype=torch.bool)
         return elements.bernoulli_(keep_prob) & columns.bernoulli_(keep_prob)
 
     def _check_inputs(self, queries, words, word_padding):
