@@ -28,6 +28,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 from tqdm import tqdm
 
+from .checkpoint import atomic_save
 from .datasets import FaceDataset, clean_caption, resize_and_crop
 from .masks import NUM_CLASSES, MaskError, color_tensor, color_to_label, one_hot
 from .text_encoder import clip_image_input
@@ -200,10 +201,9 @@ def encode_caption(text_encoder, caption: str) -> WordFeatures:
     return WordFeatures(feats.words, feats.padding)
 
 
-def _stack(features: list[WordFeatures], device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    words = torch.cat([f.words for f in features]).to(device)
-    padding = None if features[0].padding is None else torch.cat([f.padding for f in features]).to(device)
-    return words, padding
+def _on(features: WordFeatures, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(words, padding) on `device`, as the generator takes them."""
+    return features.words.to(device), None if features.padding is None else features.padding.to(device)
 
 
 def seeded_inputs(g, seed: int, style_dim: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -241,7 +241,7 @@ def generate(g, text_encoder, cfg, labels: torch.Tensor, captions: list[str], se
     images = []
     for i in tqdm(range(len(seeds)), unit="image", disable=not progress):
         z, noise = seeded_inputs(g, seeds[i], cfg.MODEL.STYLE_DIM)
-        words, padding = _stack([features[captions[i]]], device)
+        words, padding = _on(features[captions[i]], device)
         out = g(mask_input(labels[i:i + 1], cfg).to(device), words, [z.to(device)], word_padding=padding,
                 noise=[n.to(device) for n in noise], truncation=truncation, truncation_latent=centre)
         images.append(out[0].float().cpu())
@@ -314,10 +314,7 @@ class ReconstructionLoss(nn.Module):
         return images.new_zeros(())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        loss = F.mse_loss(images, self.target)
-        if self.kind != "none":
-            loss = loss + self.feature_weight * self.perceptual(images)
-        return loss
+        return F.mse_loss(images, self.target) + self.feature_weight * self.perceptual(images)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -346,7 +343,7 @@ class InversionSettings:
     perceptual: str = "auto"       # ReconstructionLoss kind: auto, lpips, clip or none
     feature_weight: float = 1.0    # weight of the perceptual term
     finetune_steps: int = 0        # PTI: Adam steps on the generator weights afterwards, latent fixed
-    finetune_lr: float = 3e-4
+    finetune_lr: float = 1e-3
     seed: int = 0                  # initial noise maps and latent jitter
 
 
@@ -396,7 +393,7 @@ def invert(g, text_encoder, cfg, image: torch.Tensor, labels: torch.Tensor, capt
     device = _device(g)
     target = image.to(device)[None]
     mask = mask_input(labels[None], cfg).to(device)
-    words, padding = _stack([encode_caption(text_encoder, caption)], device)
+    words, padding = _on(encode_caption(text_encoder, caption), device)
     loss_fn = ReconstructionLoss(target, text_encoder, settings.perceptual, settings.feature_weight)
 
     rng = torch.Generator().manual_seed(settings.seed)
@@ -445,8 +442,6 @@ def _finetune(g, loss_fn, mask, words, padding, latent, noise, settings, losses,
 
 def save_inversion(inversion: Inversion, path: str | Path, checkpoint_hash: str) -> None:
     """Write the inversion atomically, tagged with the hash of the checkpoint it belongs to."""
-    from .checkpoint import atomic_save
-
     atomic_save({"format": INVERSION_FORMAT, "checkpoint_hash": checkpoint_hash, "latent": inversion.latent,
                  "noise": inversion.noise, "caption": inversion.caption, "labels": inversion.labels,
                  "target": inversion.target, "losses": inversion.losses, "perceptual": inversion.perceptual,
@@ -493,7 +488,7 @@ def edit(g, text_encoder, cfg, inversion: Inversion, caption: str | None = None,
     device = _device(g)
     caption = inversion.caption if caption is None else caption
     labels = inversion.labels if labels is None else labels
-    words, padding = _stack([encode_caption(text_encoder, caption)], device)
+    words, padding = _on(encode_caption(text_encoder, caption), device)
     noise = [n.to(device) for n in inversion.noise]
     out = g(mask_input(labels[None].cpu(), cfg).to(device), words, inversion.latent.to(device),
             input_is_latent=True, word_padding=padding, noise=noise)
