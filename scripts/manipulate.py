@@ -40,7 +40,7 @@ class EditAction(argparse.Action):
         setattr(namespace, self.dest, edits)
 
 
-def source_face(args, cfg, text_encoder) -> tuple[torch.Tensor, torch.Tensor, str, dict]:
+def source_face(args, cfg, text_encoder, device) -> tuple[torch.Tensor, torch.Tensor, str, dict]:
     """(image (3,S,S), labels (S,S), cleaned caption, where each came from) of the face to invert."""
     size = cfg.MODEL.SIZE
     if args.from_dataset:
@@ -60,7 +60,7 @@ def source_face(args, cfg, text_encoder) -> tuple[torch.Tensor, torch.Tensor, st
             origin = {"image": args.image, "mask": args.mask}
         else:
             from pixelface.parser import load_parser  # only this path needs the parser
-            labels = load_parser(args.parser, args.device).predict(image[None])[0].cpu()
+            labels = load_parser(args.parser, device).predict(image[None])[0].cpu()
             origin = {"image": args.image, "mask": f"predicted by {args.parser}"}
     return image, labels, editing.prepare_captions([caption], cfg, text_encoder)[0], origin
 
@@ -93,15 +93,16 @@ def settings_from(args) -> editing.InversionSettings:
 
 
 def run(args) -> Path:
-    g, cfg = load_generator(args.ckpt, args.device)
-    text_encoder = TextEncoder.from_config(cfg).to(args.device)
+    device = editing.resolve_device(args.device)
+    g, cfg = load_generator(args.ckpt, device)
+    text_encoder = TextEncoder.from_config(cfg).to(device)
     ckpt_hash = file_hash(args.ckpt)
     settings = settings_from(args)
     if args.inversion:
         inversion = editing.load_inversion(args.inversion, ckpt_hash)
         origin = {"image": f"from {args.inversion}", "mask": f"from {args.inversion}"}
     else:
-        image, labels, caption, origin = source_face(args, cfg, text_encoder)
+        image, labels, caption, origin = source_face(args, cfg, text_encoder, device)
     edits = read_edits(args, cfg, text_encoder, inversion.caption if args.inversion else caption)
 
     out = Path(args.out)

@@ -88,8 +88,9 @@ def run(args) -> Path:
     seeds = editing.parse_seeds(args.seeds)
     if not 0.0 <= args.truncation <= 1.0:
         raise editing.InputError(f"--truncation {args.truncation}: expected a value in [0, 1]")
-    g, cfg = load_generator(args.ckpt, args.device)
-    text_encoder = TextEncoder.from_config(cfg).to(args.device)
+    device = editing.resolve_device(args.device)
+    g, cfg = load_generator(args.ckpt, device)
+    text_encoder = TextEncoder.from_config(cfg).to(device)
     masks, captions = gather_conditions(args, cfg, text_encoder)
     pairs = editing.pair_conditions(len(masks), len(captions))
     out = Path(args.out)

@@ -218,6 +218,7 @@ def foreign_ckpt(ckpt, tmp_path_factory):
     ("missing checkpoint", "does not exist"),
     ("foreign architecture", "does not fit the architecture"),
     ("bad seeds", "seeds"),
+    ("unknown device", "device 'gpu'"),
 ])
 def test_sample_script_bad_input_is_one_error_and_writes_nothing(case, expected, ckpt, foreign_ckpt, face_files,
                                                                  tmp_path, capsys):
@@ -234,6 +235,7 @@ def test_sample_script_bad_input_is_one_error_and_writes_nothing(case, expected,
         "missing checkpoint": ["--mask", mask, "--text", "a man"],
         "foreign architecture": ["--mask", mask, "--text", "a man"],
         "bad seeds": ["--mask", mask, "--text", "a man", "--seeds", "4-1"],
+        "unknown device": ["--mask", mask, "--text", "a man", "--device", "gpu"],
     }[case]
     checkpoint = {"missing checkpoint": tmp_path / "none.pt", "foreign architecture": foreign_ckpt}.get(case, ckpt)
     out = tmp_path / "out"
