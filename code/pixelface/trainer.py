@@ -15,6 +15,7 @@ import math
 import re
 import signal
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -142,6 +143,9 @@ class Trainer:
         # Forwards that need synced gradients go through these; D in the G phase and G in the D phase
         # need none and use the bare modules.
         ddp = (lambda m: DDP(m, broadcast_buffers=False)) if self.world > 1 else (lambda m: m)
+        # D's last 1-row linear layer gets a transposed-stride gradient; DDP copies it into its bucket,
+        # which costs nothing measurable, but it warns about it on every run.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         self.G_train, self.D_train = ddp(self.G), ddp(self.D)
         self.stop_requested = False
         self.stats: dict[str, list[float]] = {}
