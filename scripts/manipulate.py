@@ -13,6 +13,7 @@ on top, their masks below) and report.json (reconstruction PSNR, LPIPS when avai
 each edit to its text). Existing files are kept unless --force.
 """
 import argparse
+import dataclasses
 import sys
 import time
 import warnings
@@ -123,10 +124,9 @@ def run(args) -> Path:
         editing.save_inversion(inversion, out / "inversion.pt", ckpt_hash)
     report = measure(text_encoder, inversion, reconstruction, results, edits)
     report.update(checkpoint=str(args.ckpt), checkpoint_hash=ckpt_hash, caption=inversion.caption, **origin,
-                  inversion={"file": args.inversion or "inversion.pt", "steps": settings.steps,
-                             "pti_steps": settings.finetune_steps, "perceptual": inversion.perceptual,
+                  inversion={"file": args.inversion or "inversion.pt", **dataclasses.asdict(inversion.settings),
                              "loss_start": inversion.losses[0], "loss_end": inversion.losses[-1],
-                             "seconds": round(inverted - started, 2)},
+                             "seconds": None if args.inversion else round(inverted - started, 2)},
                   edit_seconds=round(finished - inverted, 2))
     write_pictures(out, inversion, reconstruction, results, edits)
     editing.save_json(report, out / "report.json")

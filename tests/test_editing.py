@@ -176,6 +176,8 @@ def test_manipulate_script_writes_strip_report_and_reusable_inversion(ckpt, face
                           "--out", again) == 0
     assert (again / "edit_1.png").read_bytes() == (out / "edit_1.png").read_bytes()
     assert not (again / "inversion.pt").exists()
+    reused = json.loads((again / "report.json").read_text())["inversion"]
+    assert reused["steps"] == 20 and reused["seconds"] is None and reused["perceptual"] in ("clip", "lpips")
 
 
 def test_manipulate_script_keeps_existing_outputs_without_force(ckpt, face, face_files, tmp_path, capsys):

@@ -18,7 +18,7 @@ import os
 import re
 import tempfile
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -335,19 +335,6 @@ class ReconstructionLoss(nn.Module):
 
 
 @dataclass
-class Inversion:
-    """A given face expressed in the generator's terms: edits re-synthesise from here."""
-    latent: torch.Tensor              # (1, n_latent, STYLE_DIM) W+ code
-    noise: list[torch.Tensor]         # per-layer noise maps (1,1,h,w)
-    caption: str                      # cleaned caption the latent was fitted with
-    labels: torch.Tensor              # (S,S) int64 label map it was fitted with
-    target: torch.Tensor              # (3,S,S) image in [-1,1] it reconstructs
-    losses: list[float] = field(default_factory=list)  # loss per step: W+ phase, then fine-tuning phase
-    perceptual: str = "none"          # the perceptual term the losses include (ReconstructionLoss.kind)
-    generator_state: dict | None = None  # fine-tuned (PTI) generator weights; None: the checkpoint's own
-
-
-@dataclass
 class InversionSettings:
     steps: int = 250               # Adam steps on W+ and the noise maps
     lr: float = 0.1                # peak learning rate (ramped up over 5%, cosine down over the last 25%)
@@ -358,6 +345,19 @@ class InversionSettings:
     finetune_steps: int = 0        # PTI: Adam steps on the generator weights afterwards, latent fixed
     finetune_lr: float = 1e-3
     seed: int = 0                  # initial noise maps and latent jitter
+
+
+@dataclass
+class Inversion:
+    """A given face expressed in the generator's terms: edits re-synthesise from here."""
+    latent: torch.Tensor              # (1, n_latent, STYLE_DIM) W+ code
+    noise: list[torch.Tensor]         # per-layer noise maps (1,1,h,w)
+    caption: str                      # cleaned caption the latent was fitted with
+    labels: torch.Tensor              # (S,S) int64 label map it was fitted with
+    target: torch.Tensor              # (3,S,S) image in [-1,1] it reconstructs
+    settings: InversionSettings       # how it was fitted ('auto' perceptual resolved to the kind used)
+    losses: list[float] = field(default_factory=list)  # loss per step: W+ phase, then fine-tuning phase
+    generator_state: dict | None = None  # fine-tuned (PTI) generator weights; None: the checkpoint's own
 
 
 def latent_statistics(g, samples: int = MEAN_LATENT_SAMPLES) -> tuple[torch.Tensor, float]:
@@ -434,8 +434,8 @@ def invert(g, text_encoder, cfg, image: torch.Tensor, labels: torch.Tensor, capt
 
     latent, noise = latent.detach(), [n.detach() for n in noise]
     tuned = _finetune(g, loss_fn, mask, words, padding, latent, noise, settings, losses, progress)
-    return Inversion(latent.cpu(), [n.cpu() for n in noise], caption, labels.cpu(), image.cpu(), losses,
-                     loss_fn.kind, tuned)
+    used = replace(settings, perceptual=loss_fn.kind)
+    return Inversion(latent.cpu(), [n.cpu() for n in noise], caption, labels.cpu(), image.cpu(), used, losses, tuned)
 
 
 def _finetune(g, loss_fn, mask, words, padding, latent, noise, settings, losses, progress) -> dict | None:
@@ -457,8 +457,8 @@ def save_inversion(inversion: Inversion, path: str | Path, checkpoint_hash: str)
     """Write the inversion atomically, tagged with the hash of the checkpoint it belongs to."""
     atomic_save({"format": INVERSION_FORMAT, "checkpoint_hash": checkpoint_hash, "latent": inversion.latent,
                  "noise": inversion.noise, "caption": inversion.caption, "labels": inversion.labels,
-                 "target": inversion.target, "losses": inversion.losses, "perceptual": inversion.perceptual,
-                 "generator_state": inversion.generator_state}, path)
+                 "target": inversion.target, "settings": asdict(inversion.settings),
+                 "losses": inversion.losses, "generator_state": inversion.generator_state}, path)
 
 
 def load_inversion(path: str | Path, checkpoint_hash: str) -> Inversion:
@@ -476,7 +476,7 @@ def load_inversion(path: str | Path, checkpoint_hash: str) -> Inversion:
         raise InputError(f"inversion {path} was made with checkpoint {data['checkpoint_hash']}, "
                          f"not with this one ({checkpoint_hash}); invert the image again")
     return Inversion(data["latent"], list(data["noise"]), data["caption"], data["labels"], data["target"],
-                     list(data["losses"]), data["perceptual"], data["generator_state"])
+                     InversionSettings(**data["settings"]), list(data["losses"]), data["generator_state"])
 
 
 # ---------------------------------------------------------------------------------------------------------------
