@@ -46,6 +46,17 @@ def test_heads_shapes_and_conditioning():
     assert torch.equal(other_logit, logit) and not torch.allclose(other_cond, cond)
 
 
+def test_several_sentences_share_one_body_pass():
+    d = tiny().eval()
+    image, mask, sentence = tiny_inputs()
+    other = torch.randn_like(sentence)
+    logit, conds = d(image, mask, [sentence, other])
+    assert conds.shape == (2, 4)
+    torch.testing.assert_close(conds[0], d(image, mask, sentence)[1])
+    torch.testing.assert_close(conds[1], d(image, mask, other)[1])
+    torch.testing.assert_close(logit, d(image, mask)[0])
+
+
 def test_mask_is_part_of_the_input():
     d = tiny().eval()
     image, mask, sentence = tiny_inputs()

@@ -135,5 +135,5 @@ class Discriminator(nn.Module):
             raise ValueError(f"batch mismatch: {image.shape[0]} images, {mask.shape[0]} masks")
         for sentence in sentences:
             if tuple(sentence.shape) != (image.shape[0], self.cond_head.sentence_dim):
-                raise ValueError(f"sentence must be (B,{self.cond_head.sentence_dim}) = "
-                                 f"({image.shape[0]},{self.cond_head.sentence_dim}), got {tuple(sentence.shape)}")
+                raise ValueError(f"sentence must be (B,{self.cond_head.sentence_dim}) = ({image.shape[0]},"
+                                 f"{self.cond_head.sentence_dim}), got {tuple(sentence.shape)}")
