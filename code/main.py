@@ -15,6 +15,7 @@ import torch
 from pixelface import distributed as dist
 from pixelface.config import REPO_ROOT, ConfigError, describe, load_config
 from pixelface.prepare import prepare_inputs
+from pixelface.runtime import processes_on_this_machine, tune_glibc_malloc
 from pixelface.trainer import (NonFiniteLossError, Trainer, find_resume, load_resume, new_run_dir,
                                write_config)
 
@@ -41,8 +42,9 @@ def main(argv=None) -> int:
     cfg = load_config(args.cfg, args.set)
     device_type = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
     if device_type == "cpu":
-        # Two CPU processes on two cores: one thread each, or they fight over the cores.
-        torch.set_num_threads(max(1, torch.get_num_threads() // dist_world_hint()))
+        # N processes on the machine's cores: a share of the threads each, or they fight over the cores.
+        torch.set_num_threads(max(1, torch.get_num_threads() // processes_on_this_machine()))
+        tune_glibc_malloc()
     rank, world, device = dist.init(device_type)
     try:
         if rank == 0:
@@ -62,12 +64,6 @@ def main(argv=None) -> int:
     finally:
         dist.shutdown()
     return 0
-
-
-def dist_world_hint() -> int:
-    """Processes sharing this machine, known before the process group exists."""
-    import os
-    return int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ returned to the OS and page-faulted in again on the next allocation; on CPU this
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import resource
 import statistics
@@ -31,6 +30,7 @@ from pixelface.config import ConfigError, load_config
 from pixelface.discriminator import Discriminator
 from pixelface.generator import Generator
 from pixelface.masks import NUM_CLASSES
+from pixelface.runtime import tune_glibc_malloc
 
 
 def parse_args(argv=None):
@@ -49,16 +49,6 @@ def parse_args(argv=None):
     if args.batch < 1 or args.repeats < 1:
         p.error("--batch and --repeats must be positive")
     return args
-
-
-def tune_glibc_malloc(threshold: int = 1 << 30) -> bool:
-    """mallopt(M_MMAP_THRESHOLD / M_TRIM_THRESHOLD, threshold); False where glibc is absent."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(libc.mallopt(m_mmap_threshold, threshold)) and bool(libc.mallopt(m_trim_threshold, threshold))
 
 
 def random_inputs(cfg, batch: int, device):
