@@ -6,8 +6,9 @@ can call it directly: the functions take tensors and plain values, and only the 
 touch the disk.
 
 Reproducibility: a sample's z and its noise maps are drawn on the CPU from its own torch.Generator seeded
-by its seed (EDM's per-seed RNG), and each caption is encoded on its own, so neither the batch a sample is
-generated in nor its batch-mates change its inputs.
+by its seed (EDM's per-seed RNG), its caption is encoded on its own, and it gets a forward pass of its own
+(batched matrix products round differently), so what else is generated in the same call never changes its
+bytes.
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -562,14 +562,15 @@ def picture_grid(rows: list[list[torch.Tensor]], gap: int = 2) -> torch.Tensor:
 
 
 def _atomic_write(path: Path, write) -> None:
+    """write(temporary path) next to `path`, then rename: a crash never leaves half a file (and, unlike
+    mkstemp's 0600 files, the result gets the usual permissions)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
         os.replace(tmp, path)
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
 def save_png(image: torch.Tensor, path: str | Path) -> None:
