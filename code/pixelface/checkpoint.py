@@ -34,18 +34,29 @@ def atomic_save(obj, path: str | Path) -> None:
         raise
 
 
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Load one of our checkpoints (weights only: no pickled code is ever executed)."""
+def load_formatted(path: str | Path, fmt: str, what: str, error=ValueError, map_location="cpu") -> dict:
+    """A dict saved by this project with {"format": fmt, ...}, read with weights_only (no pickled code runs).
+
+    One error for every way the file can be wrong (missing, truncated, foreign), naming the file and
+    `what` it should have been.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise error(f"{what} {path} does not exist")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated, foreign or corrupt files all land here
-        raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"checkpoint {path} is not a PixelFace+ checkpoint (missing format={FORMAT!r})")
-    return ckpt
+        raise error(f"{what} {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise error(f"{path} is not a {what} (missing format={fmt!r})")
+    return data
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Load one of our training checkpoints."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    return load_formatted(path, FORMAT, "PixelFace+ checkpoint", map_location=map_location)
 
 
 def file_hash(path: str | Path, length: int = 12) -> str:

@@ -28,7 +28,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import atomic_save
+from .checkpoint import atomic_save, load_formatted
 from .datasets import FaceDataset, clean_caption, resize_and_crop
 from .masks import NUM_CLASSES, MaskError, color_tensor, color_to_label, one_hot
 from .text_encoder import clip_image_input
@@ -463,15 +463,7 @@ def save_inversion(inversion: Inversion, path: str | Path, checkpoint_hash: str)
 
 def load_inversion(path: str | Path, checkpoint_hash: str) -> Inversion:
     """Read an inversion written by save_inversion for the checkpoint with `checkpoint_hash`."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"inversion {path} does not exist")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated or foreign files
-        raise InputError(f"inversion {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict) or data.get("format") != INVERSION_FORMAT:
-        raise InputError(f"{path} is not an inversion written by scripts/manipulate.py (format={INVERSION_FORMAT!r})")
+    data = load_formatted(path, INVERSION_FORMAT, "inversion written by scripts/manipulate.py", error=InputError)
     if data["checkpoint_hash"] != checkpoint_hash:
         raise InputError(f"inversion {path} was made with checkpoint {data['checkpoint_hash']}, "
                          f"not with this one ({checkpoint_hash}); invert the image again")

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixelface.checkpoint import atomic_save
+from pixelface.checkpoint import atomic_save, load_formatted
 from pixelface.masks import LABEL_ID, NUM_CLASSES
 from pixelface.metrics import accuracy_from_confusion, confusion_matrix
 
@@ -199,12 +199,7 @@ def load_parser(path: str | Path, device="cpu") -> FaceParser:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"face parser {path} does not exist; train one with scripts/train_parser.py")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated or foreign files
-        raise ValueError(f"face parser {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a face parser written by train_parser (missing format={FORMAT!r})")
+    ckpt = load_formatted(path, FORMAT, "face parser written by train_parser")
     parser = FaceParser(**ckpt["arch"])
     parser.load_state_dict(ckpt["state_dict"])
     return parser.to(device).eval().requires_grad_(False)
