@@ -22,7 +22,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="checkpoint to write (default: the config's TEXT.PRETRAINED)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--epochs", type=int, help="passes over the train images (default TEXT.PRETRAIN_EPOCHS)")
-    parser.add_argument("--batch", type=int, default=128, help="image-caption pairs per contrastive batch")
+    parser.add_argument("--batch", type=int, default=64, help="image-caption pairs per contrastive batch")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate")
     parser.add_argument("--seed", type=int, help="initialisation and batch order (default: the config's SEED)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing checkpoint")

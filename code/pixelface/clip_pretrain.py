@@ -3,9 +3,12 @@
 This stands in for OpenAI's CLIP where no public model fits, e.g. the synthetic face dataset: the result is
 a `pixelface-clip` file that TextEncoder loads by path (TEXT.MODEL: custom, TEXT.PRETRAINED: <file>).
 Training follows CLIP: symmetric cross-entropy over the in-batch image-text similarities with a learned
-temperature, images normalised with CLIP's mean/std. Each epoch pairs every train image with one of its
-10 captions (FaceDataset's per-epoch choice); the test split is scored by text->image retrieval with one
-fixed caption per image and all test images as the gallery.
+temperature, images normalised with CLIP's mean/std, half of them mirrored. Each epoch pairs every train
+image with one of its 10 captions (FaceDataset's per-epoch choice); the test split is scored by text->image
+retrieval with one fixed caption per image and all test images as the gallery.
+
+Tuned on synthface (4,000 train faces at 64 px): TEXT.CUSTOM with 16-px patches (17 image tokens), 4 vision
+and 2 text layers of width 128, context 32; batch 64, lr 1e-3 (these defaults), TEXT.PRETRAIN_EPOCHS 16.
 """
 from __future__ import annotations
 
@@ -102,7 +105,8 @@ def _optimizer(clip, lr: float) -> torch.optim.Optimizer:
     decay = [p for n, p in clip.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in clip.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     return torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
-                              {"params": rest, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98), eps=1e-6)
+                              {"params": rest, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98), eps=1e-6,
+                             fused=True)  # fused: the 6.3M-entry BPE embedding makes the plain loop the bottleneck
 
 
 def _lr_factor(step: int, total: int) -> float:
@@ -123,7 +127,11 @@ def train_epoch(clip, optimizer, scheduler, images: torch.Tensor, captions: list
     losses = []
     for k in range(len(images) // batch_size):
         batch = order[k * batch_size:(k + 1) * batch_size]
-        loss = contrastive_loss(clip, clip_input(images[batch]), tokens([captions[i] for i in batch.tolist()]))
+        # Mirror half the faces: captions never say left or right, and the dataset is small.
+        flip = (torch.rand(len(batch), generator=generator) < 0.5)[:, None, None, None]
+        pixels = clip_input(images[batch])
+        pixels = torch.where(flip, pixels.flip(-1), pixels)
+        loss = contrastive_loss(clip, pixels, tokens([captions[i] for i in batch.tolist()]))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -134,7 +142,7 @@ def train_epoch(clip, optimizer, scheduler, images: torch.Tensor, captions: list
     return float(np.mean(losses))
 
 
-def pretrain_clip(cfg, out: str | Path, epochs: int | None = None, batch_size: int = 128, lr: float = 1e-3,
+def pretrain_clip(cfg, out: str | Path, epochs: int | None = None, batch_size: int = 64, lr: float = 1e-3,
                   seed: int | None = None, force: bool = False, log=print) -> tuple[open_clip.CLIP, dict]:
     """Train a TEXT.CUSTOM CLIP on DATA's train split, score retrieval on its test split, save it to `out`.
 
