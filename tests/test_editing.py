@@ -12,13 +12,12 @@ from PIL import Image
 
 from pixelface import editing
 from pixelface.checkpoint import file_hash, load_generator
-from pixelface.config import REPO_ROOT, load_config
+from pixelface.config import REPO_ROOT
 from pixelface.masks import LABEL_ID, label_to_color
 from pixelface.datasets import FaceDataset
 from pixelface.synthface import HAIR_RGB, caption_attributes, make_face, score_attributes
 from pixelface.text_encoder import TextEncoder
 
-from test_sample import train_smoke_checkpoint
 
 HAIR = LABEL_ID["hair"]
 FAST = editing.InversionSettings(steps=40)
@@ -36,17 +35,6 @@ manipulate_script = load_script("manipulate")
 
 def run_manipulate(*args):
     return manipulate_script.main([str(a) for a in args])
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return train_smoke_checkpoint(tmp_path_factory.mktemp("smoke"))
-
-
-@pytest.fixture(scope="module")
-def model(ckpt):
-    g, cfg = load_generator(ckpt)
-    return g, cfg, TextEncoder.from_config(cfg)
 
 
 @pytest.fixture(scope="module")

@@ -9,40 +9,16 @@ import torch
 from PIL import Image
 
 from pixelface import editing
-from pixelface.checkpoint import atomic_save, load_generator
-from pixelface.config import REPO_ROOT, load_config
+from pixelface.checkpoint import atomic_save
+from pixelface.config import REPO_ROOT
 from pixelface.masks import MaskError, label_to_color
-from pixelface.synthface import make_face, write_dataset
-from pixelface.text_encoder import TextEncoder
-from pixelface.trainer import Trainer, latest_checkpoint
-
-SMOKE = REPO_ROOT / "cfg" / "smoke.yml"
-
-
-def train_smoke_checkpoint(folder):
-    """A tiny trained checkpoint: cfg/smoke.yml's 8 steps on a 40-face synthface rendered into `folder`."""
-    root = write_dataset(folder / "data", 40, 64, 0, workers=1)
-    cfg = load_config(SMOKE, [f"DATA.ROOT={root}", "DATA.SYNTHESIZE=false"])
-    Trainer(cfg, folder / "run", torch.device("cpu"), progress_bar=False).run()
-    return latest_checkpoint(folder / "run")
-
+from pixelface.synthface import make_face
 
 def load_script(name):
     spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return train_smoke_checkpoint(tmp_path_factory.mktemp("smoke"))
-
-
-@pytest.fixture(scope="module")
-def model(ckpt):
-    g, cfg = load_generator(ckpt)
-    return g, cfg, TextEncoder.from_config(cfg)
 
 
 @pytest.fixture(scope="module")
