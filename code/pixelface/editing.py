@@ -303,7 +303,7 @@ class ReconstructionLoss(nn.Module):
     'auto' (lpips when present, else clip) or 'none'.
     """
 
-    def __init__(self, target: torch.Tensor, text_encoder, perceptual: str = "auto", feature_weight: float = 1.0):
+    def __init__(self, target: torch.Tensor, text_encoder, perceptual: str, feature_weight: float):
         super().__init__()
         if perceptual not in ("auto", "lpips", "clip", "none"):
             raise ValueError(f"perceptual loss {perceptual!r}: expected auto, lpips, clip or none")
@@ -341,7 +341,7 @@ class InversionSettings:
     latent_noise: float = 0.05     # start-of-run jitter of W+, in units of the w spread (decays to 0 at 75%)
     noise_regularize: float = 1e4  # weight of the noise maps' autocorrelation penalty (keeps them noise-like)
     perceptual: str = "auto"       # ReconstructionLoss kind: auto, lpips, clip or none
-    feature_weight: float = 1.0    # weight of the perceptual term
+    feature_weight: float = 0.1    # weight of the perceptual term (1.0 cost 1 dB PSNR and weakened text edits)
     finetune_steps: int = 0        # PTI: Adam steps on the generator weights afterwards, latent fixed
     finetune_lr: float = 1e-3
     seed: int = 0                  # initial noise maps and latent jitter
