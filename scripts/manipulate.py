@@ -122,12 +122,13 @@ def run(args) -> Path:
 
     if not args.inversion:
         editing.save_inversion(inversion, out / "inversion.pt", ckpt_hash)
-    report = measure(text_encoder, inversion, reconstruction, results, edits)
-    report.update(checkpoint=str(args.ckpt), checkpoint_hash=ckpt_hash, caption=inversion.caption, **origin,
-                  inversion={"file": args.inversion or "inversion.pt", **dataclasses.asdict(inversion.settings),
-                             "loss_start": inversion.losses[0], "loss_end": inversion.losses[-1],
-                             "seconds": None if args.inversion else round(inverted - started, 2)},
-                  edit_seconds=round(finished - inverted, 2))
+    report = {"checkpoint": str(args.ckpt), "checkpoint_hash": ckpt_hash,
+              "text_encoder": editing.text_encoder_source(cfg), "caption": inversion.caption, **origin,
+              "inversion": {"file": args.inversion or "inversion.pt", **dataclasses.asdict(inversion.settings),
+                            "loss_start": inversion.losses[0], "loss_end": inversion.losses[-1],
+                            "seconds": None if args.inversion else round(inverted - started, 2)},
+              "edit_seconds": round(finished - inverted, 2),
+              **measure(text_encoder, inversion, reconstruction, results, edits)}
     write_pictures(out, inversion, reconstruction, results, edits)
     editing.save_json(report, out / "report.json")
     return out

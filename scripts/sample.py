@@ -101,7 +101,8 @@ def run(args) -> Path:
     images = editing.generate(g, text_encoder, cfg, torch.stack([masks[pairs[p][0]][1] for p, _ in order]),
                               [captions[pairs[p][1]] for p, _ in order], [seed for _, seed in order],
                               truncation=args.truncation, progress=True)
-    record = {"checkpoint": str(args.ckpt), "checkpoint_hash": file_hash(args.ckpt), "truncation": args.truncation}
+    record = {"checkpoint": str(args.ckpt), "checkpoint_hash": file_hash(args.ckpt),
+              "text_encoder": editing.text_encoder_source(cfg), "truncation": args.truncation}
     write_outputs(paths, images, masks, captions, pairs, seeds, record)
     return out
 

@@ -136,6 +136,7 @@ def test_sample_script_writes_samples_grid_and_record(ckpt, face_files, tmp_path
                       "--text", "a man with a beard", "--seeds", "0-2", "--truncation", "0.7", "--out", out) == 0
     record = json.loads((out / "samples.json").read_text())
     assert len(record["files"]) == 6 and record["truncation"] == 0.7 and len(record["checkpoint_hash"]) == 12
+    assert record["text_encoder"] == "custom (random weights, seed 3201)"  # the smoke config's random CLIP
     first = record["files"][0]
     assert first == {"file": "000_seed0.png", "caption": "a woman with blond hair", "mask": str(folder / "mask.jpg"),
                      "seed": 0, "truncation": 0.7}

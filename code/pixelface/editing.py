@@ -165,6 +165,18 @@ def _tokens_kept(text_encoder, caption: str) -> str | None:
     return text_encoder.tokenizer.decode(tokens[1:positions].tolist()).strip()
 
 
+def text_encoder_source(cfg) -> str:
+    """Which CLIP the config loads, for records: a local weights file with its hash (the checkpoint does not
+    pin it, and a re-pretrained file silently changes what the generator reads), a pretrained tag, or random."""
+    name, pretrained = cfg.TEXT.MODEL, cfg.TEXT.PRETRAINED
+    if not pretrained:
+        return f"{name} (random weights, seed {cfg.SEED})"
+    path = resolve_path(cfg, "TEXT.PRETRAINED")
+    if path.is_file():
+        return f"{name} {pretrained} (sha256 {file_hash(path)})"
+    return f"{name} {pretrained}"
+
+
 def mask_input(labels: torch.Tensor, cfg) -> torch.Tensor:
     """(B,S,S) label maps -> the generator's mask input: palette colours in [-1,1] or a 19-channel one-hot."""
     return one_hot(labels) if cfg.MODEL.MASK_INPUT == "onehot" else color_tensor(labels)
