@@ -18,6 +18,7 @@ import math
 import os
 import re
 import warnings
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -207,6 +208,9 @@ def parse_seeds(text: str) -> list[int]:
         if last < first or last >= 2 ** 32:
             raise InputError(f"seeds {text!r}: range {part.strip()} is empty or beyond 2^32 - 1")
         seeds += range(first, last + 1)
+    repeated = sorted(s for s, n in Counter(seeds).items() if n > 1)
+    if repeated:
+        raise InputError(f"seeds {text!r}: {repeated[:5]} appear more than once (a seed always gives the same image)")
     return seeds
 
 
