@@ -1,5 +1,6 @@
 """Sampling: seed parsing, caption/mask pairing, per-seed reproducibility, and scripts/sample.py end to end,
 including its refusals of bad input (one error, exit 1, nothing written)."""
+import copy
 import importlib.util
 import json
 
@@ -9,7 +10,7 @@ import torch
 from PIL import Image
 
 from pixelface import editing
-from pixelface.checkpoint import atomic_save
+from pixelface.checkpoint import atomic_save, file_hash
 from pixelface.config import REPO_ROOT
 from pixelface.masks import MaskError, label_to_color
 from pixelface.synthface import make_face
@@ -110,6 +111,16 @@ def test_truncation_pulls_toward_the_models_mean_latent(model, face_files):
     got = editing.generate(g, encoder, cfg, labels, caption, [5], truncation=0.3)
     assert torch.allclose(got, expected, atol=1e-5)
     assert not torch.allclose(editing.generate(g, encoder, cfg, labels, caption, [5]), expected, atol=1e-2)
+
+
+def test_text_encoder_source_names_the_weights_file_and_its_hash(model, tmp_path):
+    _, cfg, _ = model
+    weights = tmp_path / "clip.pt"
+    weights.write_bytes(b"weights")
+    named = copy.deepcopy(cfg)
+    named.TEXT.PRETRAINED = str(weights)
+    assert editing.text_encoder_source(named) == f"custom {weights} (sha256 {file_hash(weights)})"
+    assert editing.text_encoder_source(cfg) == f"custom (random weights, seed {cfg.SEED})"
 
 
 def test_caption_cleaning_warns_and_refuses(model):

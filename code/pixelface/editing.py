@@ -29,7 +29,8 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import atomic_save, load_formatted
+from .checkpoint import atomic_save, file_hash, load_formatted
+from .config import resolve_path
 from .datasets import FaceDataset, clean_caption, resize_and_crop
 from .masks import NUM_CLASSES, MaskError, color_tensor, color_to_label, one_hot
 from .text_encoder import clip_image_input
