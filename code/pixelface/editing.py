@@ -33,12 +33,12 @@ from .checkpoint import atomic_save, file_hash, load_formatted
 from .config import resolve_path
 from .datasets import FaceDataset, clean_caption, resize_and_crop
 from .masks import NUM_CLASSES, MaskError, color_tensor, color_to_label, one_hot
+from .metrics import LPIPS_BACKBONE_FILE, lpips_network
 from .text_encoder import clip_image_input
 
 MEAN_LATENT_SAMPLES = 4096  # z draws averaged into the truncation centre / inversion start
 MEAN_LATENT_SEED = 0x5EED   # fixed, so the truncation centre is a property of the model alone
 INVERSION_FORMAT = "pixelface-inversion"
-LPIPS_BACKBONE_FILE = "alexnet-owt-7be5be79.pth"  # torchvision's AlexNet, which lpips(net='alex') loads
 
 
 class InputError(ValueError):
@@ -280,18 +280,6 @@ def generate(g, text_encoder, cfg, labels: torch.Tensor, captions: list[str], se
 
 # ---------------------------------------------------------------------------------------------------------------
 # Reconstruction loss
-
-
-def lpips_network(device):
-    """lpips' AlexNet LPIPS when the package and the AlexNet weights in the torch hub cache are both present
-    (so nothing is downloaded), else None."""
-    try:
-        import lpips
-    except ImportError:
-        return None
-    if not (Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_BACKBONE_FILE).is_file():
-        return None
-    return lpips.LPIPS(net="alex", verbose=False).to(device).eval().requires_grad_(False)
 
 
 class ClipFeatureDistance(nn.Module):

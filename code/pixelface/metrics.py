@@ -606,7 +606,7 @@ def _diversity(ctx):
     groups = min(ctx.num, DIVERSITY_GROUPS)
     images_by_seed = [torch.cat([images for _, _, images in ctx.generate(range(groups), seed)])
                       for seed in ctx.seeds]
-    lpips_net = _lpips_network(ctx.device)
+    lpips_net = lpips_network(ctx.device)
     ctx.settings.update(diversity_groups=groups, diversity_space="lpips-alex" if lpips_net else "clip-cosine")
     if lpips_net is not None:
         return {"diversity": _lpips_diversity(lpips_net, torch.stack(images_by_seed, 1), ctx.device)}
@@ -614,16 +614,16 @@ def _diversity(ctx):
     return {"diversity": pairwise_distance_diversity(torch.stack([clip(x) for x in images_by_seed], 1))}
 
 
-def _lpips_network(device):
-    """lpips' AlexNet LPIPS when the package and the AlexNet weights in the torch hub cache are present
-    (then nothing is downloaded), else None."""
+def lpips_network(device):
+    """lpips' AlexNet LPIPS (frozen) when the package and the AlexNet weights in the torch hub cache are both
+    present (then nothing is downloaded), else None. Diversity here and the inversion loss in editing use it."""
     try:
         import lpips
     except ImportError:
         return None
     if not (Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_BACKBONE_FILE).is_file():
         return None
-    return lpips.LPIPS(net="alex", verbose=False).to(device).eval()
+    return lpips.LPIPS(net="alex", verbose=False).to(device).eval().requires_grad_(False)
 
 
 @torch.no_grad()
