@@ -54,10 +54,10 @@ def main(argv=None) -> int:
         if rank == 0 and run_dir is None:
             run_dir = new_run_dir(args.out, cfg.CONFIG_NAME)
         run_dir = dist.broadcast_object(run_dir)
-        if rank == 0:
+        trainer = Trainer(cfg, run_dir, device, progress_bar=not args.no_progress)
+        if rank == 0:  # after the Trainer, which records the CLIP file's hash in cfg
             write_config(run_dir, cfg)
             print(f"run folder: {run_dir}", flush=True)
-        trainer = Trainer(cfg, run_dir, device, progress_bar=not args.no_progress)
         if ckpt is not None:
             load_resume(trainer, ckpt)
         trainer.run()

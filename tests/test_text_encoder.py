@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from pixelface.config import ConfigError, load_config
-from pixelface.text_encoder import CLIP_FORMAT, TextEncoder, build_custom_clip, custom_arch
+from pixelface.text_encoder import CLIP_FORMAT, TextEncoder, build_custom_clip, custom_arch, pin_weights_hash
 
 TINY = ["TEXT.MODEL=custom", "TEXT.PRETRAINED=", "TEXT.EMBEDDING_DIM=64", "TEXT.SENTENCE_DIM=32",
         "TEXT.CUSTOM.EMBED_DIM=32", "TEXT.CUSTOM.IMAGE_SIZE=32", "TEXT.CUSTOM.VISION_LAYERS=1",
@@ -177,6 +177,29 @@ def test_local_files_load_by_path(tmp_path):
     with pytest.raises(ConfigError, match=r"TEXT\.PRETRAINED=.*does not fit TEXT\.CUSTOM"):
         TextEncoder.from_config(tiny_cfg(f"TEXT.PRETRAINED={plain}", "TEXT.CUSTOM.TEXT_WIDTH=32",
                                          "TEXT.EMBEDDING_DIM=32"))
+
+
+def save_clip_file(path, cfg, seed):
+    torch.manual_seed(seed)
+    torch.save({"format": CLIP_FORMAT, "custom": custom_arch(cfg), "state_dict": build_custom_clip(custom_arch(cfg)).state_dict()},
+               path)
+
+
+def test_a_pinned_clip_file_that_changed_is_refused(tmp_path):
+    """Training pins the sha256 of its local CLIP file; loading with a re-written file is one clear error."""
+    path = tmp_path / "clip.pt"
+    save_clip_file(path, tiny_cfg(), seed=1)
+    cfg = tiny_cfg(f"TEXT.PRETRAINED={path}")
+    pin_weights_hash(cfg)
+    assert len(cfg.TEXT.PRETRAINED_SHA256) == 64
+    TextEncoder.from_config(cfg)  # the pinned file itself loads
+    save_clip_file(path, tiny_cfg(), seed=2)  # e.g. pretrained again into the same path
+    with pytest.raises(ConfigError, match=r"clip\.pt has changed since this model was trained") as error:
+        TextEncoder.from_config(cfg)
+    assert cfg.TEXT.PRETRAINED_SHA256[:12] in str(error.value) and "\n" not in str(error.value)
+    random_weights = tiny_cfg()
+    pin_weights_hash(random_weights)  # nothing to pin for random weights (nor for pretrained tags)
+    assert random_weights.TEXT.PRETRAINED_SHA256 == ""
 
 
 def test_features_stay_float32_under_autocast(encoder):

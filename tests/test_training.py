@@ -13,10 +13,12 @@ import torch
 import torch.multiprocessing as mp
 
 from pixelface import losses
-from pixelface.checkpoint import load_checkpoint, load_generator
-from pixelface.config import REPO_ROOT, load_config
+from pixelface.checkpoint import file_hash, load_checkpoint, load_generator
+from pixelface.clip_pretrain import pretrain_clip
+from pixelface.config import REPO_ROOT, ConfigError, load_config
 from pixelface.synthface import write_dataset
-from pixelface.trainer import NonFiniteLossError, Trainer, latest_checkpoint
+from pixelface.text_encoder import TextEncoder
+from pixelface.trainer import NonFiniteLossError, Trainer, latest_checkpoint, load_resume
 
 SMOKE = REPO_ROOT / "cfg" / "smoke.yml"
 MAIN = REPO_ROOT / "code" / "main.py"
@@ -70,6 +72,24 @@ def test_checkpoint_holds_everything_for_resume_and_sampling(smoke_root, tmp_pat
     assert cfg.MODEL.SIZE == 64
     for a, b in zip(g_ema.parameters(), trainer.G_ema.parameters()):
         assert torch.equal(a, b)
+
+
+def test_resume_refuses_a_clip_file_that_changed(smoke_root, tmp_path):
+    """The checkpoint's config pins the CLIP file's sha256: resuming (or sampling) with another file fails."""
+    torch.set_num_threads(1)
+    clip_path = tmp_path / "clip.pt"
+    pretrain = smoke_cfg(smoke_root, f"TEXT.PRETRAINED={clip_path}", "TRAIN.TOTAL_KIMG=0.004")
+    pretrain_clip(pretrain, clip_path, epochs=1)
+    Trainer(pretrain, tmp_path / "run", torch.device("cpu"), progress_bar=False).run()
+    path = latest_checkpoint(tmp_path / "run")
+    assert load_checkpoint(path)["config"]["TEXT"]["PRETRAINED_SHA256"] == file_hash(clip_path, length=64)
+    pretrain_clip(pretrain, clip_path, epochs=1, seed=7, force=True)
+    with pytest.raises(ConfigError, match="has changed since this model was trained"):
+        TextEncoder.from_config(load_generator(path)[1])
+    again = Trainer(smoke_cfg(smoke_root, f"TEXT.PRETRAINED={clip_path}"), tmp_path / "run", torch.device("cpu"),
+                    progress_bar=False)
+    with pytest.raises(ConfigError, match="put the original file back to resume"):
+        load_resume(again, path)
 
 
 def test_nonfinite_losses_skip_updates_then_stop_with_a_checkpoint(smoke_root, tmp_path, monkeypatch):

@@ -51,6 +51,7 @@ SCHEMA = {
     "TEXT": {
         "MODEL": _k("ViT-B-32", "open_clip architecture name, or 'custom' for the CUSTOM architecture below"),
         "PRETRAINED": _k("openai", "open_clip pretrained tag, or a local checkpoint path; '' for random weights"),
+        "PRETRAINED_SHA256": _k("", "sha256 of the local PRETRAINED file; training records it, every later load checks it ('' = unchecked)"),
         "MAX_WORDS": _k(30, "text positions handed to the generator (T <= 30)"),
         "FIXED_LENGTH": _k(True, "pad words to MAX_WORDS with a padding mask (fix); False: reference batch-dependent T, no mask"),
         "EMBEDDING_DIM": _k(512, "width of the word features (CLIP text width)"),

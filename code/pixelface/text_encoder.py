@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from open_clip.tokenizer import SimpleTokenizer
 from torch import nn
 
+from .checkpoint import file_hash
 from .config import ConfigError, resolve_path
 
 CLIP_FORMAT = "pixelface-clip"  # `format` field of the files pretrain_clip writes
@@ -139,11 +140,38 @@ def _load_pixelface_clip(cfg, path: Path, ckpt: dict) -> open_clip.CLIP:
     return clip
 
 
+def local_weights_file(cfg) -> Path | None:
+    """The local file TEXT.PRETRAINED names, or None for random weights and open_clip pretrained tags."""
+    pretrained = cfg.TEXT.PRETRAINED
+    if not pretrained:
+        return None
+    if cfg.TEXT.MODEL != "custom" and cfg.TEXT.MODEL in open_clip.list_models() \
+            and pretrained in open_clip.list_pretrained_tags_by_model(cfg.TEXT.MODEL):
+        return None
+    return resolve_path(cfg, "TEXT.PRETRAINED")
+
+
+def pin_weights_hash(cfg) -> None:
+    """Record the sha256 of the local CLIP file in cfg (TEXT.PRETRAINED_SHA256) unless it is already there.
+
+    Training calls this, so its checkpoints say which file their generator learnt to read; loading them
+    later with a different file (e.g. re-pretrained into the same path) then fails loudly.
+    """
+    path = local_weights_file(cfg)
+    if path is not None and path.is_file() and not cfg.TEXT.PRETRAINED_SHA256:
+        cfg.TEXT.PRETRAINED_SHA256 = file_hash(path, length=64)
+
+
 def _local_checkpoint(cfg, expected: str) -> Path:
     path = resolve_path(cfg, "TEXT.PRETRAINED")
     if not path.is_file():
         raise ConfigError(f"{cfg.get('_source', 'config')}: TEXT.PRETRAINED = {cfg.TEXT.PRETRAINED!r} "
                           f"({path}) does not exist; expected {expected}")
+    pinned = cfg.TEXT.PRETRAINED_SHA256
+    if pinned and file_hash(path, length=len(pinned)) != pinned:
+        raise ConfigError(f"TEXT.PRETRAINED = {path} has changed since this model was trained (sha256 "
+                          f"{file_hash(path)}..., expected {pinned[:12]}...): put the original file back; the "
+                          f"generator learnt to read that file's features")
     return path
 
 

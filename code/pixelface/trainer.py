@@ -27,12 +27,12 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from . import distributed as dist
 from . import losses
 from .checkpoint import atomic_save, load_checkpoint, FORMAT
-from .config import to_yaml, _to_plain
+from .config import ConfigError, to_yaml, _to_plain
 from .datasets import FaceDataset
 from .discriminator import Discriminator
 from .generator import Generator
 from .masks import one_hot
-from .text_encoder import TextEncoder
+from .text_encoder import TextEncoder, pin_weights_hash
 
 
 # Metrics where a smaller value is a better model; every other metric is better when larger.
@@ -121,6 +121,7 @@ class Trainer:
         torch.manual_seed(cfg.SEED + self.rank)  # per-rank randomness (z, noise, dropout)
 
         self.dataset = FaceDataset(cfg, "train", train=True)
+        pin_weights_hash(cfg)  # checkpoints then name the exact CLIP file their generator reads
         self.text = TextEncoder.from_config(cfg).to(device)
         self.G = Generator.from_config(cfg).to(device)
         self.D = Discriminator.from_config(cfg).to(device)
@@ -566,5 +567,11 @@ def write_config(run_dir: Path, cfg) -> None:
 
 
 def load_resume(trainer: Trainer, ckpt_path: Path) -> None:
-    trainer.load_state_dict(load_checkpoint(ckpt_path))
+    ckpt = load_checkpoint(ckpt_path)
+    pinned = ckpt["config"]["TEXT"].get("PRETRAINED_SHA256", "")
+    if pinned and pinned != trainer.cfg.TEXT.PRETRAINED_SHA256:
+        raise ConfigError(f"{ckpt_path} was trained with TEXT.PRETRAINED sha256 {pinned[:12]}..., but "
+                          f"{trainer.cfg.TEXT.PRETRAINED} now has {trainer.cfg.TEXT.PRETRAINED_SHA256[:12] or 'none'}...: "
+                          f"put the original file back to resume")
+    trainer.load_state_dict(ckpt)
     trainer.log(f"resumed from {ckpt_path} at {trainer.progress.nimg} images")
