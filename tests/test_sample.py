@@ -98,6 +98,20 @@ def test_same_seed_same_image_whatever_it_is_generated_with(model, face_files):
     assert (other_mask - alone).abs().mean() > 1e-3
 
 
+def test_batched_generation_matches_one_at_a_time_to_rounding(model, face_files):
+    g, cfg, encoder = model
+    labels = editing.read_mask(face_files[0] / "mask.png", 64)
+    masks = torch.stack([labels, torch.flip(labels, dims=[1]), labels, labels, labels])
+    captions = editing.prepare_captions(["a woman with blond hair", "a man with black hair"], cfg, encoder)
+    captions, seeds = [captions[0], captions[1], captions[1], captions[0], captions[0]], [3, 7, 7, 9, 3]
+    single = editing.generate(g, encoder, cfg, masks, captions, seeds)
+    batched = editing.generate(g, encoder, cfg, masks, captions, seeds, batch_size=2)  # batches of 2, 2 and 1
+    assert batched.shape == single.shape and torch.allclose(batched, single, atol=1e-4)
+    assert (editing.to_uint8(batched).int() - editing.to_uint8(single).int()).abs().max() <= 1
+    with pytest.raises(editing.InputError, match="batch size 0"):
+        editing.generate(g, encoder, cfg, masks, captions, seeds, batch_size=0)
+
+
 def test_truncation_pulls_toward_the_models_mean_latent(model, face_files):
     g, cfg, encoder = model
     labels = editing.read_mask(face_files[0] / "mask.png", 64)[None]
@@ -144,9 +158,11 @@ def test_sample_script_writes_samples_grid_and_record(ckpt, face_files, tmp_path
     folder = face_files[0]
     out = tmp_path / "out"
     assert run_sample("--ckpt", ckpt, "--mask", folder / "mask.jpg", "--text", "a woman with blond hair",
-                      "--text", "a man with a beard", "--seeds", "0-2", "--truncation", "0.7", "--out", out) == 0
+                      "--text", "a man with a beard", "--seeds", "0-2", "--truncation", "0.7", "--batch-size", "4",
+                      "--out", out) == 0
     record = json.loads((out / "samples.json").read_text())
     assert len(record["files"]) == 6 and record["truncation"] == 0.7 and len(record["checkpoint_hash"]) == 12
+    assert record["batch_size"] == 4
     assert record["text_encoder"] == "custom (random weights, seed 3201)"  # the smoke config's random CLIP
     first = record["files"][0]
     assert first == {"file": "000_seed0.png", "caption": "a woman with blond hair", "mask": str(folder / "mask.jpg"),
@@ -206,6 +222,7 @@ def foreign_ckpt(ckpt, tmp_path_factory):
     ("missing checkpoint", "does not exist"),
     ("foreign architecture", "does not fit the architecture"),
     ("bad seeds", "seeds"),
+    ("bad batch size", "--batch-size 0: expected at least 1"),
     ("unknown device", "device 'gpu'"),
 ])
 def test_sample_script_bad_input_is_one_error_and_writes_nothing(case, expected, ckpt, foreign_ckpt, face_files,
@@ -224,6 +241,7 @@ def test_sample_script_bad_input_is_one_error_and_writes_nothing(case, expected,
         "foreign architecture": ["--mask", mask, "--text", "a man"],
         "bad seeds": ["--mask", mask, "--text", "a man", "--seeds", "4-1"],
         "unknown device": ["--mask", mask, "--text", "a man", "--device", "gpu"],
+        "bad batch size": ["--mask", mask, "--text", "a man", "--batch-size", "0"],
     }[case]
     checkpoint = {"missing checkpoint": tmp_path / "none.pt", "foreign architecture": foreign_ckpt}.get(case, ckpt)
     out = tmp_path / "out"

@@ -254,28 +254,41 @@ def _device(module: nn.Module) -> torch.device:
 
 @torch.no_grad()
 def generate(g, text_encoder, cfg, labels: torch.Tensor, captions: list[str], seeds: list[int],
-             truncation: float = 1.0, progress: bool = False) -> torch.Tensor:
+             truncation: float = 1.0, batch_size: int = 1, progress: bool = False) -> torch.Tensor:
     """Images for N (label map, caption, seed) triples -> (N,3,S,S) float on the CPU, in [-1,1] (unclamped).
 
     labels: (N,S,S) int64; captions: N cleaned captions; truncation < 1 pulls w toward the model's mean
-    latent. Each sample gets a forward pass of its own: batched matrix products round differently from
-    single ones (about 1e-5 here, enough to flip 8-bit pixel values), so only this keeps a seed's image
-    byte-identical whatever else is generated with it.
+    latent. Every sample draws z and noise from its own seed and encodes its caption alone, so batch_size
+    changes only how many share a forward pass. With 1 (the default) a seed's image is byte-identical
+    whatever else is generated with it; batched matrix products round differently (about 1e-5 here), so
+    larger batches, faster on a GPU, can move a rare 8-bit pixel value by one.
     """
     if not len(labels) == len(captions) == len(seeds):
         raise InputError(f"got {len(labels)} masks, {len(captions)} captions and {len(seeds)} seeds; "
                          f"expected one of each per sample")
+    if batch_size < 1:
+        raise InputError(f"batch size {batch_size}: expected at least 1")
+    if batch_size > 1 and not cfg.TEXT.FIXED_LENGTH:
+        raise InputError("TEXT.FIXED_LENGTH is false (the reference's batch-dependent word length), so captions "
+                         "cannot share a batch without changing each other's features: use batch size 1")
     device = _device(g)
     features = {c: encode_caption(text_encoder, c) for c in dict.fromkeys(captions)}
     centre = truncation_centre(g) if truncation != 1.0 else None
     images = []
-    for i in tqdm(range(len(seeds)), unit="image", disable=not progress):
-        z, noise = seeded_inputs(g, seeds[i], cfg.MODEL.STYLE_DIM)
-        words, padding = _on(features[captions[i]], device)
-        out = g(mask_input(labels[i:i + 1], cfg).to(device), words, [z.to(device)], word_padding=padding,
-                noise=[n.to(device) for n in noise], truncation=truncation, truncation_latent=centre)
-        images.append(out[0].float().cpu())
-    return torch.stack(images)
+    with tqdm(total=len(seeds), unit="image", disable=not progress) as bar:
+        for start in range(0, len(seeds), batch_size):
+            part = range(start, min(start + batch_size, len(seeds)))
+            inputs = [seeded_inputs(g, seeds[i], cfg.MODEL.STYLE_DIM) for i in part]
+            z = torch.cat([z for z, _ in inputs]).to(device)
+            noise = [torch.cat(maps).to(device) for maps in zip(*(n for _, n in inputs))]
+            words = torch.cat([features[captions[i]].words for i in part]).to(device)
+            paddings = [features[captions[i]].padding for i in part]
+            padding = None if paddings[0] is None else torch.cat(paddings).to(device)
+            out = g(mask_input(labels[part.start:part.stop], cfg).to(device), words, [z], word_padding=padding,
+                    noise=noise, truncation=truncation, truncation_latent=centre)
+            images.append(out.float().cpu())
+            bar.update(len(part))
+    return torch.cat(images)
 
 
 # ---------------------------------------------------------------------------------------------------------------
