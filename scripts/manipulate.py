@@ -16,14 +16,12 @@ import argparse
 import dataclasses
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import torch
 
 from pixelface import editing
 from pixelface.checkpoint import file_hash, load_generator
-from pixelface.config import ConfigError
 from pixelface.text_encoder import TextEncoder
 
 
@@ -196,12 +194,8 @@ def main(argv=None) -> int:
     if args.inversion and (args.mask or args.parser or args.caption):
         parser.error("--inversion already holds the mask and caption; drop --mask/--parser/--caption")
 
-    warnings.simplefilter("always", editing.InputWarning)
-    warnings.showwarning = lambda message, *rest, **kw: print(f"warning: {message}", file=sys.stderr)
-    try:
-        out = run(args)
-    except (ValueError, ConfigError, FileNotFoundError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    out = editing.run_script(run, args)
+    if out is None:
         return 1
     print(f"wrote original, reconstruction, {len(args.edits or [])} edits, strip.png and report.json to {out}")
     return 0

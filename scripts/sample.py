@@ -11,14 +11,12 @@ file. A seed's image does not depend on what else is generated with it. Existing
 """
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 import torch
 
 from pixelface import editing
 from pixelface.checkpoint import file_hash, load_generator
-from pixelface.config import ConfigError
 from pixelface.text_encoder import TextEncoder
 
 
@@ -137,12 +135,8 @@ def main(argv=None) -> int:
     if args.ids and not args.from_dataset:
         parser.error("--ids needs --from-dataset")
 
-    warnings.simplefilter("always", editing.InputWarning)
-    warnings.showwarning = lambda message, *rest, **kw: print(f"warning: {message}", file=sys.stderr)
-    try:
-        out = run(args)
-    except (ValueError, ConfigError, FileNotFoundError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    out = editing.run_script(run, args)
+    if out is None:
         return 1
     print(f"wrote samples, grid.png and samples.json to {out}")
     return 0

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import sys
 import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
@@ -30,7 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .checkpoint import atomic_save, file_hash, load_formatted
-from .config import resolve_path
+from .config import ConfigError, resolve_path
 from .datasets import FaceDataset, clean_caption, resize_and_crop
 from .masks import NUM_CLASSES, MaskError, color_tensor, color_to_label, one_hot
 from .metrics import LPIPS_BACKBONE_FILE, lpips_network
@@ -47,6 +48,18 @@ class InputError(ValueError):
 
 class InputWarning(UserWarning):
     """An input was usable only after a change the user should know about (a caption cut short)."""
+
+
+def run_script(run, args):
+    """Run a CLI's `run(args)` the way sample.py and manipulate.py report: each InputWarning as one
+    "warning:" line, a bad input as one "error:" line. Returns run's result, or None after an error."""
+    warnings.simplefilter("always", InputWarning)
+    warnings.showwarning = lambda message, *rest, **kw: print(f"warning: {message}", file=sys.stderr)
+    try:
+        return run(args)
+    except (ValueError, ConfigError, FileNotFoundError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
