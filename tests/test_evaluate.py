@@ -117,7 +117,20 @@ def test_attribute_scorer_reads_real_synthface_and_judges_fakes(setup, tmp_path)
     assert sum(settings["attr_judged"].values()) >= 12
     assert values["attr_acc_real"] >= 0.9  # the scorer reads the real faces' stated colours back
     assert 0 <= values["attr_acc"] <= 1
-    assert all(key.split("/")[1] in settings["attr_judged"] for key in values if key.startswith("attr_acc/"))
+    assert all(key.partition("/")[2] in settings["attr_judged"] for key in values if key.startswith("attr_acc/"))
+    colours = [key for key in values if key.startswith("attr_acc/hair_color/")]
+    assert colours, "hair colour is broken down per asked colour"
+    # the per-colour shares are a partition of the overall hair-colour share
+    counts = {key: settings["attr_judged"][key.partition("/")[2]] for key in colours}
+    assert sum(counts.values()) == settings["attr_judged"]["hair_color"]
+    assert sum(values[k] * counts[k] for k in colours) / sum(counts.values()) == \
+        pytest.approx(values["attr_acc/hair_color"])
+
+
+def test_texture_metric_reads_real_faces_and_fakes(setup, tmp_path):
+    values = run(setup, tmp_path, split="train", num=8, metrics=["texture"])["metrics"]
+    assert 0 < values["texture_std_real"] < 30     # synthface regions are nearly flat
+    assert values["texture_ratio"] == pytest.approx(values["texture_std"] / values["texture_std_real"])
 
 
 def load_script():

@@ -5,7 +5,7 @@ import torch
 
 from pixelface import metrics
 from pixelface.metrics import (MissingWeightsError, StatsCache, clip_score, feature_stats, frechet_distance, kid,
-                               mask_accuracy, pairwise_distance_diversity, r_precision)
+                               mask_accuracy, pairwise_distance_diversity, r_precision, region_texture)
 
 
 @pytest.fixture(autouse=True)
@@ -95,6 +95,43 @@ def test_mask_accuracy_matches_hand_computation():
     # IoU: class 0 -> 1/2, class 1 -> 2/3; the 17 classes absent from both do not count.
     assert scores == pytest.approx({"pixel_acc": 0.75, "miou": (1 / 2 + 2 / 3) / 2})
     assert mask_accuracy(true, true) == pytest.approx({"pixel_acc": 1.0, "miou": 1.0})
+
+
+# ------------------------------------------------------------------------------------------------ region texture
+def _two_region_face():
+    """A 16x16 label map split into two regions, and an image painted flat in each (sharp edge between)."""
+    labels = torch.zeros(1, 16, 16, dtype=torch.long)
+    labels[:, :, 8:] = 17
+    image = torch.full((1, 3, 16, 16), -0.5)
+    image[:, :, :, 8:] = 0.6
+    return image, labels
+
+
+def test_region_texture_of_flat_regions_is_zero_whatever_the_edges():
+    image, labels = _two_region_face()
+    assert region_texture(image, labels).item() == pytest.approx(0.0, abs=1e-3)
+
+
+def test_region_texture_measures_noise_and_checkerboard_inside_regions():
+    image, labels = _two_region_face()
+    noise = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.1
+    assert region_texture(image + noise, labels).item() == pytest.approx(0.1 * 127.5, rel=0.2)
+    checker = ((torch.arange(16)[:, None] + torch.arange(16)[None]) % 2).float() * 0.2   # 0 / 0.2: std 0.1
+    assert region_texture(image + checker, labels).item() == pytest.approx(0.1 * 127.5, rel=0.05)
+
+
+def test_region_texture_ignores_region_edges_and_thin_regions():
+    image, labels = _two_region_face()
+    image[:, :, :, 7] = 1.0          # a stripe along the edge of region 0: eroded away
+    labels[:, 3, 3] = 5              # a one-pixel region: too small to measure, and it erodes its neighbours
+    image[:, :, 3, 3] = -1.0
+    assert region_texture(image, labels).item() == pytest.approx(0.0, abs=1e-3)
+
+
+def test_region_texture_refuses_mismatched_sizes():
+    image, labels = _two_region_face()
+    with pytest.raises(ValueError, match="differ in size"):
+        region_texture(image[..., :8], labels)
 
 
 def test_pairwise_diversity_is_zero_for_copies_and_one_for_orthogonal_samples():
