@@ -7,8 +7,8 @@ import torch.nn.functional as F
 
 from pixelface.config import load_config
 from pixelface.discriminator import Discriminator
-from pixelface.generator import Generator, PointwiseMix, channel_table
-from pixelface.layers import StyledConv, ToRGB
+from pixelface.generator import FoldStep, Generator, PointwiseMix, channel_table
+from pixelface.layers import StyledConv, ToRGB, unfold
 
 torch.set_num_threads(1)
 
@@ -332,3 +332,36 @@ def test_onehot_masks_from_config():
                              "TEXT.EMBEDDING_DIM=24"])
     g = Generator.from_config(cfg)
     assert g.mask_channels == 19 and g.mask_encoder.in_channels == 19
+
+
+# ------------------------------------------------------------------------------------------------
+# ICNR initialisation of the convs before Unfold (MODEL.UNFOLD_INIT)
+
+
+def test_icnr_unfold_starts_as_nearest_upsampling():
+    torch.manual_seed(0)
+    step = FoldStep(8, 16, style_dim=6, unfold_init="icnr")
+    x, style = torch.randn(2, 8, 5, 5), torch.randn(2, 6)
+    noise = torch.randn(2, 1, 5, 5)
+    low = step.conv_low(x, style, noise)
+    up = unfold(low)                                               # (2,4,10,10)
+    nearest = low[:, :4].repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    assert torch.equal(up, nearest)
+    torch.manual_seed(0)
+    random = FoldStep(8, 16, style_dim=6)
+    low = random.conv_low(x, style, noise)
+    assert not torch.allclose(unfold(low), low[:, :4].repeat_interleave(2, 2).repeat_interleave(2, 3))
+
+
+def test_icnr_generator_has_the_same_parameters_and_trains_them_all():
+    g, ref = tiny(unfold_init="icnr"), tiny()
+    assert [(n, p.shape) for n, p in g.named_parameters()] == [(n, p.shape) for n, p in ref.named_parameters()]
+    mask, words, z = tiny_inputs(g)
+    g(mask, words, [z]).square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in g.named_parameters()
+               if "noise_weight" not in n)
+
+
+def test_unknown_unfold_init_is_refused():
+    with pytest.raises(ValueError, match="unfold_init"):
+        tiny(unfold_init="zeros")

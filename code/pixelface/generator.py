@@ -139,16 +139,31 @@ class PointwiseMix(nn.Module):
         return f"in_widths={self.in_widths}, out={self.weight.shape[0]}"
 
 
-class FoldStep(nn.Module):
-    """StyledConv at r, Unfold to 2r, StyledConv at 2r, ToRGB with the upsampled skip."""
+UNFOLD_INITS = ("random", "icnr")
 
-    def __init__(self, in_ch: int, out_ch: int, style_dim: int):
+
+class FoldStep(nn.Module):
+    """StyledConv at r, Unfold to 2r, StyledConv at 2r, ToRGB with the upsampled skip.
+
+    unfold_init "icnr" (Aitken et al. 2017, "Checkerboard artifact free sub-pixel convolution") starts
+    conv_low with the same filters for the four sub-pixel channel groups that Unfold spreads over a 2×2
+    block, so the Unfold is a nearest-neighbour upsampling at initialisation instead of a random 2×2
+    pattern repeated over the image; "random" is the reference's independent initialisation.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, style_dim: int, unfold_init: str = "random"):
         super().__init__()
         if out_ch % 4:
             raise ValueError(f"fold-step width {out_ch} must be divisible by 4 (Unfold)")
+        if unfold_init not in UNFOLD_INITS:
+            raise ValueError(f"unfold_init must be one of {UNFOLD_INITS}, got {unfold_init!r}")
         self.conv_low = StyledConv(in_ch, out_ch, style_dim)
         self.conv_high = StyledConv(out_ch // 4, out_ch, style_dim)
         self.to_rgb = ToRGB(out_ch, style_dim)
+        if unfold_init == "icnr":
+            with torch.no_grad():   # Unfold reads channel (ph·2 + pw)·C + c for sub-pixel (ph, pw)
+                weight = self.conv_low.conv.weight
+                weight.copy_(weight[: out_ch // 4].repeat(4, 1, 1, 1))
 
     def forward(self, h, latents, noise_low, noise_high, skip):
         """latents (B,3,style_dim): conv_low, conv_high, to_rgb."""
@@ -162,7 +177,7 @@ class SynthesisStage(nn.Module):
 
     def __init__(self, index: int, res: int, channels: dict[int, int], style_dim: int,
                  text_dim: int, mask_dim: int, gcmf_gate: bool, gcmf_dropout: float,
-                 gcmf_chunk: int):
+                 gcmf_chunk: int, unfold_init: str = "random"):
         super().__init__()
         self.index, self.res = index, res
         hidden = channels[res // 4]
@@ -181,7 +196,7 @@ class SynthesisStage(nn.Module):
             self.conv_merge = PointwiseMix((hidden, hidden), hidden)
         self.folds = nn.ModuleList(
             FoldStep(hidden if f == 0 else channels[res // 4 * 2 ** f], channels[res // 4 * 2 ** (f + 1)],
-                     style_dim)
+                     style_dim, unfold_init)
             for f in range(FOLDS_PER_STAGE))
 
     def positional_fold(self, hidden, mask_rows, words, word_padding, constant, return_attention):
@@ -206,7 +221,7 @@ class Generator(nn.Module):
     def __init__(self, size: int = 256, style_dim: int = 512, n_mlp: int = 8, text_dim: int = 512,
                  channel_multiplier: int = 2, channel_max: int = 512, mask_dim: int = 128,
                  mask_channels: int = 3, lr_mlp: float = 0.01, gcmf_gate: bool = False,
-                 gcmf_dropout: float = 0.06, gcmf_chunk: int = 16384):
+                 gcmf_dropout: float = 0.06, gcmf_chunk: int = 16384, unfold_init: str = "random"):
         super().__init__()
         self.size, self.style_dim, self.text_dim = size, style_dim, text_dim
         self.mask_channels = mask_channels
@@ -222,7 +237,7 @@ class Generator(nn.Module):
         self.input = ConstantInput(self.channels[FIRST_RES], FIRST_RES)
         self.stages = nn.ModuleList(
             SynthesisStage(i, res, self.channels, style_dim, text_dim, mask_dim, gcmf_gate,
-                           gcmf_dropout, gcmf_chunk)
+                           gcmf_dropout, gcmf_chunk, unfold_init)
             for i, res in enumerate(resolutions))
 
         self.noise_resolutions = [r for res in resolutions
@@ -240,7 +255,7 @@ class Generator(nn.Module):
                    channel_max=cfg.MODEL.CHANNEL_MAX, mask_dim=cfg.MODEL.MASK_DIM,
                    mask_channels=mask_channels_from_config(cfg), lr_mlp=cfg.MODEL.LR_MLP,
                    gcmf_gate=cfg.MODEL.GCMF_GATE, gcmf_dropout=cfg.MODEL.GCMF_DROPOUT,
-                   gcmf_chunk=cfg.MODEL.GCMF_CHUNK)
+                   gcmf_chunk=cfg.MODEL.GCMF_CHUNK, unfold_init=cfg.MODEL.UNFOLD_INIT)
 
     # --------------------------------------------------------------------------------------------
     # Latents and noise
