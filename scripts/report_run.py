@@ -1,8 +1,10 @@
-"""Figures of a training run: mask | caption | sample at the start | sample at the end, and loss curves.
+"""Figures of a training run: mask | caption | sample at the start | sample at the end, loss curves, and
+the learning curve of the periodic evaluation.
 
     python scripts/report_run.py runs/synthface-00000 --out docs/default_run
 
-writes <out>_samples.png and <out>_losses.png from the run folder's samples/ and stats.jsonl.
+writes <out>_samples.png and <out>_losses.png from the run folder's samples/ and stats.jsonl, and
+<out>_metrics.png from metrics.jsonl when the run evaluated itself (TRAIN.EVAL_KIMG > 0).
 """
 import argparse
 import json
@@ -71,6 +73,39 @@ def losses_figure(run: Path, out: Path) -> None:
     plt.close(fig)
 
 
+# Learning-curve panels: (title, metrics.jsonl keys, the ceiling or target drawn as a dashed line)
+METRIC_PANELS = [
+    ("mask pixel accuracy", ["mask_pixel_acc"], 0.85),
+    ("mask mIoU", ["mask_miou"], 0.45),
+    ("hair colour obeyed", ["attr_acc/hair_color/black", "attr_acc/hair_color/brown",
+                            "attr_acc/hair_color/blond", "attr_acc/hair_color/gray"], 0.9),
+    ("attributes obeyed (attr_acc)", ["attr_acc"], None),
+    ("region texture / real", ["texture_ratio"], 1.5),
+    ("fid_clip", ["fid_clip"], None),
+]
+
+
+def metrics_figure(run: Path, out: Path) -> None:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    panels = [p for p in METRIC_PANELS if any(k in r for r in rows for k in p[1])]
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.7 * len(panels), 2.6))
+    for ax, (title, keys, target) in zip(np.atleast_1d(axes), panels):
+        for key in keys:
+            pts = [(r["kimg"], r[key]) for r in rows if key in r]
+            if pts:
+                ax.plot(*zip(*pts), marker=".", label=key.rsplit("/", 1)[-1] if len(keys) > 1 else None)
+        if target is not None:
+            ax.axhline(target, ls="--", c="gray", lw=0.8)
+        if len(keys) > 1:
+            ax.legend(fontsize=6)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("kimg", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
 def _wrap(text: str, width: int) -> str:
     lines, line = [], ""
     for word in text.split():
@@ -95,7 +130,11 @@ def main(argv=None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     samples_figure(args.run, Path(f"{args.out}_samples.png"), args.items)
     losses_figure(args.run, Path(f"{args.out}_losses.png"))
-    print(f"wrote {args.out}_samples.png and {args.out}_losses.png")
+    written = [f"{args.out}_samples.png", f"{args.out}_losses.png"]
+    if (args.run / "metrics.jsonl").is_file():
+        metrics_figure(args.run, Path(f"{args.out}_metrics.png"))
+        written.append(f"{args.out}_metrics.png")
+    print("wrote " + ", ".join(written))
     return 0
 
 

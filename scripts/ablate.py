@@ -1,0 +1,107 @@
+"""Controlled short runs: the same config, seed and length, one change each, evaluated alike -> one table.
+
+    python scripts/ablate.py --cfg cfg/synthface.yml --kimg 6 --out runs/ablate \
+        --variant baseline --variant "r1-0.1:TRAIN.R1_GAMMA=0.1" --variant "onehot:MODEL.MASK_INPUT=onehot"
+
+A variant is NAME or NAME:KEY=VALUE[,KEY=VALUE...] (config overrides on top of --cfg and --set). Each trains
+with `torchrun --nproc_per_node --nproc code/main.py` into <out>/<NAME>-00000 for --kimg, then its final
+G_ema is evaluated on the test split (mask accuracy, attribute and per-colour hair accuracy, region texture,
+fid_clip) from the same masks, captions and seeds. A variant whose run folder already holds its final
+checkpoint is not trained again, so an interrupted ablation continues where it stopped. Writes
+<out>/ablation.json and <out>/ablation.md (one row per variant) and prints the table.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from pixelface.checkpoint import load_checkpoint, load_generator
+from pixelface.config import REPO_ROOT, ConfigError, load_config
+from pixelface.metrics import evaluate_generator, markdown_table
+from pixelface.text_encoder import TextEncoder
+from pixelface.trainer import latest_checkpoint
+
+METRICS = ["mask_acc", "attr_acc", "texture", "fid_clip"]
+COLUMNS = ["mask_pixel_acc", "mask_miou", "attr_acc", "attr_acc/hair_color", "attr_acc/hair_color/black",
+           "attr_acc/hair_color/brown", "attr_acc/hair_color/blond", "attr_acc/hair_color/gray",
+           "texture_ratio", "fid_clip", "img_per_s"]
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    name, _, changes = text.partition(":")
+    if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise argparse.ArgumentTypeError(f"--variant {text!r}: NAME must be letters, digits, '-', '_' or '.'")
+    overrides = [c.strip() for c in changes.split(",") if c.strip()]
+    if any("=" not in o for o in overrides):
+        raise argparse.ArgumentTypeError(f"--variant {text!r}: changes must be KEY=VALUE")
+    return name, overrides
+
+
+def train(cfg_path: str, overrides: list[str], run_dir: Path, nproc: int) -> None:
+    cmd = ["torchrun", "--standalone", f"--nproc_per_node={nproc}", str(REPO_ROOT / "code" / "main.py"),
+           "--cfg", cfg_path, "--out", str(run_dir.parent), "--no-progress"]
+    for item in overrides:
+        cmd += ["--set", item]
+    if run_dir.exists():
+        cmd += ["--resume", str(run_dir)]   # an interrupted variant continues
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    log = run_dir.parent / f"{run_dir.name}.log"
+    with open(log, "a") as f:
+        if subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=os.environ.copy()).returncode:
+            raise RuntimeError(f"training variant {run_dir.name} failed; see {log}")
+
+
+def speed(run_dir: Path) -> float:
+    """Training img/s of the run's last session (stats.jsonl's last row averages since the session began)."""
+    lines = (run_dir / "stats.jsonl").read_text().splitlines()
+    return json.loads(lines[-1])["img_per_s"] if lines else float("nan")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cfg", required=True, help="base config")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every variant")
+    parser.add_argument("--variant", action="append", type=parse_variant, required=True, help="NAME[:KEY=VALUE,...]")
+    parser.add_argument("--kimg", type=float, required=True, help="training length of every variant")
+    parser.add_argument("--out", type=Path, required=True, help="folder of the variants' runs and the table")
+    parser.add_argument("--nproc", type=int, default=2, help="training processes per variant")
+    parser.add_argument("--num", type=int, default=500, help="test images generated per evaluation")
+    args = parser.parse_args(argv)
+    names = [name for name, _ in args.variant]
+    if len(set(names)) != len(names):
+        parser.error(f"variant names repeat: {names}")
+    rows, reports = {}, {}
+    try:
+        for name, changes in args.variant:
+            overrides = args.set + changes + [f"CONFIG_NAME={name}", f"TRAIN.TOTAL_KIMG={args.kimg}"]
+            load_config(args.cfg, overrides)  # a bad key fails here, before any training
+            run_dir = args.out / f"{name}-00000"
+            ckpt = latest_checkpoint(run_dir)
+            if ckpt is None and run_dir.exists():
+                raise FileExistsError(f"{run_dir} exists without a checkpoint to resume; remove it to retrain {name}")
+            if ckpt is None or load_checkpoint(ckpt)["progress"]["nimg"] < args.kimg * 1000:
+                train(args.cfg, overrides, run_dir, args.nproc)
+                ckpt = latest_checkpoint(run_dir)
+            g_ema, cfg = load_generator(ckpt)
+            report = evaluate_generator(g_ema, cfg, TextEncoder.from_config(cfg), num=args.num, metrics=METRICS)
+            report["changes"], report["checkpoint"] = changes, str(ckpt)
+            report["metrics"]["img_per_s"] = speed(run_dir)
+            reports[name] = report
+            rows[name] = {k: report["metrics"][k] for k in COLUMNS if k in report["metrics"]}
+            print(f"{name}: " + " ".join(f"{k}={v:.3f}" for k, v in rows[name].items()), flush=True)
+    except (ConfigError, FileNotFoundError, FileExistsError, RuntimeError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if rows:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "ablation.json").write_text(json.dumps(reports, indent=1) + "\n")
+            (args.out / "ablation.md").write_text(markdown_table(rows))
+    print(markdown_table(rows), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
