@@ -15,7 +15,7 @@ import torch
 from pixelface import distributed as dist
 from pixelface.config import REPO_ROOT, ConfigError, describe, load_config
 from pixelface.prepare import prepare_inputs
-from pixelface.runtime import processes_on_this_machine, tune_glibc_malloc
+from pixelface.runtime import cores_available, cpu_threads_per_rank, tune_glibc_malloc
 from pixelface.trainer import (NonFiniteLossError, Trainer, find_resume, load_resume, new_run_dir,
                                write_config)
 
@@ -42,14 +42,17 @@ def main(argv=None) -> int:
     cfg = load_config(args.cfg, args.set)
     device_type = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
     if device_type == "cpu":
-        # N processes on the machine's cores: a share of the threads each, or they fight over the cores.
-        torch.set_num_threads(max(1, torch.get_num_threads() // processes_on_this_machine()))
         tune_glibc_malloc()
     rank, world, device = dist.init(device_type)
     try:
         if rank == 0:
+            if device_type == "cpu":
+                torch.set_num_threads(cores_available())  # the other ranks only wait meanwhile
             prepare_inputs(cfg, log=print)
         dist.barrier()
+        if device_type == "cpu":
+            # N processes on the machine's cores: a share of the threads each, or they fight over the cores.
+            torch.set_num_threads(cpu_threads_per_rank())
         run_dir, ckpt = find_resume(args.out, cfg.CONFIG_NAME, args.resume) if args.resume else (None, None)
         if rank == 0 and run_dir is None:
             run_dir = new_run_dir(args.out, cfg.CONFIG_NAME)

@@ -24,3 +24,16 @@ def tune_glibc_malloc(threshold: int = 1 << 30) -> bool:
 def processes_on_this_machine() -> int:
     """How many ranks torchrun started here, known before the process group exists."""
     return int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+
+
+def cores_available() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one).
+
+    Read from the OS, not torch.get_num_threads(): torchrun sets OMP_NUM_THREADS=1 in every rank.
+    """
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def cpu_threads_per_rank() -> int:
+    """An equal share of the cores for each rank on this machine (at least one)."""
+    return max(1, cores_available() // processes_on_this_machine())
