@@ -82,6 +82,7 @@ SCHEMA = {
         "GCMF_GATE": _k(False, "add the paper figure's correlation gate to GCMF (our reading; reference code has none)"),
         "GCMF_DROPOUT": _k(0.06, "GCMF attention dropout, applied per element and per word (reference 0.06 each)"),
         "GCMF_CHUNK": _k(16384, "GCMF processes at most this many queries at once (memory bound at 256 px)"),
+        "D_SPECTRAL_NORM": _k("torch", "power iteration of D's text-head spectral norm: 'torch' (u then v, training only) or 'reference' (v then u on every call)"),
         "UNFOLD_INIT": _k("random", "init of the convs before each Unfold: 'random' (reference) or 'icnr' (Unfold starts as nearest upsampling: no checkerboard)"),
     },
     "TRAIN": {

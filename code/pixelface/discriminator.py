@@ -6,6 +6,10 @@ Differences from the reference, both deliberate:
   is sigmoid + BCE computed stably;
 * minibatch stddev works for any batch: the group is the largest divisor of B that is ≤ 4
   (the reference needs B divisible by min(B, 4)).
+
+One difference is opt-in: the conditional head's spectral norm. By default it is torch's (u then v,
+in training only); `spectral_norm="reference"` steps v then u on every call, evaluation included,
+as the reference does. Both keep u and v under the same state-dict names.
 """
 from __future__ import annotations
 
@@ -14,13 +18,15 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm as torch_spectral_norm
 
 from .generator import channel_table, mask_channels_from_config
 from .layers import ConvLayer, EqualLinear
 
 STDDEV_GROUP = 4
 RESIDUAL_GAIN = 1.0 / math.sqrt(2.0)
+SPECTRAL_NORMS = ("torch", "reference")
 
 
 class ResBlock(nn.Module):
@@ -56,14 +62,51 @@ def minibatch_stddev(x: torch.Tensor, group_max: int = STDDEV_GROUP) -> torch.Te
     return torch.cat([x, y], dim=1)
 
 
+def _unit(v: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """v / (‖v‖ + eps): the reference adds eps to the norm (spectral.py:10-11); F.normalize clamps it."""
+    return v / (v.norm() + eps)
+
+
+class ReferenceSpectralNorm(nn.Module):
+    """Parametrization W -> W/σ with the reference's power iteration (PixelFace+/code/spectral.py:23-34).
+
+    Every call, in training and evaluation alike, first steps v <- unit(Wᵀu), then u <- unit(Wv), and
+    takes σ = uᵀWv. torch's spectral_norm steps u before v and only in training, so from the same stored
+    (u, v) the two give different σ. The buffers carry torch's names (_u, _v): either mode loads the
+    other's state dict.
+    """
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        with torch.no_grad():
+            self.register_buffer("_u", _unit(weight.new_empty(weight.shape[0]).normal_()))
+            self.register_buffer("_v", _unit(weight.new_empty(weight[0].numel()).normal_()))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        matrix = weight.flatten(1)
+        with torch.no_grad():
+            self._v.copy_(_unit(torch.mv(matrix.t(), self._u)))
+            self._u.copy_(_unit(torch.mv(matrix, self._v)))
+        # clones: one D forward may run the head once per caption, updating u and v in place each time
+        sigma = torch.dot(self._u.clone(), torch.mv(matrix, self._v.clone()))
+        return weight / sigma
+
+
 class ConditionalHead(nn.Module):
     """COND_DNET: tile the sentence over 4×4, concat with h, spectral-norm 3×3 conv + leaky ReLU,
-    4×4 stride-4 conv to one logit per sample."""
+    4×4 stride-4 conv to one logit per sample. `spectral_norm`: "torch" or "reference" (see above)."""
 
-    def __init__(self, channels: int, sentence_dim: int):
+    def __init__(self, channels: int, sentence_dim: int, spectral_norm: str = "torch"):
         super().__init__()
+        if spectral_norm not in SPECTRAL_NORMS:
+            raise ValueError(f"spectral_norm must be one of {SPECTRAL_NORMS}, got {spectral_norm!r}")
         self.sentence_dim = sentence_dim
-        self.joint_conv = spectral_norm(nn.Conv2d(channels + sentence_dim, channels, 3, padding=1))
+        conv = nn.Conv2d(channels + sentence_dim, channels, 3, padding=1)
+        if spectral_norm == "torch":
+            self.joint_conv = torch_spectral_norm(conv)
+        else:
+            parametrize.register_parametrization(conv, "weight", ReferenceSpectralNorm(conv.weight))
+            self.joint_conv = conv
         self.out = nn.Conv2d(channels, 1, 4, stride=4)
 
     def forward(self, h: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
@@ -80,10 +123,11 @@ class Discriminator(nn.Module):
         channel_multiplier, channel_max: StyleGAN2 width table, capped.
         in_channels: image (3) + mask channels (3 colour, 19 one-hot).
         sentence_dim: width of the sentence embedding fed to the conditional head.
+        spectral_norm: the conditional head's power iteration, "torch" or "reference".
     """
 
     def __init__(self, size: int = 256, channel_multiplier: int = 2, channel_max: int = 512,
-                 in_channels: int = 6, sentence_dim: int = 512):
+                 in_channels: int = 6, sentence_dim: int = 512, spectral_norm: str = "torch"):
         super().__init__()
         if size < 8 or size & (size - 1):
             raise ValueError(f"discriminator size must be a power of two ≥ 8, got {size}")
@@ -98,13 +142,13 @@ class Discriminator(nn.Module):
         self.final_conv = ConvLayer(ch[4] + 1, ch[4], 3)
         self.final_linear = nn.Sequential(EqualLinear(ch[4] * 16, ch[4], activation=True),
                                           EqualLinear(ch[4], 1))
-        self.cond_head = ConditionalHead(ch[4], sentence_dim)
+        self.cond_head = ConditionalHead(ch[4], sentence_dim, spectral_norm)
 
     @classmethod
     def from_config(cls, cfg) -> "Discriminator":
         return cls(size=cfg.MODEL.SIZE, channel_multiplier=cfg.MODEL.CHANNEL_MULTIPLIER,
                    channel_max=cfg.MODEL.CHANNEL_MAX, in_channels=3 + mask_channels_from_config(cfg),
-                   sentence_dim=cfg.TEXT.SENTENCE_DIM)
+                   sentence_dim=cfg.TEXT.SENTENCE_DIM, spectral_norm=cfg.MODEL.D_SPECTRAL_NORM)
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor, sentence=None):
         """image (B,3,S,S), mask (B,C_m,S,S); sentence (B,sentence_dim), a list of K such tensors, or None.
