@@ -59,7 +59,8 @@ def samples_figure(run: Path, out: Path, items: int) -> None:
 
 def losses_figure(run: Path, out: Path) -> None:
     rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
-    keys = [k for k in ("loss/D", "loss/G", "loss/CLIP", "loss/R1", "loss/PL", "scores/real", "scores/fake")
+    keys = [k for k in ("loss/D", "loss/G", "loss/CLIP", "loss/recon", "loss/R1", "loss/PL", "scores/real",
+                              "scores/fake")
             if any(k in r for r in rows)]
     fig, axes = plt.subplots(1, len(keys), figsize=(2.6 * len(keys), 2.4))
     for ax, key in zip(np.atleast_1d(axes), keys):

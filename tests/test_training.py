@@ -18,7 +18,7 @@ from pixelface.clip_pretrain import pretrain_clip
 from pixelface.config import REPO_ROOT, ConfigError, load_config
 from pixelface.synthface import write_dataset
 from pixelface.text_encoder import TextEncoder
-from pixelface.trainer import NonFiniteLossError, Trainer, latest_checkpoint, load_resume
+from pixelface.trainer import NonFiniteLossError, Trainer, latest_checkpoint, load_resume, mask_input
 
 SMOKE = REPO_ROOT / "cfg" / "smoke.yml"
 MAIN = REPO_ROOT / "code" / "main.py"
@@ -106,6 +106,26 @@ def test_nonfinite_losses_skip_updates_then_stop_with_a_checkpoint(smoke_root, t
     assert all(torch.isfinite(p).all() for p in trainer.D.parameters())
     assert latest_checkpoint(tmp_path) is not None
     assert "update skipped" in (tmp_path / "log.txt").read_text()
+
+
+@pytest.mark.parametrize("weight", [0.0, 5.0])
+def test_reconstruction_loss_alone_moves_the_generator_only_when_weighted(smoke_root, tmp_path, weight):
+    torch.set_num_threads(1)
+    cfg = smoke_cfg(smoke_root, f"TRAIN.RECON_WEIGHT={weight}", "TRAIN.CLIP_WEIGHT=0")
+    trainer = Trainer(cfg, tmp_path, torch.device("cpu"), progress_bar=False)
+    batch = next(iter(trainer._loader()))
+    images, masks = batch["image"], mask_input(batch, cfg)
+    feats = trainer.text.encode(batch["caption"])
+    before = [p.detach().clone() for p in trainer.G.parameters()]
+    zero = lambda logit, cond: 0 * (logit.sum() + cond.sum())   # the adversarial term switched off
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(losses, "generator_adversarial_loss", zero)
+        assert trainer.g_main(images, masks, feats)
+    moved = [not torch.equal(a, b) for a, b in zip(before, trainer.G.parameters())]
+    assert any(moved) == (weight > 0)
+    assert ("loss/recon" in trainer.stats) == (weight > 0)
+    if weight:
+        assert 0 < trainer.stats["loss/recon"][0] < 2   # a mean |fake - real| of images in [-1, 1]
 
 
 def _free_port() -> int:

@@ -101,6 +101,7 @@ SCHEMA = {
         "CLIP_WEIGHT": _k(1.0, "weight of the CLIP contrastive loss on G"),
         "CLIP_SCHEDULE": _k(False, "ramp the CLIP weight as min(1, 0.03 + 0.005 epoch) x CLIP_WEIGHT (reference computed it, never used it)"),
         "CLIP_NORMALIZE": _k(False, "map G output to [0,1] and CLIP mean/std before the CLIP loss (fix); False: raw [-1,1] (reference)"),
+        "RECON_WEIGHT": _k(0.0, "weight of an L1 loss between G's image and the real image of the same mask and caption (not in the paper; 0 = off)"),
         "MISMATCH_ON": _k("fake", "image paired with rotated text in the D mismatch term: 'fake' (reference) or 'real'"),
         "EMA_HALFLIFE_KIMG": _k(1.25, "G_ema half-life in thousands of images (1.25 reproduces the reference at batch 4)"),
         "EMA_RAMPUP": _k(0.0, "if > 0, half-life is at most this fraction of the images seen so far"),

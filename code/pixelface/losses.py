@@ -37,6 +37,16 @@ def generator_adversarial_loss(fake_logit, fake_cond) -> torch.Tensor:
     return F.softplus(-fake_logit).mean() + _bce(fake_cond, 1.0)
 
 
+def reconstruction_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between G's image and the real image its mask and caption came from.
+
+    Not in the paper (a pix2pix-style L1 term, TRAIN.RECON_WEIGHT, off by default): where the mask fixes the
+    layout pixel by pixel and the caption most colours, it hands G the pixel-exact target that the
+    adversarial signal only conveys slowly.
+    """
+    return (fake - real).abs().mean()
+
+
 def clip_loss(logits_per_image: torch.Tensor) -> torch.Tensor:
     """Image->text contrastive CE over the local batch (the reference uses only this direction)."""
     labels = torch.arange(logits_per_image.shape[0], device=logits_per_image.device)

@@ -344,7 +344,7 @@ class Trainer:
         self._record(**{"loss/R1": penalty.detach()})
         return self._finite_or_skip(loss.detach(), self.D, self.opt_D)
 
-    def g_main(self, masks, feats) -> bool:
+    def g_main(self, images, masks, feats) -> bool:
         self.G.requires_grad_(True)
         self.D.requires_grad_(False)
         cfg = self.cfg.TRAIN
@@ -353,6 +353,10 @@ class Trainer:
             logit, cond = self.D(fake, masks, [feats.sentence])
             loss = losses.generator_adversarial_loss(logit, cond[0])
         self._record(**{"loss/G": loss.detach()})
+        if cfg.RECON_WEIGHT > 0:
+            recon = losses.reconstruction_loss(fake.float(), images)
+            loss = loss + cfg.RECON_WEIGHT * recon
+            self._record(**{"loss/recon": recon.detach()})
         weight = losses.clip_weight(cfg.CLIP_WEIGHT, cfg.CLIP_SCHEDULE, self.progress.epoch)
         if weight > 0:
             clip = losses.clip_loss(self.text.logits_per_image(fake.float(), feats.tokens, cfg.CLIP_NORMALIZE))
@@ -397,7 +401,7 @@ class Trainer:
         ok = self.d_main(images, masks, feats, wrong)
         if p.step % cfg.R1_INTERVAL == 0:
             ok &= self.d_reg(images, masks, feats)
-        ok &= self.g_main(masks, feats)
+        ok &= self.g_main(images, masks, feats)
         if p.step % cfg.PL_INTERVAL == 0:
             ok &= self.g_reg(masks, feats)
         self.update_ema()
