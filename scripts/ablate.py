@@ -8,7 +8,8 @@ with `torchrun --nproc_per_node --nproc code/main.py` into <out>/<NAME>-00000 fo
 G_ema is evaluated on the test split (mask accuracy, attribute and per-colour hair accuracy, region texture,
 fid_clip) from the same masks, captions and seeds. A variant whose run folder already holds its final
 checkpoint is not trained again, so an interrupted ablation continues where it stopped. Writes
-<out>/ablation.json and <out>/ablation.md (one row per variant) and prints the table.
+<out>/ablation.json and <out>/ablation.md (one row per variant; rows of earlier calls with the same --out
+are kept, a variant evaluated again replaces its row) and prints the table.
 """
 import argparse
 import json
@@ -59,6 +60,10 @@ def speed(run_dir: Path) -> float:
     return json.loads(lines[-1])["img_per_s"] if lines else float("nan")
 
 
+def table_rows(reports: dict) -> dict:
+    return {name: {k: r["metrics"][k] for k in COLUMNS if k in r["metrics"]} for name, r in reports.items()}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cfg", required=True, help="base config")
@@ -72,7 +77,9 @@ def main(argv=None) -> int:
     names = [name for name, _ in args.variant]
     if len(set(names)) != len(names):
         parser.error(f"variant names repeat: {names}")
-    rows, reports = {}, {}
+    table = args.out / "ablation.json"
+    reports = json.loads(table.read_text()) if table.is_file() else {}   # earlier ablations into --out stay
+    rows = {}
     try:
         for name, changes in args.variant:
             overrides = args.set + changes + [f"CONFIG_NAME={name}", f"TRAIN.TOTAL_KIMG={args.kimg}"]
@@ -89,7 +96,7 @@ def main(argv=None) -> int:
             report["changes"], report["checkpoint"] = changes, str(ckpt)
             report["metrics"]["img_per_s"] = speed(run_dir)
             reports[name] = report
-            rows[name] = {k: report["metrics"][k] for k in COLUMNS if k in report["metrics"]}
+            rows[name] = table_rows({name: report})[name]
             print(f"{name}: " + " ".join(f"{k}={v:.3f}" for k, v in rows[name].items()), flush=True)
     except (ConfigError, FileNotFoundError, FileExistsError, RuntimeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -97,9 +104,9 @@ def main(argv=None) -> int:
     finally:
         if rows:
             args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / "ablation.json").write_text(json.dumps(reports, indent=1) + "\n")
-            (args.out / "ablation.md").write_text(markdown_table(rows))
-    print(markdown_table(rows), end="")
+            table.write_text(json.dumps(reports, indent=1) + "\n")
+            (args.out / "ablation.md").write_text(markdown_table(table_rows(reports)))
+    print(markdown_table(table_rows(reports)), end="")
     return 0
 
 
