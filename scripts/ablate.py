@@ -79,7 +79,7 @@ def main(argv=None) -> int:
         parser.error(f"variant names repeat: {names}")
     table = args.out / "ablation.json"
     reports = json.loads(table.read_text()) if table.is_file() else {}   # earlier ablations into --out stay
-    rows = {}
+    args.out.mkdir(parents=True, exist_ok=True)
     try:
         for name, changes in args.variant:
             overrides = args.set + changes + [f"CONFIG_NAME={name}", f"TRAIN.TOTAL_KIMG={args.kimg}"]
@@ -96,16 +96,13 @@ def main(argv=None) -> int:
             report["changes"], report["checkpoint"] = changes, str(ckpt)
             report["metrics"]["img_per_s"] = speed(run_dir)
             reports[name] = report
-            rows[name] = table_rows({name: report})[name]
-            print(f"{name}: " + " ".join(f"{k}={v:.3f}" for k, v in rows[name].items()), flush=True)
+            row = table_rows({name: report})[name]
+            print(f"{name}: " + " ".join(f"{k}={v:.3f}" for k, v in row.items()), flush=True)
+            table.write_text(json.dumps(reports, indent=1) + "\n")   # after every variant: a kill loses none
+            (args.out / "ablation.md").write_text(markdown_table(table_rows(reports)))
     except (ConfigError, FileNotFoundError, FileExistsError, RuntimeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    finally:
-        if rows:
-            args.out.mkdir(parents=True, exist_ok=True)
-            table.write_text(json.dumps(reports, indent=1) + "\n")
-            (args.out / "ablation.md").write_text(markdown_table(table_rows(reports)))
     print(markdown_table(table_rows(reports)), end="")
     return 0
 
