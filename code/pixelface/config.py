@@ -83,6 +83,7 @@ SCHEMA = {
         "GCMF_DROPOUT": _k(0.06, "GCMF attention dropout, applied per element and per word (reference 0.06 each)"),
         "GCMF_CHUNK": _k(16384, "GCMF processes at most this many queries at once (memory bound at 256 px)"),
         "D_SPECTRAL_NORM": _k("torch", "power iteration of D's text-head spectral norm: 'torch' (u then v, training only) or 'reference' (v then u on every call)"),
+        "POSFOLD_WIDTH": _k(0, "channels per pixel of the positional fold before its two Folds (0: hidden/16, the reference)"),
         "UNFOLD_INIT": _k("random", "init of the convs before each Unfold: 'random' (reference) or 'icnr' (Unfold starts as nearest upsampling: no checkerboard)"),
     },
     "TRAIN": {

@@ -177,26 +177,30 @@ class SynthesisStage(nn.Module):
 
     def __init__(self, index: int, res: int, channels: dict[int, int], style_dim: int,
                  text_dim: int, mask_dim: int, gcmf_gate: bool, gcmf_dropout: float,
-                 gcmf_chunk: int, unfold_init: str = "random"):
+                 gcmf_chunk: int, unfold_init: str = "random", posfold_width: int = 0):
         super().__init__()
         self.index, self.res = index, res
         hidden = channels[res // 4]
-        if hidden % 16:
+        if hidden % 16 and not posfold_width:
             raise ValueError(f"hidden width {hidden} at {res // 4}² must be divisible by 16 (two Folds)")
+        # Channels per pixel before the two Folds: the reference's hidden/16 keeps Fold² at `hidden`
+        # channels; narrow models (hidden 32 -> 2 per pixel) cannot pass 19 mask classes through that.
+        width = posfold_width or hidden // 16
+        folded = 16 * width
         self.lff = FourierFeatures(channels[res])
         self.gcmf = GCMF(mask_dim, text_dim, dim=mask_dim, gate=gcmf_gate, dropout=gcmf_dropout,
                          chunk=gcmf_chunk)
         if index == 0:
             # cat[E_rend, E_coor, X0, M16] -> hidden -> hidden/16
             self.conv0 = PointwiseMix((mask_dim, channels[res], channels[res], mask_dim), hidden)
-            self.conv1 = PointwiseMix((hidden,), hidden // 16)
+            self.conv1 = PointwiseMix((hidden,), width)
         else:
             # cat[E_rend, E_coor, M_R] -> hidden/16 ; after Fold², cat[H', H] -> hidden
-            self.conv1 = PointwiseMix((mask_dim, channels[res], mask_dim), hidden // 16)
-            self.conv_merge = PointwiseMix((hidden, hidden), hidden)
+            self.conv1 = PointwiseMix((mask_dim, channels[res], mask_dim), width)
+            self.conv_merge = PointwiseMix((folded, hidden), hidden)
         self.folds = nn.ModuleList(
-            FoldStep(hidden if f == 0 else channels[res // 4 * 2 ** f], channels[res // 4 * 2 ** (f + 1)],
-                     style_dim, unfold_init)
+            FoldStep((folded if index == 0 else hidden) if f == 0 else channels[res // 4 * 2 ** f],
+                     channels[res // 4 * 2 ** (f + 1)], style_dim, unfold_init)
             for f in range(FOLDS_PER_STAGE))
 
     def positional_fold(self, hidden, mask_rows, words, word_padding, constant, return_attention):
@@ -221,7 +225,8 @@ class Generator(nn.Module):
     def __init__(self, size: int = 256, style_dim: int = 512, n_mlp: int = 8, text_dim: int = 512,
                  channel_multiplier: int = 2, channel_max: int = 512, mask_dim: int = 128,
                  mask_channels: int = 3, lr_mlp: float = 0.01, gcmf_gate: bool = False,
-                 gcmf_dropout: float = 0.06, gcmf_chunk: int = 16384, unfold_init: str = "random"):
+                 gcmf_dropout: float = 0.06, gcmf_chunk: int = 16384, unfold_init: str = "random",
+                 posfold_width: int = 0):
         super().__init__()
         self.size, self.style_dim, self.text_dim = size, style_dim, text_dim
         self.mask_channels = mask_channels
@@ -237,7 +242,7 @@ class Generator(nn.Module):
         self.input = ConstantInput(self.channels[FIRST_RES], FIRST_RES)
         self.stages = nn.ModuleList(
             SynthesisStage(i, res, self.channels, style_dim, text_dim, mask_dim, gcmf_gate,
-                           gcmf_dropout, gcmf_chunk, unfold_init)
+                           gcmf_dropout, gcmf_chunk, unfold_init, posfold_width)
             for i, res in enumerate(resolutions))
 
         self.noise_resolutions = [r for res in resolutions
@@ -255,7 +260,8 @@ class Generator(nn.Module):
                    channel_max=cfg.MODEL.CHANNEL_MAX, mask_dim=cfg.MODEL.MASK_DIM,
                    mask_channels=mask_channels_from_config(cfg), lr_mlp=cfg.MODEL.LR_MLP,
                    gcmf_gate=cfg.MODEL.GCMF_GATE, gcmf_dropout=cfg.MODEL.GCMF_DROPOUT,
-                   gcmf_chunk=cfg.MODEL.GCMF_CHUNK, unfold_init=cfg.MODEL.UNFOLD_INIT)
+                   gcmf_chunk=cfg.MODEL.GCMF_CHUNK, unfold_init=cfg.MODEL.UNFOLD_INIT,
+                   posfold_width=cfg.MODEL.POSFOLD_WIDTH)
 
     # --------------------------------------------------------------------------------------------
     # Latents and noise
