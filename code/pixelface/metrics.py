@@ -717,6 +717,11 @@ def select_metrics(ctx: EvalContext, names: list[str] | None) -> tuple[list[str]
     return selected, skipped
 
 
+def default_parser_path(cfg) -> Path:
+    """models/parser_<DATA.NAME>.pt, where scripts/train_parser.py's documented command puts it."""
+    return REPO_ROOT / "models" / f"parser_{_safe_name(cfg.DATA.NAME)}.pt"
+
+
 def evaluate_generator(g_ema, cfg, text_encoder, *, split: str = "test", num: int = 1000,
                        metrics: list[str] | None = None, seeds=(0,), batch_size: int = 16, device="cpu",
                        parser_path: str | Path | None = None, cache_dir: str | Path | None = None,
@@ -736,9 +741,8 @@ def evaluate_generator(g_ema, cfg, text_encoder, *, split: str = "test", num: in
         raise ValueError(f"evaluation needs num >= 2 ({num}), batch_size >= 1 ({batch_size}) and a seed ({seeds})")
     started = time.time()
     dataset = FaceDataset(cfg, split, train=False)
-    default_parser = REPO_ROOT / "models" / f"parser_{_safe_name(cfg.DATA.NAME)}.pt"
     ctx = EvalContext(g_ema, cfg, text_encoder, dataset, split, num, [int(s) for s in seeds], batch_size,
-                      torch.device(device), StatsCache(cache_dir), Path(parser_path or default_parser),
+                      torch.device(device), StatsCache(cache_dir), Path(parser_path or default_parser_path(cfg)),
                       Path(inception_path) if inception_path else None)
     ctx.settings.update(dataset=cfg.DATA.NAME, split=split, num=num, seeds=ctx.seeds, batch_size=batch_size,
                         caption_slot=cfg.DATA.EVAL_CAPTION, image_size=cfg.DATA.IMAGE_SIZE,
