@@ -36,7 +36,7 @@ from .text_encoder import TextEncoder, pin_weights_hash
 
 
 # Metrics where a smaller value is a better model; every other metric is better when larger.
-LOWER_IS_BETTER = {"fid", "kid", "fid_clip"}
+LOWER_IS_BETTER = {"fid", "kid", "fid_clip", "texture_std", "texture_ratio"}
 
 
 class NonFiniteLossError(RuntimeError):
