@@ -35,7 +35,7 @@ def test_real_index_has_the_published_splits(real_index):
 def test_real_captions_clean_to_a_small_vocabulary(real_index):
     words = {w for split in real_index.values() for _, caps in split[::50] for c in caps
              for w in clean_caption(c).split()}
-    assert 40 <= len(words) <= 64  # the spec counts 64 words over every caption
+    assert 40 <= len(words) <= 64  # 64 words over every caption of the reference's dataset2.json
     assert all(w.isascii() and w.islower() for w in words)
 
 

@@ -1,4 +1,5 @@
-"""Discriminator: reference parameter count (spec §3.9), both heads, any-batch minibatch stddev."""
+"""Discriminator: parameter count of the reference Pixel_Discriminator (PixelFace+/code/model.py:194-311),
+both heads, any-batch minibatch stddev."""
 import pytest
 import torch
 import torch.nn.functional as F

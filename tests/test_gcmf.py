@@ -1,4 +1,5 @@
-"""GCMF against a direct transcription of spec §3.4, padding, chunking, dropout and the gate."""
+"""GCMF against a direct transcription of the reference forward pass
+(PixelFace+/code/pixel_models/GateCrossModelFusion.py:472-547), padding, chunking, dropout and the gate."""
 import math
 
 import pytest
@@ -10,7 +11,8 @@ torch.set_num_threads(1)
 
 
 def reference_gcmf(m, queries, words, padding=None):
-    """Spec §3.4 step by step (eval mode): project, q·kᵀ/√d, softmax, probs·v, c_mlp, ctrl + ffn."""
+    """GateCrossModelFusion.forward step by step (eval mode): project, q·kᵀ/√d, softmax, probs·v, c_mlp,
+    ctrl + ffn."""
     q, k, v = m.to_queries(queries), m.to_keys(words), m.to_values(words)
     scores = q @ k.transpose(1, 2) / math.sqrt(m.dim)
     if padding is not None:
@@ -44,7 +46,8 @@ def test_matches_direct_transcription_of_the_reference():
 
 
 def test_output_has_no_residual_from_queries():
-    """Spec §3.4.6: with one word, attention is all-ones, so the queries cannot matter."""
+    """No query residual (GateCrossModelFusion.py:534): with one word, attention is all-ones, so the
+    queries cannot matter."""
     m = make().eval()
     queries, words = inputs(t=1)
     out = m(queries, words)

@@ -1,4 +1,5 @@
-"""Generator: reference shapes and parameter counts (spec §3.7, §3.9), determinism, latents, noise."""
+"""Generator: shapes and parameter counts of the reference PixelFacePlus (PixelFace+/code/model.py:340-616),
+determinism, latents, noise."""
 import math
 
 import pytest
@@ -39,7 +40,8 @@ def test_reference_parameter_count_without_dead_parameters():
 
 
 def test_reference_shapes_at_256():
-    """One B=1 forward at the reference configuration; every layer's shape from spec §3.7."""
+    """One B=1 forward at the reference configuration; every layer's shape as in the reference forward pass
+    (PixelFace+/code/model.py:476-616, PixelFacePlus.forward)."""
     torch.manual_seed(0)
     g = Generator().eval()
     seen = []
@@ -109,7 +111,8 @@ def test_mask_features_equal_mask_conv_and_nearest_resize():
 
 
 def literal_reference_forward(g, mask, words, latents, noise, padding=None):
-    """Spec §3.7 transcribed literally with G's parameters: full-resolution mask conv, nearest
+    """Literal transcription of the reference forward pass (PixelFace+/code/model.py:476-616,
+    PixelFacePlus.forward) with G's parameters: full-resolution mask conv, nearest
     resizes, per-sample loops for the modulated convs, concatenations, Fold/Unfold by definition."""
     b, gain = mask.shape[0], math.sqrt(2)
     act = lambda x, bias: F.leaky_relu(x + bias.view(1, -1, 1, 1), 0.2) * gain  # noqa: E731

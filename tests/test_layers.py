@@ -1,4 +1,4 @@
-"""StyleGAN2 building blocks against their textbook definitions (spec §3.1, §3.6)."""
+"""StyleGAN2 building blocks against their textbook definitions (PixelFace+/code/pixel_models/blocks.py)."""
 import math
 
 import pytest
@@ -13,7 +13,8 @@ torch.set_num_threads(1)
 
 
 def naive_fold(x):
-    """Spec §3.6 literally: output channel (ph·2+pw)·C + c holds x[c, 2i+ph, 2j+pw]."""
+    """Fold (PixelFace+/code/pixel_models/blocks.py:18-35) literally: output channel (ph·2+pw)·C + c
+    holds x[c, 2i+ph, 2j+pw]."""
     b, c, h, w = x.shape
     out = torch.empty(b, 4 * c, h // 2, w // 2, dtype=x.dtype)
     for ph in range(2):
@@ -45,7 +46,7 @@ def naive_upfirdn(x, up, pad, kernel):
     return F.conv2d(u, k, groups=c)
 
 
-def test_fold_matches_spec_definition_and_pixel_unshuffle_regroup():
+def test_fold_matches_reference_definition_and_pixel_unshuffle_regroup():
     x = torch.randn(2, 5, 16, 16)
     assert torch.equal(fold(x), naive_fold(x))
     assert torch.equal(fold(x), regrouped_pixel_unshuffle(x))

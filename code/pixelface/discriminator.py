@@ -1,5 +1,5 @@
-"""PixelFace+ discriminator (spec §4): StyleGAN2 residual D on cat[image, mask] plus an AttnGAN-style
-conditional head on the CLIP sentence embedding.
+"""PixelFace+ discriminator (PixelFace+/code/model.py:194-311, Pixel_Discriminator): StyleGAN2 residual D
+on cat[image, mask] plus an AttnGAN-style conditional head on the CLIP sentence embedding.
 
 Differences from the reference, both deliberate:
 * the conditional head returns a LOGIT; the losses apply binary_cross_entropy_with_logits, which

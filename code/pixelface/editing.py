@@ -1,5 +1,6 @@
-"""Sampling and editing with a trained generator (spec §6): per-seed sampling, inversion of a given
-face into W+ and noise maps, and edits of its description or its layout.
+"""Sampling and editing with a trained generator: per-seed sampling, inversion of a given face into
+W+ and noise maps, and edits of its description or its layout. The reference has only the sample.py
+snippet at its repository root and no editing code, so all of this is new.
 
 scripts/sample.py and scripts/manipulate.py are thin shells over this module, and an interactive editor
 can call it directly: the functions take tensors and plain values, and only the explicit save_* helpers

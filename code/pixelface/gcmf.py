@@ -1,13 +1,16 @@
-"""GCMF, "Gate Cross-Modal Fusion" (spec §3.4): mask-feature queries attend over word features.
+"""GCMF, "Gate Cross-Modal Fusion" (PixelFace+/code/pixel_models/GateCrossModelFusion.py): mask-feature
+queries attend over word features.
 
 Faithful to the published code by default: one head, scores q·kᵀ/√dim, softmax over the words,
 training-mode dropout applied per element and per word column, ctrl = probs @ v, then
 ctrl = c_mlp(ctrl) and out = ctrl + ffn(ctrl). There is no residual from the queries: the mask
-features reach the output only through the attention weights (spec §3.4, §7.4).
+features reach the output only through the attention weights (GateCrossModelFusion.py:472-547; the
+output is control + ffn(control) at line 534).
 
 `gate=True` adds the paper figure's "Correlation Gate Matrix", which the published code does not
-implement (§7.3). Its form is OUR GUESS: a small per-(query, word) MLP reads the correlation score
-and its softmax share and emits a sigmoid gate that multiplies the attention probabilities.
+implement (GateCrossModelFusion.py:366,413-414,517-518 leave both gates off). Its form is OUR GUESS:
+a small per-(query, word) MLP reads the correlation score and its softmax share and emits a sigmoid
+gate that multiplies the attention probabilities.
 
 Two exact re-associations keep the 256² stage (65,536 queries per image) cheap:
 * the query projection is folded into the keys, scores = X·(k·W_q)ᵀ + k·b_q, so the queries are

@@ -1,5 +1,5 @@
-"""PixelFace+ generator (spec §3): a pixel-regression StyleGAN2 whose layout comes from the mask and
-whose appearance comes from text through GCMF at every stage.
+"""PixelFace+ generator (PixelFace+/code/model.py:340-616, PixelFacePlus): a pixel-regression StyleGAN2
+whose layout comes from the mask and whose appearance comes from text through GCMF at every stage.
 
 Stages run at R = 16, 64, 256 (… 16·4^k up to `size`). Stage s:
   E_rend = GCMF(mask features at R² ; words)             (B,R²,mask_dim)
@@ -220,7 +220,8 @@ class SynthesisStage(nn.Module):
 
 
 class Generator(nn.Module):
-    """PixelFace+ generator. See the module docstring and spec §3; `forward` documents the inputs."""
+    """PixelFace+ generator (reference: PixelFace+/code/model.py, PixelFacePlus). See the module docstring;
+    `forward` documents the inputs."""
 
     def __init__(self, size: int = 256, style_dim: int = 512, n_mlp: int = 8, text_dim: int = 512,
                  channel_multiplier: int = 2, channel_max: int = 512, mask_dim: int = 128,

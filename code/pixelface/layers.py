@@ -1,4 +1,5 @@
-"""StyleGAN2 building blocks (rosinality conventions, spec §3.1) in native PyTorch.
+"""StyleGAN2 building blocks (rosinality conventions, as in PixelFace+/code/pixel_models/blocks.py) in
+native PyTorch.
 
 The reference needs two CUDA extensions (fused bias + leaky ReLU, upfirdn2d); everything here uses
 stock conv / linear ops instead. Two habits run through the file, both for speed on CPU where fresh
@@ -295,7 +296,8 @@ class ConstantInput(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------
-# Fold / Unfold (spec §3.6): space-to-depth ×2 with sub-pixel-major channel order
+# Fold / Unfold (PixelFace+/code/pixel_models/blocks.py:18-51): space-to-depth ×2 with sub-pixel-major
+# channel order
 
 
 def fold(x: torch.Tensor, times: int = 1) -> torch.Tensor:

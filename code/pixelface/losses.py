@@ -1,4 +1,5 @@
-"""PixelFace+ objectives (spec §5): logistic GAN + conditional BCE, lazy R1, path length, CLIP.
+"""PixelFace+ objectives (PixelFace+/code/miscc/losses.py, PixelFace+/code/trainer.py:434-729): logistic
+GAN + conditional BCE, lazy R1, path length, CLIP.
 
 The conditional head returns logits and we use BCE-with-logits: the same function as the reference's
 sigmoid followed by BCE, without its saturation at large logits.

@@ -1,4 +1,5 @@
-"""The frozen CLIP text encoder (spec §2), plus CLIP's image tower for the generator's CLIP loss.
+"""The frozen CLIP text encoder (PixelFace+/code/trainer.py:424-433), plus CLIP's image tower for the
+generator's CLIP loss.
 
 Word features are the final hidden states of CLIP's text transformer after `ln_final`, without the text
 projection, for at most TEXT.MAX_WORDS positions: SOT, then the caption's BPE tokens. The sentence feature
@@ -271,7 +272,8 @@ def clip_image_input(images: torch.Tensor, size: int, mean: torch.Tensor, std: t
                      normalize: bool) -> torch.Tensor:
     """Images in [-1,1] (B,3,H,W) -> CLIP's input: bilinear resize to size², then optionally CLIP mean/std.
 
-    normalize=False keeps the [-1,1] range, as the reference feeds G's output to CLIP (spec §5.2).
+    normalize=False keeps the [-1,1] range, as the reference feeds G's output to CLIP
+    (PixelFace+/code/miscc/losses.py:87-98).
     The resize is torchvision's tensor Resize of the time (bilinear, no antialias).
     """
     if images.shape[-2:] != (size, size):

@@ -1,4 +1,4 @@
-"""The one training loop (spec §5), organised in phases as StyleGAN2-ADA does.
+"""The one training loop (PixelFace+/code/trainer.py:434-729), organised in phases as StyleGAN2-ADA does.
 
 Each step runs: D main (real, fake, mismatched text), D regularisation (lazy R1), G main (adversarial +
 conditional + CLIP), G regularisation (lazy path length), then the EMA update. Time is counted in images
