@@ -4,6 +4,9 @@ transcription of the reference forward passes computes from the reference names 
 Bad files give one error naming the keys; a pickle carrying code is refused; the result samples."""
 import importlib.util
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -17,7 +20,7 @@ from pixelface.convert import (ConversionError, convert, discriminator_rules, ge
 from pixelface.discriminator import Discriminator
 from pixelface.generator import Generator, channel_table
 from pixelface.masks import label_to_color
-from pixelface.synthface import make_face
+from pixelface.synthface import make_face, write_dataset
 from test_generator import literal_reference_forward
 
 torch.set_num_threads(1)
@@ -564,3 +567,25 @@ def test_converted_checkpoint_samples_through_sample_py(tmp_path, capsys):
             "--out", tmp_path / "samples"]
     assert load_script("sample").main([str(a) for a in args]) == 0
     assert (tmp_path / "samples" / "000_seed1.png").is_file() and (tmp_path / "samples" / "grid.png").is_file()
+
+
+def test_training_resumes_from_a_converted_checkpoint(tmp_path):
+    """convert -> code/main.py --resume FILE: a new run folder starts from the converted weights and trains on."""
+    dims = dict(size=64, style_dim=32, n_mlp=2, text_dim=32, mask_dim=8, channel_max=16, sentence_dim=32)
+    src, converted = tmp_path / "ckpt_0150.pth", tmp_path / "models" / "pixelface.pt"
+    torch.save(reference_file_dict(dims), src)
+    smoke = str(REPO_ROOT / "cfg" / "smoke.yml")
+    assert load_script("convert_reference").main(["--in", str(src), "--out", str(converted), "--cfg", smoke]) == 0
+    write_dataset(tmp_path / "data", 8, 64, 0, workers=1, force=True)
+    cmd = [sys.executable, str(REPO_ROOT / "code" / "main.py"), "--cfg", smoke, "--out", str(tmp_path / "runs"),
+           "--resume", str(converted), "--no-progress", "--set", f"DATA.ROOT={tmp_path / 'data'}",
+           "--set", "DATA.SYNTHESIZE=false", "--set", "MODEL.D_SPECTRAL_NORM=reference", "--set", "TRAIN.TOTAL_KIMG=0.004"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resumed from {converted}" in done.stdout
+    run = tmp_path / "runs" / "smoke-00000"
+    trained = load_checkpoint(run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip())
+    assert trained["progress"]["nimg"] == 4
+    start = load_checkpoint(converted)
+    assert not torch.equal(trained["G"]["style.1.weight"], start["G"]["style.1.weight"])   # it trained
+    assert not (tmp_path / "config.yaml").exists()   # nothing written beside the converted file's folder

@@ -1,6 +1,7 @@
 """The training loop on the tiny smoke config: checkpoints, NaN guard, real DDP, exact resume."""
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,7 +19,8 @@ from pixelface.clip_pretrain import pretrain_clip
 from pixelface.config import REPO_ROOT, ConfigError, load_config
 from pixelface.synthface import write_dataset
 from pixelface.text_encoder import TextEncoder
-from pixelface.trainer import NonFiniteLossError, Trainer, latest_checkpoint, load_resume, mask_input
+from pixelface.trainer import (NonFiniteLossError, Trainer, find_resume, latest_checkpoint, load_resume, mask_input,
+                               write_config)
 
 SMOKE = REPO_ROOT / "cfg" / "smoke.yml"
 MAIN = REPO_ROOT / "code" / "main.py"
@@ -72,6 +74,20 @@ def test_checkpoint_holds_everything_for_resume_and_sampling(smoke_root, tmp_pat
     assert cfg.MODEL.SIZE == 64
     for a, b in zip(g_ema.parameters(), trainer.G_ema.parameters()):
         assert torch.equal(a, b)
+
+
+def test_resume_from_a_file_outside_a_run_folder_starts_a_new_run(smoke_root, tmp_path):
+    torch.set_num_threads(1)
+    run = tmp_path / "out" / "smoke-00000"
+    run.mkdir(parents=True)
+    write_config(run, smoke_cfg(smoke_root))
+    Trainer(smoke_cfg(smoke_root), run, torch.device("cpu"), progress_bar=False).run()
+    inside = latest_checkpoint(run)
+    assert find_resume(tmp_path / "out", "smoke", str(inside)) == (run, inside)
+    loose = tmp_path / "models" / "converted.pt"
+    loose.parent.mkdir()
+    shutil.copy(inside, loose)
+    assert find_resume(tmp_path / "out", "smoke", str(loose)) == (None, loose)   # its grandparent is no run
 
 
 def test_resume_refuses_a_clip_file_that_changed(smoke_root, tmp_path):

@@ -547,7 +547,8 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def find_resume(out: Path, name: str, resume: str) -> tuple[Path | None, Path | None]:
-    """(run folder, checkpoint) for --resume auto|PATH; (None, None) to start afresh."""
+    """(run folder, checkpoint) for --resume auto|PATH; (None, None) to start afresh; (None, checkpoint) to
+    start a new run folder from a checkpoint that lives outside any run folder."""
     if resume == "auto":
         runs = sorted(d for d in out.glob(f"{name}-*") if d.is_dir()) if out.is_dir() else []
         for run_dir in reversed(runs):
@@ -563,7 +564,10 @@ def find_resume(out: Path, name: str, resume: str) -> tuple[Path | None, Path | 
         return path, ckpt
     if not path.is_file():
         raise FileNotFoundError(f"--resume {resume}: no such checkpoint or run folder")
-    return path.parent.parent, path
+    run_dir = path.parent.parent
+    if path.parent.name == "checkpoints" and (run_dir / "config.yaml").is_file():
+        return run_dir, path
+    return None, path  # a file outside any run folder (e.g. a converted one): a new run starts from it
 
 
 def write_config(run_dir: Path, cfg) -> None:
