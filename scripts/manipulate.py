@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from pixelface import editing
-from pixelface.checkpoint import file_hash, load_generator
+from pixelface.checkpoint import checkpoint_hash, load_generator
 from pixelface.text_encoder import TextEncoder
 
 
@@ -95,7 +95,7 @@ def run(args) -> Path:
     device = editing.resolve_device(args.device)
     g, cfg = load_generator(args.ckpt, device)
     text_encoder = TextEncoder.from_config(cfg).to(device)
-    ckpt_hash = file_hash(args.ckpt)
+    ckpt_hash = checkpoint_hash(args.ckpt)
     settings = settings_from(args)
     if args.inversion:
         inversion = editing.load_inversion(args.inversion, ckpt_hash)

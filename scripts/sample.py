@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from pixelface import editing
-from pixelface.checkpoint import file_hash, load_generator
+from pixelface.checkpoint import checkpoint_hash, load_generator
 from pixelface.text_encoder import TextEncoder
 
 
@@ -101,7 +101,7 @@ def run(args) -> Path:
     images = editing.generate(g, text_encoder, cfg, torch.stack([masks[pairs[p][0]][1] for p, _ in order]),
                               [captions[pairs[p][1]] for p, _ in order], [seed for _, seed in order],
                               truncation=args.truncation, batch_size=args.batch_size, progress=True)
-    record = {"checkpoint": str(args.ckpt), "checkpoint_hash": file_hash(args.ckpt),
+    record = {"checkpoint": str(args.ckpt), "checkpoint_hash": checkpoint_hash(args.ckpt),
               "text_encoder": editing.text_encoder_source(cfg), "truncation": args.truncation,
               "batch_size": args.batch_size}
     write_outputs(paths, images, masks, captions, pairs, seeds, record)
