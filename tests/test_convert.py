@@ -545,8 +545,8 @@ def test_mismatched_adam_state_starts_fresh_with_a_notice():
     assert any(line == "d_optim: Adam starts fresh (absent from the file)" for line in summary.lines())
 
 
-def test_converted_checkpoint_samples_through_sample_py(tmp_path, capsys):
-    """Reference layout for cfg/smoke.yml's sizes -> convert_reference.py -> sample.py."""
+def test_converted_checkpoint_samples_and_edits_through_the_scripts(tmp_path, capsys):
+    """Reference layout for cfg/smoke.yml's sizes -> convert_reference.py -> sample.py -> manipulate.py."""
     dims = dict(size=64, style_dim=32, n_mlp=2, text_dim=32, mask_dim=8, channel_max=16, sentence_dim=32)
     data = reference_file_dict(dims)
     src, out = tmp_path / "ckpt_0150.pth", tmp_path / "models" / "pixelface.pt"
@@ -567,6 +567,11 @@ def test_converted_checkpoint_samples_through_sample_py(tmp_path, capsys):
             "--out", tmp_path / "samples"]
     assert load_script("sample").main([str(a) for a in args]) == 0
     assert (tmp_path / "samples" / "000_seed1.png").is_file() and (tmp_path / "samples" / "grid.png").is_file()
+    Image.open(tmp_path / "samples" / "000_seed0.png").save(tmp_path / "face.png")
+    args = ["--ckpt", out, "--image", tmp_path / "face.png", "--mask", tmp_path / "mask.png", "--caption",
+            "she has blond hair", "--edit-text", "she has black hair", "--steps", "3", "--out", tmp_path / "edits"]
+    assert load_script("manipulate").main([str(a) for a in args]) == 0
+    assert (tmp_path / "edits" / "edit_1.png").is_file() and (tmp_path / "edits" / "inversion.pt").is_file()
 
 
 def test_training_resumes_from_a_converted_checkpoint(tmp_path):
