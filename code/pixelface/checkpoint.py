@@ -66,16 +66,17 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     return load_formatted(path, FORMAT, "PixelFace+ checkpoint", map_location=map_location)
 
 
-def _write_atomic(path: Path, write) -> None:
-    """write(temporary path) in path's folder, then rename onto path."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+def atomic_write(path: str | Path, write) -> None:
+    """write(temporary path) next to `path`, then rename: a crash never leaves half a file (and, unlike
+    mkstemp's 0600 files, the result gets the usual permissions)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def export_model(ckpt_path: str | Path, out_dir: str | Path, overwrite: bool = False) -> list[Path]:
@@ -90,11 +91,11 @@ def export_model(ckpt_path: str | Path, out_dir: str | Path, overwrite: bool = F
     ckpt = load_checkpoint(ckpt_path)
     out_dir.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.contiguous() for k, v in g_ema.state_dict().items()}
-    _write_atomic(targets[0], lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata={"format": EXPORT_FORMAT}))
+    atomic_write(targets[0], lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata={"format": EXPORT_FORMAT}))
     record = {"format": EXPORT_FORMAT, "config": ckpt["config"],
               "source": {"file": Path(ckpt_path).name, "sha256": file_hash(ckpt_path, length=64),
                          "nimg": ckpt.get("progress", {}).get("nimg")}}
-    _write_atomic(targets[1], lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1) + "\n"))
+    atomic_write(targets[1], lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1) + "\n"))
     return targets
 
 

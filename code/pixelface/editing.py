@@ -31,7 +31,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import atomic_save, file_hash, load_formatted
+from .checkpoint import atomic_save, atomic_write, file_hash, load_formatted
 from .config import ConfigError, resolve_path
 from .datasets import FaceDataset, clean_caption, resize_and_crop
 from .masks import NUM_CLASSES, MaskError, color_tensor, color_to_label, one_hot
@@ -585,30 +585,18 @@ def picture_grid(rows: list[list[torch.Tensor]], gap: int = 2) -> torch.Tensor:
     return canvas
 
 
-def _atomic_write(path: Path, write) -> None:
-    """write(temporary path) next to `path`, then rename: a crash never leaves half a file (and, unlike
-    mkstemp's 0600 files, the result gets the usual permissions)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_png(image: torch.Tensor, path: str | Path) -> None:
     """(3,H,W) image in [-1,1] -> 8-bit PNG, written atomically."""
     array = to_uint8(image).permute(1, 2, 0).numpy()
-    _atomic_write(Path(path), lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+    atomic_write(Path(path), lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
 def save_json(obj, path: str | Path) -> None:
-    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
 
 
 def save_text(text: str, path: str | Path) -> None:
-    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
 
 
 def check_free(paths: list[Path], force: bool) -> None:
