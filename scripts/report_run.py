@@ -57,6 +57,12 @@ def samples_figure(run: Path, out: Path, items: int) -> None:
     plt.close(fig)
 
 
+def _label(ax, title: str) -> None:
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("kimg", fontsize=8)
+    ax.tick_params(labelsize=7)
+
+
 def losses_figure(run: Path, out: Path) -> None:
     rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     keys = [k for k in ("loss/D", "loss/G", "loss/CLIP", "loss/recon", "loss/R1", "loss/PL", "scores/real",
@@ -66,9 +72,7 @@ def losses_figure(run: Path, out: Path) -> None:
     for ax, key in zip(np.atleast_1d(axes), keys):
         pts = [(r["kimg"], r[key]) for r in rows if key in r]
         ax.plot(*zip(*pts))
-        ax.set_title(key, fontsize=9)
-        ax.set_xlabel("kimg", fontsize=8)
-        ax.tick_params(labelsize=7)
+        _label(ax, key)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
@@ -99,9 +103,7 @@ def metrics_figure(run: Path, out: Path) -> None:
             ax.axhline(target, ls="--", c="gray", lw=0.8)
         if len(keys) > 1:
             ax.legend(fontsize=6)
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("kimg", fontsize=8)
-        ax.tick_params(labelsize=7)
+        _label(ax, title)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)

@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import subprocess
 import sys
@@ -20,6 +21,14 @@ from pixelface.config import REPO_ROOT, load_config  # noqa: E402
 from pixelface.synthface import write_dataset  # noqa: E402
 from pixelface.text_encoder import TextEncoder  # noqa: E402
 from pixelface.trainer import Trainer, latest_checkpoint  # noqa: E402
+
+def load_script(name):
+    """scripts/<name>.py as a module (the scripts are not a package): tests call its main(argv)."""
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 # cfg/smoke.yml grown into a model that follows its text and masks after about 6 minutes on 2 CPU cores:
 # the synthface generator, a tiny CLIP pretrained on the fly (20 s), and settings that speed up early

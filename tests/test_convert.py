@@ -2,7 +2,6 @@
 shapes, registration order; random values) converts, and our networks then compute what a literal
 transcription of the reference forward passes computes from the reference names (float64, <= 1e-9).
 Bad files give one error naming the keys; a pickle carrying code is refused; the result samples."""
-import importlib.util
 import math
 import os
 import subprocess
@@ -22,6 +21,7 @@ from pixelface.generator import Generator, channel_table
 from pixelface.masks import label_to_color
 from pixelface.synthface import make_face, write_dataset
 from test_generator import literal_reference_forward
+from conftest import load_script
 
 torch.set_num_threads(1)
 
@@ -31,13 +31,6 @@ DIMS = dict(size=64, style_dim=32, n_mlp=2, text_dim=32, mask_dim=16, channel_ma
 TINY_CFG = ["MODEL.SIZE=64", "MODEL.STYLE_DIM=32", "MODEL.N_MLP=2", "MODEL.CHANNEL_MAX=32", "MODEL.MASK_DIM=16",
             "TEXT.EMBEDDING_DIM=32", "TEXT.SENTENCE_DIM=32"]
 SQRT2 = math.sqrt(2.0)
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ------------------------------------------------------------------------------------------------

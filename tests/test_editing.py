@@ -1,6 +1,5 @@
 """Manipulation of a given face: inversion, text and mask edits, saved inversions, and scripts/manipulate.py
 end to end, including its refusals of bad input (one error, exit 1, nothing written)."""
-import importlib.util
 import json
 
 import numpy as np
@@ -11,21 +10,14 @@ from PIL import Image
 
 from pixelface import editing
 from pixelface.checkpoint import file_hash
-from pixelface.config import REPO_ROOT
 from pixelface.masks import LABEL_ID, label_to_color
 from pixelface.datasets import FaceDataset
 from pixelface.synthface import HAIR_RGB, caption_attributes, make_face
+from conftest import load_script
 
 
 HAIR = LABEL_ID["hair"]
 FAST = editing.InversionSettings(steps=40)
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 manipulate_script = load_script("manipulate")

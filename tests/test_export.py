@@ -1,5 +1,4 @@
 """scripts/export_model.py: G_ema as safetensors + config JSON, loadable wherever a checkpoint is."""
-import importlib.util
 import json
 
 import pytest
@@ -8,16 +7,9 @@ import torch
 from PIL import Image
 
 from pixelface.checkpoint import EXPORT_CONFIG, EXPORT_WEIGHTS, checkpoint_hash, load_generator
-from pixelface.config import REPO_ROOT
 from pixelface.masks import label_to_color
 from pixelface.synthface import make_face
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")

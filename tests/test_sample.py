@@ -1,7 +1,6 @@
 """Sampling: seed parsing, caption/mask pairing, per-seed reproducibility, and scripts/sample.py end to end,
 including its refusals of bad input (one error, exit 1, nothing written)."""
 import copy
-import importlib.util
 import json
 
 import numpy as np
@@ -11,16 +10,9 @@ from PIL import Image
 
 from pixelface import editing
 from pixelface.checkpoint import atomic_save, file_hash
-from pixelface.config import REPO_ROOT
 from pixelface.masks import MaskError, label_to_color
 from pixelface.synthface import make_face
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from conftest import load_script
 
 @pytest.fixture(scope="module")
 def face_files(tmp_path_factory):
