@@ -13,7 +13,6 @@ are kept, a variant evaluated again replaces its row) and prints the table.
 """
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -50,7 +49,7 @@ def train(cfg_path: str, overrides: list[str], run_dir: Path, nproc: int) -> Non
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     log = run_dir.parent / f"{run_dir.name}.log"
     with open(log, "a") as f:
-        if subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=os.environ.copy()).returncode:
+        if subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode:
             raise RuntimeError(f"training variant {run_dir.name} failed; see {log}")
 
 
