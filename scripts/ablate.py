@@ -17,11 +17,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pixelface import cli
 from pixelface.checkpoint import load_checkpoint, load_generator
-from pixelface.config import REPO_ROOT, ConfigError, load_config
+from pixelface.config import REPO_ROOT, load_config
 from pixelface.metrics import evaluate_generator, markdown_table
 from pixelface.text_encoder import TextEncoder
-from pixelface.trainer import latest_checkpoint
+from pixelface.runs import latest_checkpoint
 
 METRICS = ["mask_acc", "attr_acc", "texture", "fid_clip"]
 COLUMNS = ["mask_pixel_acc", "mask_miou", "attr_acc", "attr_acc/hair_color", "attr_acc/hair_color/black",
@@ -79,31 +80,30 @@ def main(argv=None) -> int:
     table = args.out / "ablation.json"
     reports = json.loads(table.read_text()) if table.is_file() else {}   # earlier ablations into --out stay
     args.out.mkdir(parents=True, exist_ok=True)
-    try:
-        for name, changes in args.variant:
-            overrides = args.set + changes + [f"CONFIG_NAME={name}", f"TRAIN.TOTAL_KIMG={args.kimg}"]
-            load_config(args.cfg, overrides)  # a bad key fails here, before any training
-            run_dir = args.out / f"{name}-00000"
+    return cli.run(ablate, args, reports, table)
+
+
+def ablate(args, reports: dict, table: Path) -> None:
+    for name, changes in args.variant:
+        overrides = args.set + changes + [f"CONFIG_NAME={name}", f"TRAIN.TOTAL_KIMG={args.kimg}"]
+        load_config(args.cfg, overrides)  # a bad key fails here, before any training
+        run_dir = args.out / f"{name}-00000"
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is None and run_dir.exists():
+            raise FileExistsError(f"{run_dir} exists without a checkpoint to resume; remove it to retrain {name}")
+        if ckpt is None or load_checkpoint(ckpt)["progress"]["nimg"] < args.kimg * 1000:
+            train(args.cfg, overrides, run_dir, args.nproc)
             ckpt = latest_checkpoint(run_dir)
-            if ckpt is None and run_dir.exists():
-                raise FileExistsError(f"{run_dir} exists without a checkpoint to resume; remove it to retrain {name}")
-            if ckpt is None or load_checkpoint(ckpt)["progress"]["nimg"] < args.kimg * 1000:
-                train(args.cfg, overrides, run_dir, args.nproc)
-                ckpt = latest_checkpoint(run_dir)
-            g_ema, cfg = load_generator(ckpt)
-            report = evaluate_generator(g_ema, cfg, TextEncoder.from_config(cfg), num=args.num, metrics=METRICS)
-            report["changes"], report["checkpoint"] = changes, str(ckpt)
-            report["metrics"]["img_per_s"] = speed(run_dir)
-            reports[name] = report
-            row = table_rows({name: report})[name]
-            print(f"{name}: " + " ".join(f"{k}={v:.3f}" for k, v in row.items()), flush=True)
-            table.write_text(json.dumps(reports, indent=1) + "\n")   # after every variant: a kill loses none
-            (args.out / "ablation.md").write_text(markdown_table(table_rows(reports)))
-    except (ConfigError, FileNotFoundError, FileExistsError, RuntimeError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        g_ema, cfg = load_generator(ckpt)
+        report = evaluate_generator(g_ema, cfg, TextEncoder.from_config(cfg), num=args.num, metrics=METRICS)
+        report["changes"], report["checkpoint"] = changes, str(ckpt)
+        report["metrics"]["img_per_s"] = speed(run_dir)
+        reports[name] = report
+        row = table_rows({name: report})[name]
+        print(f"{name}: " + " ".join(f"{k}={v:.3f}" for k, v in row.items()), flush=True)
+        table.write_text(json.dumps(reports, indent=1) + "\n")   # after every variant: a kill loses none
+        (args.out / "ablation.md").write_text(markdown_table(table_rows(reports)))
     print(markdown_table(table_rows(reports)), end="")
-    return 0
 
 
 if __name__ == "__main__":

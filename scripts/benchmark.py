@@ -26,7 +26,8 @@ import time
 
 import torch
 
-from pixelface.config import ConfigError, load_config
+from pixelface import cli
+from pixelface.config import load_config
 from pixelface.discriminator import Discriminator
 from pixelface.generator import Generator
 from pixelface.masks import NUM_CLASSES
@@ -179,13 +180,7 @@ def run(args) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        result = run(args)
-    except (ConfigError, ValueError) as e:
-        print(f"benchmark: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(result))
-    return 0
+    return cli.run(lambda: print(json.dumps(run(args))))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from pixelface import cli  # noqa: E402
+
 PANELS = [("mask pixel accuracy", "mask_pixel_acc", 0.85), ("mask mIoU", "mask_miou", 0.45),
           ("black hair obeyed", "attr_acc/hair_color/black", 0.9), ("region texture / real", "texture_ratio", 1.5)]
 
@@ -32,11 +34,11 @@ def main(argv=None) -> int:
     parser.add_argument("runs", nargs="+", help="run folders, or NAME=FOLDER")
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
     args = parser.parse_args(argv)
-    try:
-        runs = [read_run(spec) for spec in args.runs]
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return cli.run(plot, args)
+
+
+def plot(args) -> None:
+    runs = [read_run(spec) for spec in args.runs]
     fig, axes = plt.subplots(1, len(PANELS), figsize=(3.2 * len(PANELS), 2.8))
     for ax, (title, key, target) in zip(axes, PANELS):
         for label, rows in runs:
@@ -53,7 +55,6 @@ def main(argv=None) -> int:
     fig.savefig(args.out, dpi=100)
     plt.close(fig)
     print(f"wrote {args.out}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from pixelface.config import REPO_ROOT, ConfigError, load_config
+from pixelface import cli
+from pixelface.config import REPO_ROOT, load_config
 from pixelface.convert import convert_file
 
 
@@ -25,17 +26,16 @@ def main(argv=None) -> int:
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
     args = parser.parse_args(argv)
 
-    try:
-        if Path(args.out).exists() and not args.force:
-            raise FileExistsError(f"{args.out} exists; pass --force to overwrite it")
-        summary = convert_file(args.src, args.out, load_config(args.cfg, args.set))
-    except (ValueError, ConfigError, FileExistsError) as e:   # ConversionError is a ValueError
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return cli.run(convert, args)
+
+
+def convert(args) -> None:
+    if Path(args.out).exists() and not args.force:
+        raise FileExistsError(f"{args.out} exists; pass --force to overwrite it")
+    summary = convert_file(args.src, args.out, load_config(args.cfg, args.set))
     print(f"converted {args.src} -> {args.out}")
     for line in summary.lines():
         print(f"  {line}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -14,26 +14,10 @@ import sys
 
 import torch
 
+from pixelface import cli
 from pixelface.checkpoint import load_generator
-from pixelface.config import ConfigError
-from pixelface.datasets import DatasetError
-from pixelface.masks import MaskError
 from pixelface.metrics import METRICS, evaluate_generator, markdown_table, report_paths, write_reports
 from pixelface.text_encoder import TextEncoder
-
-
-def parse_seeds(text: str) -> list[int]:
-    """'0,1,5-7' -> [0, 1, 5, 6, 7]."""
-    seeds = []
-    try:
-        for part in text.split(","):
-            low, _, high = part.partition("-")
-            seeds += list(range(int(low), int(high) + 1)) if high else [int(low)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds {text!r}: expected integers and ranges like 0,1,5-7") from None
-    if not seeds:
-        raise argparse.ArgumentTypeError(f"--seeds {text!r} names no seed")
-    return seeds
 
 
 def main(argv=None) -> int:
@@ -41,7 +25,7 @@ def main(argv=None) -> int:
     parser.add_argument("--ckpt", nargs="+", required=True, help="generator checkpoint(s); several give a table")
     parser.add_argument("--split", default="test", choices=("test", "train"), help="real masks, captions, images")
     parser.add_argument("--num", type=int, default=1000, help="images generated per checkpoint")
-    parser.add_argument("--seeds", type=parse_seeds, default=[0, 1, 2, 3],
+    parser.add_argument("--seeds", default="0-3",
                         help="seeds, e.g. 0-3: the first drives the main set, all of them the diversity")
     parser.add_argument("--metrics", help=f"comma-separated subset of {', '.join(METRICS)}")
     parser.add_argument("--out", help="folder for metrics.json and metrics.md (default: only print)")
@@ -55,27 +39,26 @@ def main(argv=None) -> int:
     if args.num < 2 or args.batch < 1:
         parser.error("need --num >= 2 and --batch >= 1")
     names = [n.strip() for n in args.metrics.split(",") if n.strip()] if args.metrics else None
-    try:
-        if args.out:
-            report_paths(args.out, args.force)  # fail before hours of generation, not after
-        reports = {}
-        for path in args.ckpt:
-            g_ema, cfg = load_generator(path, args.device)
-            text_encoder = TextEncoder.from_config(cfg).to(args.device)
-            reports[path] = evaluate_generator(
-                g_ema, cfg, text_encoder, split=args.split, num=args.num, metrics=names, seeds=args.seeds,
-                batch_size=args.batch, device=args.device, parser_path=args.parser, cache_dir=args.cache,
-                inception_path=args.inception)
-            for name, why in reports[path]["skipped"].items():
-                print(f"{path}: skipped {name}: {why}", file=sys.stderr)
-        table = write_reports(args.out, reports, args.force) if args.out else markdown_table(
-            {label: report["metrics"] for label, report in reports.items()})
-    except (ConfigError, DatasetError, MaskError, FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(table, end="")
-    return 0
+    return cli.run(evaluate, args, names)
 
+
+def evaluate(args, names) -> None:
+    seeds = cli.parse_seeds(args.seeds)
+    if args.out:
+        report_paths(args.out, args.force)  # fail before hours of generation, not after
+    reports = {}
+    for path in args.ckpt:
+        g_ema, cfg = load_generator(path, args.device)
+        text_encoder = TextEncoder.from_config(cfg).to(args.device)
+        reports[path] = evaluate_generator(
+            g_ema, cfg, text_encoder, split=args.split, num=args.num, metrics=names, seeds=seeds,
+            batch_size=args.batch, device=args.device, parser_path=args.parser, cache_dir=args.cache,
+            inception_path=args.inception)
+        for name, why in reports[path]["skipped"].items():
+            print(f"{path}: skipped {name}: {why}", file=sys.stderr)
+    table = write_reports(args.out, reports, args.force) if args.out else markdown_table(
+        {label: report["metrics"] for label, report in reports.items()})
+    print(table, end="")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,6 +9,7 @@ such a folder wherever it takes a training checkpoint. Existing files are kept u
 import argparse
 import sys
 
+from pixelface import cli
 from pixelface.checkpoint import export_model
 
 
@@ -18,13 +19,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="folder to write g_ema.safetensors and pixelface.json into")
     parser.add_argument("--force", action="store_true", help="replace an earlier export in --out")
     args = parser.parse_args(argv)
-    try:
-        written = export_model(args.ckpt, args.out, overwrite=args.force)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print("wrote " + " and ".join(str(p) for p in written))
-    return 0
+    return cli.run(lambda: print("wrote " + " and ".join(
+        str(p) for p in export_model(args.ckpt, args.out, overwrite=args.force))))
 
 
 if __name__ == "__main__":

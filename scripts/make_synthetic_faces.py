@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from pixelface import cli
 from pixelface.config import REPO_ROOT, default_config
 from pixelface.synthface import preview_grid, write_dataset
 
@@ -39,15 +40,14 @@ def main(argv=None) -> int:
         os.replace(tmp, target)
         print(f"wrote {target}")
         return 0
+    return cli.run(render, args)
+
+
+def render(args) -> None:
     out = _from_repo(args.out)
     start = time.perf_counter()
-    try:
-        write_dataset(out, args.num, args.size, args.seed, workers=args.workers, force=args.force)
-    except (FileExistsError, ValueError) as e:
-        print(f"make_synthetic_faces: {e}", file=sys.stderr)
-        return 1
+    write_dataset(out, args.num, args.size, args.seed, workers=args.workers, force=args.force)
     print(f"wrote {args.num} faces of {args.size} px to {out} in {time.perf_counter() - start:.1f} s")
-    return 0
 
 
 if __name__ == "__main__":

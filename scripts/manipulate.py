@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from pixelface import editing
+from pixelface import cli, editing
 from pixelface.checkpoint import checkpoint_hash, load_generator
 from pixelface.text_encoder import TextEncoder
 
@@ -54,7 +54,7 @@ def source_face(args, cfg, text_encoder, device) -> tuple[torch.Tensor, torch.Te
         image = editing.read_image(args.image, size)
         caption = args.caption
         if args.mask:
-            check_same_aspect(args.image, args.mask)
+            editing.check_same_aspect(args.image, args.mask)
             labels = editing.read_mask(args.mask, size, cfg.DATA.MASK_SNAP_DISTANCE, cfg.DATA.MASK_MAX_OFF_PALETTE)
             origin = {"image": args.image, "mask": args.mask}
         else:
@@ -62,14 +62,6 @@ def source_face(args, cfg, text_encoder, device) -> tuple[torch.Tensor, torch.Te
             labels = load_parser(args.parser, device).predict(image[None])[0].cpu()
             origin = {"image": args.image, "mask": f"predicted by {args.parser}"}
     return image, labels, editing.prepare_captions([caption], cfg, text_encoder)[0], origin
-
-
-def check_same_aspect(image_path: str, mask_path: str) -> None:
-    """Image and mask are cropped the same way only if their shapes agree."""
-    (iw, ih), (mw, mh) = editing.image_shape(image_path), editing.image_shape(mask_path)
-    if abs(iw / ih - mw / mh) > 0.01:
-        raise editing.InputError(f"image {image_path} is {iw}x{ih} but mask {mask_path} is {mw}x{mh}: "
-                                 f"they must show the same picture (same aspect ratio)")
 
 
 def read_edits(args, cfg, text_encoder, inversion_caption: str) -> list[dict]:
@@ -194,11 +186,7 @@ def main(argv=None) -> int:
     if args.inversion and (args.mask or args.parser or args.caption):
         parser.error("--inversion already holds the mask and caption; drop --mask/--parser/--caption")
 
-    out = editing.run_script(run, args)
-    if out is None:
-        return 1
-    print(f"wrote original, reconstruction, {len(args.edits or [])} edits, strip.png and report.json to {out}")
-    return 0
+    return cli.run(lambda: print(f"wrote original, reconstruction, {len(args.edits or [])} edits, strip.png and report.json to {run(args)}"))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ import argparse
 import os
 import sys
 
-from pixelface.datasets import DatasetError, PrepareError, prepare_mmceleba
+from pixelface import cli
+from pixelface.datasets import prepare_mmceleba
 
 
 def main(argv=None) -> int:
@@ -24,15 +25,14 @@ def main(argv=None) -> int:
                         help="'color': palette RGB PNGs (DATA.MASK_KIND color); 'label': label-id PNGs")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="worker processes")
     args = parser.parse_args(argv)
-    try:
-        summary = prepare_mmceleba(args.celeba_hq, args.parts, args.index, args.out, args.size, args.mask_format,
-                                   args.workers, progress=True)
-    except (PrepareError, DatasetError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return cli.run(prepare, args)
+
+
+def prepare(args) -> None:
+    summary = prepare_mmceleba(args.celeba_hq, args.parts, args.index, args.out, args.size, args.mask_format,
+                               args.workers, progress=True)
     print(f"{args.out}: {summary.total} images complete ({summary.written} files written, "
           f"{summary.skipped} already present)")
-    return 0
 
 
 if __name__ == "__main__":

@@ -10,10 +10,9 @@ overwritten unless --force is given.
 import argparse
 import sys
 
+from pixelface import cli
 from pixelface.clip_pretrain import pretrain_clip
 from pixelface.config import ConfigError, load_config, resolve_path
-from pixelface.datasets import DatasetError
-from pixelface.masks import MaskError
 
 
 def main(argv=None) -> int:
@@ -29,18 +28,17 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if (args.epochs is not None and args.epochs < 1) or args.batch < 2 or args.lr <= 0:
         parser.error("need --epochs >= 1, --batch >= 2 and --lr > 0")
-    try:
-        cfg = load_config(args.cfg, args.set)
-        if args.out is None and not cfg.TEXT.PRETRAINED:
-            raise ConfigError(f"{args.cfg}: TEXT.PRETRAINED is empty; give --out")
-        out = args.out or resolve_path(cfg, "TEXT.PRETRAINED")
-        _, metrics = pretrain_clip(cfg, out, args.epochs, args.batch, args.lr, args.seed, args.force)
-    except (ConfigError, DatasetError, MaskError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return cli.run(pretrain, args)
+
+
+def pretrain(args) -> None:
+    cfg = load_config(args.cfg, args.set)
+    if args.out is None and not cfg.TEXT.PRETRAINED:
+        raise ConfigError(f"{args.cfg}: TEXT.PRETRAINED is empty; give --out")
+    out = args.out or resolve_path(cfg, "TEXT.PRETRAINED")
+    _, metrics = pretrain_clip(cfg, out, args.epochs, args.batch, args.lr, args.seed, args.force)
     print(f"test text->image retrieval over {metrics['gallery']} images: top-1 {metrics['top1']:.3f}, "
           f"top-5 {metrics['top5']:.3f} (chance {metrics['chance_top1']:.4f} / {metrics['chance_top5']:.4f})")
-    return 0
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from pixelface import editing
+from pixelface import cli, editing
 from pixelface.checkpoint import checkpoint_hash, load_generator
 from pixelface.text_encoder import TextEncoder
 
@@ -83,7 +83,7 @@ def write_outputs(paths: dict, images: torch.Tensor, masks, captions, pairs, see
 
 
 def run(args) -> Path:
-    seeds = editing.parse_seeds(args.seeds)
+    seeds = cli.parse_seeds(args.seeds)
     if not 0.0 <= args.truncation <= 1.0:
         raise editing.InputError(f"--truncation {args.truncation}: expected a value in [0, 1]")
     if args.batch_size < 1:
@@ -135,11 +135,7 @@ def main(argv=None) -> int:
     if args.ids and not args.from_dataset:
         parser.error("--ids needs --from-dataset")
 
-    out = editing.run_script(run, args)
-    if out is None:
-        return 1
-    print(f"wrote samples, grid.png and samples.json to {out}")
-    return 0
+    return cli.run(lambda: print(f"wrote samples, grid.png and samples.json to {run(args)}"))
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ import sys
 import torch
 import torch.nn.functional as F
 
+from pixelface import cli
 from pixelface.checkpoint import load_generator
-from pixelface.config import ConfigError, load_config, resolve_path
+from pixelface.config import load_config, resolve_path
 from pixelface.datasets import FaceDataset
 from pixelface.masks import NUM_CLASSES
 from pixelface.metrics import accuracy_from_confusion, confusion_matrix, default_parser_path, region_texture
@@ -87,18 +88,17 @@ def main(argv=None) -> int:
     parser.add_argument("--ckpt", help="a checkpoint for the noise probe")
     parser.add_argument("--num", type=int, default=300, help="faces per split used")
     args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.cfg)
-        test = first_items(cfg, "test", args.num)
-        results = {**clip_probe(cfg, test), **ceiling_probe(cfg, first_items(cfg, "train", args.num), test)}
-        if args.ckpt:
-            results.update(noise_probe(args.ckpt, test))
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return cli.run(probe, args)
+
+
+def probe(args) -> None:
+    cfg = load_config(args.cfg)
+    test = first_items(cfg, "test", args.num)
+    results = {**clip_probe(cfg, test), **ceiling_probe(cfg, first_items(cfg, "train", args.num), test)}
+    if args.ckpt:
+        results.update(noise_probe(args.ckpt, test))
     for key, value in results.items():
         print(f"{key}: {value:.4f}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -9,9 +9,8 @@ is never overwritten unless --force is given.
 import argparse
 import sys
 
-from pixelface.config import ConfigError, load_config
-from pixelface.datasets import DatasetError
-from pixelface.masks import MaskError
+from pixelface import cli
+from pixelface.config import load_config
 from pixelface.parser import train_parser
 
 
@@ -29,16 +28,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.batch < 1 or args.lr <= 0 or args.width < 1:
         parser.error("need --epochs >= 1, --batch >= 1, --lr > 0 and --width >= 1")
-    try:
-        cfg = load_config(args.cfg, args.set)
-        metrics = train_parser(cfg, args.out, epochs=args.epochs, batch_size=args.batch, lr=args.lr,
-                               width=args.width, device=args.device, overwrite=args.force)
-    except (ConfigError, DatasetError, MaskError, FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return cli.run(train, args)
+
+
+def train(args) -> None:
+    cfg = load_config(args.cfg, args.set)
+    metrics = train_parser(cfg, args.out, epochs=args.epochs, batch_size=args.batch, lr=args.lr,
+                           width=args.width, device=args.device, overwrite=args.force)
     print(f"test split: pixel accuracy {metrics['test_pixel_acc']:.4f}, mIoU {metrics['test_miou']:.4f} "
           f"({metrics['train_seconds']:.0f} s of training); saved {args.out}")
-    return 0
 
 
 if __name__ == "__main__":

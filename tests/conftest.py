@@ -20,7 +20,8 @@ from pixelface.checkpoint import load_generator  # noqa: E402
 from pixelface.config import REPO_ROOT, load_config  # noqa: E402
 from pixelface.synthface import write_dataset  # noqa: E402
 from pixelface.text_encoder import TextEncoder  # noqa: E402
-from pixelface.trainer import Trainer, latest_checkpoint  # noqa: E402
+from pixelface.runs import latest_checkpoint  # noqa: E402
+from pixelface.trainer import Trainer  # noqa: E402
 
 def load_script(name):
     """scripts/<name>.py as a module (the scripts are not a package): tests call its main(argv)."""

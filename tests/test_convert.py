@@ -488,7 +488,7 @@ def test_cli_reports_one_error_line_and_writes_nothing(tmp_path, capsys):
     torch.save(data, src)
     script = load_script("convert_reference")
     assert script.main(["--in", str(src), "--out", str(out), "--cfg", str(REPO_ROOT / "cfg" / "smoke.yml"),
-                        *(a for o in TINY_CFG for a in ("--set", o))]) == 1
+                        *(a for o in TINY_CFG for a in ("--set", o))]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(src) in err and "g: 1 missing (mask_cov.weight)" in err
     assert not out.exists()

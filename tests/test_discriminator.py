@@ -31,7 +31,7 @@ def test_reference_parameter_count():
 
 
 def test_onehot_config_widens_the_input():
-    d = Discriminator.from_config(load_config(None, ["MODEL.MASK_INPUT=onehot", "MODEL.SIZE=32",
+    d = Discriminator.from_config(load_config(None, ["MODEL.MASK_INPUT=onehot", "MODEL.SIZE=64",
                                                      "MODEL.CHANNEL_MAX=16"]))
     assert d.in_channels == 22
 

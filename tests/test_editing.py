@@ -161,7 +161,7 @@ def test_manipulate_script_keeps_existing_outputs_without_force(ckpt, face, face
     (tmp_path / "report.json").write_text("mine")
     args = ["--ckpt", ckpt, "--image", face_files / "face.png", "--mask", face_files / "mask.png",
             "--caption", face[2], "--steps", 2, "--out", tmp_path]
-    assert run_manipulate(*args) == 1
+    assert run_manipulate(*args) == 2
     assert "--force" in capsys.readouterr().err
     assert (tmp_path / "report.json").read_text() == "mine" and not (tmp_path / "original.png").exists()
     assert run_manipulate(*args, "--force") == 0
@@ -194,7 +194,7 @@ def test_manipulate_script_bad_input_is_one_error_and_writes_nothing(case, expec
         "missing inversion": ["--inversion", tmp_path / "inv.pt"],
     }[case]
     out = tmp_path / "out"
-    assert run_manipulate("--ckpt", ckpt, *args, "--steps", 2, "--out", out) == 1
+    assert run_manipulate("--ckpt", ckpt, *args, "--steps", 2, "--out", out) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0]
     assert not out.exists()

@@ -157,7 +157,7 @@ def test_cli_compares_checkpoints_in_one_table_and_keeps_existing_reports(setup,
     reports = json.loads((out / "metrics.json").read_text())
     assert list(reports) == ckpts and reports[ckpts[0]]["metrics"] == reports[ckpts[1]]["metrics"]
     written = (out / "metrics.json").read_bytes()
-    assert load_script().main(args) == 1
+    assert load_script().main(args) == 2
     assert "--force" in capsys.readouterr().err and (out / "metrics.json").read_bytes() == written
-    assert load_script().main(args[:-2] + ["--metrics", "fid"]) == 1
+    assert load_script().main(args[:-2] + ["--metrics", "fid"]) == 2
     assert "Inception" in capsys.readouterr().err

@@ -46,7 +46,7 @@ def test_sample_script_gives_the_same_images_from_the_export(ckpt, exported, tmp
 def test_export_keeps_an_earlier_export_unless_forced(ckpt, exported, capsys):
     before = (exported / EXPORT_WEIGHTS).read_bytes()
     script = load_script("export_model")
-    assert script.main(["--ckpt", str(ckpt), "--out", str(exported)]) == 1
+    assert script.main(["--ckpt", str(ckpt), "--out", str(exported)]) == 2
     assert "already exist" in capsys.readouterr().err
     assert (exported / EXPORT_WEIGHTS).read_bytes() == before
     assert script.main(["--ckpt", str(ckpt), "--out", str(exported), "--force"]) == 0

@@ -165,7 +165,7 @@ def test_cli_trains_reports_and_refuses_to_overwrite(toy_root, tmp_path, capsys)
     assert script.main(["--out", str(out), "--epochs", "1", "--batch", "8", "--width", "4"] + overrides) == 0
     assert "pixel accuracy" in capsys.readouterr().out
     written = out.read_bytes()
-    assert script.main(["--out", str(out), "--epochs", "1"] + overrides) == 1
+    assert script.main(["--out", str(out), "--epochs", "1"] + overrides) == 2
     assert "--force" in capsys.readouterr().err and out.read_bytes() == written
-    assert script.main(["--out", str(tmp_path / "new.pt"), "--set", "DATA.ROOT=/nonexistent"]) == 1
+    assert script.main(["--out", str(tmp_path / "new.pt"), "--set", "DATA.ROOT=/nonexistent"]) == 2
     assert "DATA.ROOT" in capsys.readouterr().err

@@ -131,5 +131,5 @@ def test_cli_exits_nonzero_listing_what_is_missing(raw):
     args = [f"--{k.replace('_', '-')}={v}" for k, v in raw.items()]
     done = subprocess.run([sys.executable, str(REPO_ROOT / "scripts/prepare_mmceleba.py"), *args, f"--size={OUT}",
                            "--workers=1"], capture_output=True, text=True)
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert "1 of 4" in done.stderr and "1.jpg is missing" in done.stderr

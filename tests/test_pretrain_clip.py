@@ -109,5 +109,5 @@ def test_cli_writes_where_the_config_points_and_never_overwrites(fake_root, tmp_
     assert script.main(["--cfg", str(config), "--batch", "6"] + overrides) == 0
     assert "top-1" in capsys.readouterr().out and out.is_file()
     written = out.read_bytes()
-    assert script.main(["--cfg", str(config)] + overrides) == 1
+    assert script.main(["--cfg", str(config)] + overrides) == 2
     assert "--force" in capsys.readouterr().err and out.read_bytes() == written

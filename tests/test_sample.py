@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pixelface import editing
+from pixelface import cli, editing
 from pixelface.checkpoint import atomic_save, file_hash
 from pixelface.masks import MaskError, label_to_color
 from pixelface.synthface import make_face
@@ -37,11 +37,11 @@ def run_sample(*args):
 
 
 def test_parse_seeds():
-    assert editing.parse_seeds("0-3,7, 10-11") == [0, 1, 2, 3, 7, 10, 11]
-    assert editing.parse_seeds("5") == [5]
-    for bad in ("", "a", "3-1", "1-", "-2", str(2 ** 32), "0-3,2"):
-        with pytest.raises(editing.InputError, match="seeds"):
-            editing.parse_seeds(bad)
+    assert cli.parse_seeds("0-3,7, 10-11") == [0, 1, 2, 3, 7, 10, 11]
+    assert cli.parse_seeds("5") == [5]
+    for bad in ("", "a", "3-1", "1-", "-2", str(2 ** 32), "0-3,2", "0-4000000000"):
+        with pytest.raises(cli.InputError, match="seeds"):
+            cli.parse_seeds(bad)
 
 
 def test_pair_conditions():
@@ -180,7 +180,7 @@ def test_sample_script_images_do_not_depend_on_batch_mates(ckpt, face_files, tmp
 def test_sample_script_keeps_existing_outputs_without_force(ckpt, face_files, tmp_path, capsys):
     args = ["--ckpt", ckpt, "--mask", face_files[0] / "mask.png", "--text", "a man", "--out", tmp_path]
     (tmp_path / "000_seed0.png").write_bytes(b"mine")
-    assert run_sample(*args) == 1
+    assert run_sample(*args) == 2
     assert "--force" in capsys.readouterr().err
     assert (tmp_path / "000_seed0.png").read_bytes() == b"mine" and not (tmp_path / "samples.json").exists()
     assert run_sample(*args, "--force") == 0
@@ -237,7 +237,7 @@ def test_sample_script_bad_input_is_one_error_and_writes_nothing(case, expected,
     }[case]
     checkpoint = {"missing checkpoint": tmp_path / "none.pt", "foreign architecture": foreign_ckpt}.get(case, ckpt)
     out = tmp_path / "out"
-    assert run_sample("--ckpt", checkpoint, *args, "--out", out) == 1
+    assert run_sample("--ckpt", checkpoint, *args, "--out", out) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0]
     assert not out.exists()

@@ -194,7 +194,7 @@ def test_non_empty_out_is_refused_and_left_alone(tmp_path, capsys):
     with pytest.raises(FileExistsError, match="not empty"):
         sf.write_dataset(out, num=4, size=32, seed=0)
     main = runpy.run_path(str(REPO_ROOT / "scripts/make_synthetic_faces.py"), run_name="cli")["main"]
-    assert main(["--out", str(out), "--num", "4", "--size", "32"]) == 1
+    assert main(["--out", str(out), "--num", "4", "--size", "32"]) == 2
     assert "not empty" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["dataset2.json"]
     assert (out / "dataset2.json").read_text() == "precious"

@@ -19,8 +19,8 @@ from pixelface.clip_pretrain import pretrain_clip
 from pixelface.config import REPO_ROOT, ConfigError, load_config
 from pixelface.synthface import write_dataset
 from pixelface.text_encoder import TextEncoder
-from pixelface.trainer import (NonFiniteLossError, Trainer, find_resume, latest_checkpoint, load_resume, mask_input,
-                               write_config)
+from pixelface.runs import latest_checkpoint, plan_resume
+from pixelface.trainer import NonFiniteLossError, Trainer, load_resume, mask_input, write_config
 
 SMOKE = REPO_ROOT / "cfg" / "smoke.yml"
 MAIN = REPO_ROOT / "code" / "main.py"
@@ -83,11 +83,13 @@ def test_resume_from_a_file_outside_a_run_folder_starts_a_new_run(smoke_root, tm
     write_config(run, smoke_cfg(smoke_root))
     Trainer(smoke_cfg(smoke_root), run, torch.device("cpu"), progress_bar=False).run()
     inside = latest_checkpoint(run)
-    assert find_resume(tmp_path / "out", "smoke", str(inside)) == (run, inside)
+    plan = plan_resume(tmp_path / "out", "smoke", str(inside))
+    assert (plan.run_dir, plan.checkpoint) == (run, inside)
     loose = tmp_path / "models" / "converted.pt"
     loose.parent.mkdir()
     shutil.copy(inside, loose)
-    assert find_resume(tmp_path / "out", "smoke", str(loose)) == (None, loose)   # its grandparent is no run
+    plan = plan_resume(tmp_path / "out", "smoke", str(loose))
+    assert (plan.run_dir, plan.checkpoint) == (None, loose)   # its grandparent is no run
 
 
 def test_resume_refuses_a_clip_file_that_changed(smoke_root, tmp_path):

@@ -53,7 +53,8 @@ def load_formatted(path: str | Path, fmt: str, what: str, error=ValueError, map_
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated, foreign or corrupt files all land here
-        raise error(f"{what} {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        reason = (str(e).strip().splitlines() or ["empty or truncated file"])[0]
+        raise error(f"{what} {path} cannot be read ({type(e).__name__}: {reason})") from None
     if not isinstance(data, dict) or data.get("format") != fmt:
         raise error(f"{path} is not a {what} (missing format={fmt!r})")
     return data

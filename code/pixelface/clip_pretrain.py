@@ -25,6 +25,7 @@ from PIL import Image
 
 from .checkpoint import atomic_save
 from .datasets import DatasetError, FaceDataset, resize_and_crop
+from .images import read_rgb
 from .text_encoder import CLIP_FORMAT, build_custom_clip, clip_image_input, custom_arch
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps its temperature so logits stay <= 100 x cosine
@@ -42,8 +43,7 @@ def load_images(dataset: FaceDataset, size: int) -> torch.Tensor:
     """
     arrays = []
     for path in dataset.image_paths:
-        with Image.open(path) as image:
-            arrays.append(np.asarray(resize_and_crop(image.convert("RGB"), dataset.size, Image.BILINEAR)))
+        arrays.append(np.asarray(resize_and_crop(read_rgb(path, "image"), dataset.size, Image.BILINEAR)))
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     if dataset.size == size:
         return images

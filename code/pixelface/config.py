@@ -7,6 +7,8 @@ never against the working directory.
 from __future__ import annotations
 
 import difflib
+import math
+import re
 from pathlib import Path
 
 import yaml
@@ -19,106 +21,168 @@ class ConfigError(ValueError):
     """A config file or override names an unknown key, a wrong type or a missing path."""
 
 
-def _k(default, doc):
-    return (default, doc)
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def plain_name_problem(name) -> str | None:
+    """Why `name` cannot become one path component (a run name, a dataset id…), or None when it can:
+    letters, digits, '.', '_' and '-', starting with a letter or digit, so never '..', '/' or absolute."""
+    if not isinstance(name, str) or not PLAIN_NAME.fullmatch(name):
+        return (f"{name!r} is not a plain name (letters, digits, '.', '_', '-', starting with a letter "
+                f"or digit; no '/', '..' or spaces)")
+    return None
+
+
+class Check:
+    """A constraint on one key's value: `problem(value)` says what is wrong, or None."""
+
+    def __init__(self, problem, text: str):
+        self.problem, self.text = problem, text
+
+    def __repr__(self):
+        return self.text
+
+
+def one_of(*choices) -> Check:
+    return Check(lambda v: None if v in choices else f"expected one of {', '.join(map(repr, choices))}",
+                 f"one of {', '.join(map(repr, choices))}")
+
+
+def at_least(lo, above: bool = False) -> Check:
+    """v >= lo (or v > lo with `above`)."""
+    sign = ">" if above else ">="
+    return Check(lambda v: None if (v > lo if above else v >= lo) else f"expected a value {sign} {lo}",
+                 f"{sign} {lo}")
+
+
+def between(lo, hi, hi_open: bool = False) -> Check:
+    """lo <= v <= hi (or < hi with `hi_open`)."""
+    right = ")" if hi_open else "]"
+    return Check(lambda v: None if lo <= v and (v < hi if hi_open else v <= hi)
+                 else f"expected a value in [{lo}, {hi}{right}", f"in [{lo}, {hi}{right}")
+
+
+def each_of(check: Check) -> Check:
+    """Every item of a list passes `check`."""
+    def problem(values):
+        for v in values:
+            why = check.problem(v)
+            if why:
+                return f"item {v!r}: {why}"
+        return None
+    return Check(problem, f"each {check.text}")
+
+
+PLAIN = Check(plain_name_problem, "a plain name")
+# A relative path inside a folder (DATA.INDEX, DATA.IMAGE_DIR…): never absolute, never '..'.
+INSIDE = Check(lambda v: None if v and not Path(v).is_absolute() and ".." not in Path(v).parts
+               else "expected a relative path inside DATA.ROOT (no leading '/', no '..')",
+               "a relative path without '..'")
+POSITIVE = at_least(1)
+NON_NEGATIVE = at_least(0)
+
+
+def _k(default, doc, check: Check | None = None):
+    return (default, doc, check)
 
 
 # Each leaf is (default, one-line comment). Nested dicts are sections.
 SCHEMA = {
-    "CONFIG_NAME": _k("pixelface", "run name prefix; runs land in <out>/<CONFIG_NAME>-<NNNNN>"),
-    "SEED": _k(3201, "global seed; rank r uses SEED + r for its own randomness"),
+    "CONFIG_NAME": _k("pixelface", "run name prefix; runs land in <out>/<CONFIG_NAME>-<NNNNN>", PLAIN),
+    "SEED": _k(3201, "global seed; rank r uses SEED + r for its own randomness", NON_NEGATIVE),
     "DATA": {
-        "NAME": _k("mmceleba", "dataset name recorded in run folders and metric caches"),
+        "NAME": _k("mmceleba", "dataset name recorded in run folders and metric caches", PLAIN),
         "ROOT": _k("data/mmceleba", "dataset folder in the MMCelebA layout (relative: to the repo root)"),
-        "INDEX": _k("dataset2.json", "split/caption index file inside ROOT"),
-        "IMAGE_DIR": _k("images", "image folder inside ROOT"),
-        "IMAGE_EXT": _k("jpg", "image file extension (jpg or png)"),
-        "MASK_DIR": _k("masks", "mask folder inside ROOT"),
-        "MASK_EXT": _k("png", "mask file extension (jpg or png)"),
-        "MASK_KIND": _k("color", "'color': CelebAMask-HQ palette RGB masks; 'label': label-id PNGs"),
-        "MASK_SNAP_DISTANCE": _k(80.0, "colour pixels farther than this (RGB L2) from every palette colour are off-palette"),
-        "MASK_MAX_OFF_PALETTE": _k(0.05, "largest tolerated share of off-palette pixels before a mask is an error"),
-        "MASK_RESIZE": _k("bilinear", "how the colour mask fed to the networks is resized: 'bilinear' (reference) or 'nearest'"),
-        "IMAGE_SIZE": _k(256, "training resolution of images and masks"),
-        "WORDS_NUM": _k(30, "captions are cut to at most this many words (reference: random order-preserving subset)"),
-        "EVAL_CAPTION": _k(0, "caption slot (0-9) used for evaluation and fixed sample grids"),
-        "NUM_WORKERS": _k(2, "DataLoader worker processes per rank"),
+        "INDEX": _k("dataset2.json", "split/caption index file inside ROOT", INSIDE),
+        "IMAGE_DIR": _k("images", "image folder inside ROOT", INSIDE),
+        "IMAGE_EXT": _k("jpg", "image file extension (jpg or png)", one_of("jpg", "jpeg", "png")),
+        "MASK_DIR": _k("masks", "mask folder inside ROOT", INSIDE),
+        "MASK_EXT": _k("png", "mask file extension (jpg or png)", one_of("png", "jpg", "jpeg")),
+        "MASK_KIND": _k("color", "'color': CelebAMask-HQ palette RGB masks; 'label': label-id PNGs", one_of("color", "label")),
+        "MASK_SNAP_DISTANCE": _k(80.0, "colour pixels farther than this (RGB L2) from every palette colour are off-palette", between(0, 442)),
+        "MASK_MAX_OFF_PALETTE": _k(0.05, "largest tolerated share of off-palette pixels before a mask is an error", between(0, 1)),
+        "MASK_RESIZE": _k("bilinear", "how the colour mask fed to the networks is resized: 'bilinear' (reference) or 'nearest'", one_of("bilinear", "nearest")),
+        "IMAGE_SIZE": _k(256, "training resolution of images and masks", at_least(16)),
+        "WORDS_NUM": _k(30, "captions are cut to at most this many words (reference: random order-preserving subset)", POSITIVE),
+        "EVAL_CAPTION": _k(0, "caption slot (0-9) used for evaluation and fixed sample grids", between(0, 9)),
+        "NUM_WORKERS": _k(2, "DataLoader worker processes per rank", NON_NEGATIVE),
         "SYNTHESIZE": _k(False, "render the synthetic face dataset into ROOT when it is missing"),
-        "SYNTH_NUM": _k(5000, "number of synthetic faces to render when SYNTHESIZE is on"),
-        "SYNTH_SIZE": _k(64, "resolution of the rendered synthetic faces"),
-        "SYNTH_SEED": _k(0, "seed of the synthetic face renderer"),
+        "SYNTH_NUM": _k(5000, "number of synthetic faces to render when SYNTHESIZE is on", at_least(10)),
+        "SYNTH_SIZE": _k(64, "resolution of the rendered synthetic faces", at_least(32)),
+        "SYNTH_SEED": _k(0, "seed of the synthetic face renderer", NON_NEGATIVE),
     },
     "TEXT": {
         "MODEL": _k("ViT-B-32", "open_clip architecture name, or 'custom' for the CUSTOM architecture below"),
         "PRETRAINED": _k("openai", "open_clip pretrained tag, or a local checkpoint path; '' for random weights"),
         "PRETRAINED_SHA256": _k("", "sha256 of the local PRETRAINED file; training records it, every later load checks it ('' = unchecked)"),
-        "MAX_WORDS": _k(30, "text positions handed to the generator (T <= 30)"),
+        "MAX_WORDS": _k(30, "text positions handed to the generator (T <= 30)", POSITIVE),
         "FIXED_LENGTH": _k(True, "pad words to MAX_WORDS with a padding mask (fix); False: reference batch-dependent T, no mask"),
-        "EMBEDDING_DIM": _k(512, "width of the word features (CLIP text width)"),
-        "SENTENCE_DIM": _k(512, "width of the sentence embedding (CLIP projection)"),
+        "EMBEDDING_DIM": _k(512, "width of the word features (CLIP text width)", POSITIVE),
+        "SENTENCE_DIM": _k(512, "width of the sentence embedding (CLIP projection)", POSITIVE),
         "PRETRAIN_IF_MISSING": _k(False, "when PRETRAINED is a missing local file, pretrain a CUSTOM CLIP on the dataset into it"),
-        "PRETRAIN_EPOCHS": _k(10, "epochs of that contrastive pretraining"),
+        "PRETRAIN_EPOCHS": _k(10, "epochs of that contrastive pretraining", POSITIVE),
         "CUSTOM": {
-            "EMBED_DIM": _k(128, "custom CLIP: joint embedding width"),
-            "IMAGE_SIZE": _k(64, "custom CLIP: vision tower input size"),
-            "VISION_LAYERS": _k(4, "custom CLIP: vision transformer depth"),
-            "VISION_WIDTH": _k(128, "custom CLIP: vision transformer width"),
-            "VISION_PATCH": _k(8, "custom CLIP: vision patch size"),
-            "TEXT_LAYERS": _k(4, "custom CLIP: text transformer depth"),
-            "TEXT_WIDTH": _k(128, "custom CLIP: text transformer width"),
-            "TEXT_HEADS": _k(4, "custom CLIP: text attention heads"),
-            "CONTEXT_LENGTH": _k(77, "custom CLIP: token context length"),
+            "EMBED_DIM": _k(128, "custom CLIP: joint embedding width", POSITIVE),
+            "IMAGE_SIZE": _k(64, "custom CLIP: vision tower input size", at_least(16)),
+            "VISION_LAYERS": _k(4, "custom CLIP: vision transformer depth", POSITIVE),
+            "VISION_WIDTH": _k(128, "custom CLIP: vision transformer width", POSITIVE),
+            "VISION_PATCH": _k(8, "custom CLIP: vision patch size", POSITIVE),
+            "TEXT_LAYERS": _k(4, "custom CLIP: text transformer depth", POSITIVE),
+            "TEXT_WIDTH": _k(128, "custom CLIP: text transformer width", POSITIVE),
+            "TEXT_HEADS": _k(4, "custom CLIP: text attention heads", POSITIVE),
+            "CONTEXT_LENGTH": _k(77, "custom CLIP: token context length", POSITIVE),
         },
     },
     "MODEL": {
-        "SIZE": _k(256, "output resolution: 64, 256 or 1024 (each stage multiplies it by 4)"),
-        "STYLE_DIM": _k(512, "z and w width"),
-        "N_MLP": _k(8, "mapping network depth"),
-        "LR_MLP": _k(0.01, "learning-rate multiplier of the mapping and text MLPs"),
-        "CHANNEL_MULTIPLIER": _k(2, "StyleGAN2 channel multiplier of G and D"),
-        "CHANNEL_MAX": _k(512, "cap on every feature-map width of G and D"),
-        "MASK_DIM": _k(128, "mask-encoder feature width (GCMF query width)"),
-        "MASK_INPUT": _k("color", "'color': 3-channel palette mask (reference); 'onehot': 19-channel label one-hot"),
+        "SIZE": _k(256, "output resolution: 64, 256 or 1024 (each stage multiplies it by 4)", one_of(64, 256, 1024)),
+        "STYLE_DIM": _k(512, "z and w width", POSITIVE),
+        "N_MLP": _k(8, "mapping network depth", POSITIVE),
+        "LR_MLP": _k(0.01, "learning-rate multiplier of the mapping and text MLPs", at_least(0, above=True)),
+        "CHANNEL_MULTIPLIER": _k(2, "StyleGAN2 channel multiplier of G and D", POSITIVE),
+        "CHANNEL_MAX": _k(512, "cap on every feature-map width of G and D", at_least(16)),
+        "MASK_DIM": _k(128, "mask-encoder feature width (GCMF query width)", POSITIVE),
+        "MASK_INPUT": _k("color", "'color': 3-channel palette mask (reference); 'onehot': 19-channel label one-hot", one_of("color", "onehot")),
         "GCMF_GATE": _k(False, "add the paper figure's correlation gate to GCMF (our reading; reference code has none)"),
-        "GCMF_DROPOUT": _k(0.06, "GCMF attention dropout, applied per element and per word (reference 0.06 each)"),
-        "GCMF_CHUNK": _k(16384, "GCMF processes at most this many queries at once (memory bound at 256 px)"),
-        "D_SPECTRAL_NORM": _k("torch", "power iteration of D's text-head spectral norm: 'torch' (u then v, training only) or 'reference' (v then u on every call)"),
-        "POSFOLD_WIDTH": _k(0, "channels per pixel of the positional fold before its two Folds (0: hidden/16, the reference)"),
-        "UNFOLD_INIT": _k("random", "init of the convs before each Unfold: 'random' (reference) or 'icnr' (Unfold starts as nearest upsampling: no checkerboard)"),
+        "GCMF_DROPOUT": _k(0.06, "GCMF attention dropout, applied per element and per word (reference 0.06 each)", between(0, 1, hi_open=True)),
+        "GCMF_CHUNK": _k(16384, "GCMF processes at most this many queries at once (memory bound at 256 px)", POSITIVE),
+        "D_SPECTRAL_NORM": _k("torch", "power iteration of D's text-head spectral norm: 'torch' (u then v, training only) or 'reference' (v then u on every call)", one_of("torch", "reference")),
+        "POSFOLD_WIDTH": _k(0, "channels per pixel of the positional fold before its two Folds (0: hidden/16, the reference)", NON_NEGATIVE),
+        "FOLD_SKIP": _k("none", "also add a linear projection of each stage's per-pixel rows to every fold step's output: 'none' (reference: they pass only through the positional fold), 'mask' (mask features), 'fusion' (mask features and GCMF output)", one_of("none", "mask", "fusion")),
+        "UNFOLD_INIT": _k("random", "init of the convs before each Unfold: 'random' (reference) or 'icnr' (Unfold starts as nearest upsampling: no checkerboard)", one_of("random", "icnr")),
     },
     "TRAIN": {
-        "BATCH_SIZE": _k(4, "images per process per step"),
-        "TOTAL_KIMG": _k(25000.0, "training length in thousands of real images shown (all ranks together)"),
-        "LR_G": _k(0.002, "generator learning rate before the lazy-regularisation correction"),
-        "LR_D": _k(0.004, "discriminator learning rate before the lazy-regularisation correction"),
-        "BETA2": _k(0.99, "Adam beta2 before the lazy-regularisation correction (beta1 is 0)"),
-        "R1_GAMMA": _k(10.0, "R1 weight gamma"),
-        "R1_INTERVAL": _k(16, "R1 every this many steps (lazy regularisation)"),
+        "BATCH_SIZE": _k(4, "images per process per step", POSITIVE),
+        "TOTAL_KIMG": _k(25000.0, "training length in thousands of real images shown (all ranks together)", at_least(0, above=True)),
+        "LR_G": _k(0.002, "generator learning rate before the lazy-regularisation correction", at_least(0, above=True)),
+        "LR_D": _k(0.004, "discriminator learning rate before the lazy-regularisation correction", at_least(0, above=True)),
+        "BETA2": _k(0.99, "Adam beta2 before the lazy-regularisation correction (beta1 is 0)", between(0, 1, hi_open=True)),
+        "R1_GAMMA": _k(10.0, "R1 weight gamma", NON_NEGATIVE),
+        "R1_INTERVAL": _k(16, "R1 every this many steps (lazy regularisation)", POSITIVE),
         "R1_IMAGE_ONLY": _k(False, "penalise the image channels only (fix); False: image and mask channels (reference)"),
-        "PL_WEIGHT": _k(2.0, "path-length regularisation weight"),
-        "PL_INTERVAL": _k(4, "path-length regularisation every this many steps"),
-        "PL_BATCH_SHRINK": _k(2, "path-length batch = BATCH_SIZE // this"),
-        "PL_DECAY": _k(0.01, "decay of the running mean path length"),
-        "CLIP_WEIGHT": _k(1.0, "weight of the CLIP contrastive loss on G"),
+        "PL_WEIGHT": _k(2.0, "path-length regularisation weight", NON_NEGATIVE),
+        "PL_INTERVAL": _k(4, "path-length regularisation every this many steps", POSITIVE),
+        "PL_BATCH_SHRINK": _k(2, "path-length batch = BATCH_SIZE // this", POSITIVE),
+        "PL_DECAY": _k(0.01, "decay of the running mean path length", between(0, 1)),
+        "CLIP_WEIGHT": _k(1.0, "weight of the CLIP contrastive loss on G", NON_NEGATIVE),
         "CLIP_SCHEDULE": _k(False, "ramp the CLIP weight as min(1, 0.03 + 0.005 epoch) x CLIP_WEIGHT (reference computed it, never used it)"),
         "CLIP_NORMALIZE": _k(False, "map G output to [0,1] and CLIP mean/std before the CLIP loss (fix); False: raw [-1,1] (reference)"),
-        "RECON_WEIGHT": _k(0.0, "weight of an L1 loss between G's image and the real image of the same mask and caption (not in the paper; 0 = off)"),
-        "MISMATCH_ON": _k("fake", "image paired with rotated text in the D mismatch term: 'fake' (reference) or 'real'"),
-        "EMA_HALFLIFE_KIMG": _k(1.25, "G_ema half-life in thousands of images (1.25 reproduces the reference at batch 4)"),
-        "EMA_RAMPUP": _k(0.0, "if > 0, half-life is at most this fraction of the images seen so far"),
-        "AMP": _k("none", "autocast on GPU: 'none', 'bf16' or 'fp16'"),
+        "RECON_WEIGHT": _k(0.0, "weight of an L1 loss between G's image and the real image of the same mask and caption (not in the paper; 0 = off)", NON_NEGATIVE),
+        "MISMATCH_ON": _k("fake", "image paired with rotated text in the D mismatch term: 'fake' (reference) or 'real'", one_of("fake", "real")),
+        "EMA_HALFLIFE_KIMG": _k(1.25, "G_ema half-life in thousands of images (1.25 reproduces the reference at batch 4)", NON_NEGATIVE),
+        "EMA_RAMPUP": _k(0.0, "if > 0, half-life is at most this fraction of the images seen so far", NON_NEGATIVE),
+        "AMP": _k("none", "autocast on GPU: 'none', 'bf16' or 'fp16'", one_of("none", "bf16", "fp16")),
         "TF32": _k(True, "allow TF32 matmuls on GPU"),
         "CHANNELS_LAST": _k(False, "channels_last memory format on GPU"),
-        "MAX_NONFINITE_SKIPS": _k(10, "stop with an error (and a checkpoint) after this many consecutive non-finite losses"),
-        "LOG_KIMG": _k(1.0, "log line and scalars every this many kimg"),
-        "SAMPLE_KIMG": _k(10.0, "sample grid every this many kimg"),
-        "SNAPSHOT_KIMG": _k(50.0, "checkpoint every this many kimg"),
-        "KEEP_CHECKPOINTS": _k(3, "keep the last K periodic checkpoints (plus best and final)"),
-        "EVAL_KIMG": _k(0.0, "run the evaluation hook every this many kimg (0: never)"),
+        "MAX_NONFINITE_SKIPS": _k(10, "stop with an error (and a checkpoint) after this many consecutive non-finite losses", NON_NEGATIVE),
+        "LOG_KIMG": _k(1.0, "log line and scalars every this many kimg (0: only at the end)", NON_NEGATIVE),
+        "SAMPLE_KIMG": _k(10.0, "sample grid every this many kimg", NON_NEGATIVE),
+        "SNAPSHOT_KIMG": _k(50.0, "checkpoint every this many kimg (0: only at the end and on SIGTERM)", NON_NEGATIVE),
+        "KEEP_CHECKPOINTS": _k(3, "keep the last K periodic checkpoints (plus best and final)", POSITIVE),
+        "EVAL_KIMG": _k(0.0, "run the evaluation hook every this many kimg (0: never)", NON_NEGATIVE),
         "EVAL_METRICS": _k(["fid_clip", "clip_score"], "metrics of the periodic evaluation (names from pixelface.metrics.METRICS)"),
         "EVAL_METRIC": _k("fid_clip", "value (a key the EVAL_METRICS return) that decides checkpoints/best.pt"),
-        "EVAL_NUM": _k(1000, "images generated by the periodic evaluation"),
-        "GRID_SIZE": _k(8, "number of fixed test items in the sample grids"),
+        "EVAL_NUM": _k(1000, "images generated by the periodic evaluation", at_least(2)),
+        "GRID_SIZE": _k(8, "number of fixed test items in the sample grids", POSITIVE),
     },
 }
 
@@ -138,7 +202,8 @@ def describe(schema=SCHEMA, prefix="") -> list[str]:
         if isinstance(v, dict):
             lines += describe(v, f"{prefix}{k}.")
         else:
-            lines.append(f"{prefix}{k} = {v[0]!r}  # {v[1]}")
+            allowed = f" [{v[2]!r}]" if v[2] is not None else ""
+            lines.append(f"{prefix}{k} = {v[0]!r}  # {v[1]}{allowed}")
     return lines
 
 
@@ -160,16 +225,29 @@ def _all_keys(schema=SCHEMA, prefix=""):
             yield prefix + k
 
 
-def _coerce(value, default, key: str, source: str):
-    """Check `value` against the default's type; ints are accepted for floats."""
+# YAML 1.1 reads 1e-3 (no dot) as a string; floats also accept that notation.
+_FLOAT_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _coerce(value, leaf, key: str, source: str):
+    """Check `value` against the default's type (ints and exponent notation are accepted for floats;
+    floats must be finite) and against the key's declared values or range."""
+    default, _, check = leaf
     expected = type(default)
+    if expected is float and isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+        value = float(value)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, expected) and not (expected is int and isinstance(value, bool)):
-        return value
-    raise ConfigError(
-        f"{source}: {key} = {value!r} has type {type(value).__name__}, expected {expected.__name__} "
-        f"(default {default!r})")
+        value = float(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ConfigError(
+            f"{source}: {key} = {value!r} has type {type(value).__name__}, expected {expected.__name__} "
+            f"(default {default!r})")
+    if expected is float and not math.isfinite(value):
+        raise ConfigError(f"{source}: {key} = {value!r}: expected a finite number")
+    problem = check.problem(value) if check is not None else None
+    if problem:
+        raise ConfigError(f"{source}: {key} = {value!r}: {problem}")
+    return value
 
 
 def _set(cfg: EasyDict, key: str, value, source: str):
@@ -181,7 +259,7 @@ def _set(cfg: EasyDict, key: str, value, source: str):
     node = cfg
     for part in parts[:-1]:
         node = node[part]
-    node[parts[-1]] = _coerce(value, leaf[0], key, source)
+    node[parts[-1]] = _coerce(value, leaf, key, source)
 
 
 def _flatten(tree: dict, prefix="") -> dict:

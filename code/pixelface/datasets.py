@@ -24,7 +24,8 @@ from nltk.tokenize import RegexpTokenizer
 from PIL import Image
 from tqdm import tqdm
 
-from pixelface.config import ConfigError, default_config, require_path
+from pixelface.config import ConfigError, default_config, plain_name_problem, require_path
+from pixelface.images import ImageReadError, read_mask_array, read_rgb
 from pixelface.masks import LABEL_ID, LABELS, NUM_CLASSES, MaskError, color_tensor, color_to_label, label_to_color
 
 CAPTIONS_PER_IMAGE = 10
@@ -107,6 +108,9 @@ def _split_images(path: Path, name: str, split: dict) -> list[tuple[str, list[st
             raise DatasetError(f"{path}: split '{name}' entries {start}..{start + CAPTIONS_PER_IMAGE - 1} name "
                                f"several images {sorted(set(block))}; each image needs {CAPTIONS_PER_IMAGE} "
                                f"consecutive captions")
+        problem = plain_name_problem(block[0])   # ids become file names: never '../x' or '/abs'
+        if problem:
+            raise DatasetError(f"{path}: split '{name}' entry {start}: image id {problem}")
         images.append((block[0], lists["captions"][start:start + CAPTIONS_PER_IMAGE]))
     return images
 
@@ -164,16 +168,16 @@ def _to_signed_tensor(image: Image.Image) -> torch.Tensor:
 
 
 def read_label_map(path: Path, kind: str, snap_distance: float = 80.0, max_off_palette: float = 0.05) -> np.ndarray:
-    """The full-resolution (H,W) uint8 label map stored at `path` as a colour mask or as label ids."""
-    with Image.open(path) as mask:
-        if kind == "color":
-            return color_to_label(np.asarray(mask.convert("RGB")), snap_distance, max_off_palette, name=str(path))
-        if mask.mode not in ("L", "P"):
-            raise MaskError(f"{path}: expected a single-channel label-id PNG, got mode {mask.mode}")
-        labels = np.asarray(mask)
-    if labels.max() >= NUM_CLASSES:
-        raise MaskError(f"{path}: label ids must lie in 0..{NUM_CLASSES - 1}, found {labels.max()}")
-    return labels
+    """The full-resolution (H,W) uint8 label map stored at `path` as a colour mask or as label ids
+    (ImageReadError when the file cannot be read)."""
+    if kind == "color":
+        return color_to_label(read_mask_array(path, "mask", rgb=True), snap_distance, max_off_palette, name=str(path))
+    labels = read_mask_array(path, "mask")
+    if labels.ndim != 2:
+        raise MaskError(f"{path}: expected a single-channel label-id PNG, got a colour image")
+    if labels.min() < 0 or labels.max() >= NUM_CLASSES:
+        raise MaskError(f"{path}: label ids must lie in 0..{NUM_CLASSES - 1}, found {labels.min()}..{labels.max()}")
+    return labels.astype(np.uint8, copy=False)
 
 
 class FaceDataset(torch.utils.data.Dataset):
@@ -225,8 +229,8 @@ class FaceDataset(torch.utils.data.Dataset):
         return clean_caption(self.items[i][1][slot], self.words, rng)
 
     def __getitem__(self, i: int) -> dict:
-        with Image.open(self.image_paths[i]) as image:
-            image = resize_and_crop(image.convert("RGB"), self.size, Image.BILINEAR)
+        # ImageReadError names the file, so a DataLoader worker or a DDP rank fails saying which one.
+        image = resize_and_crop(read_rgb(self.image_paths[i], "image"), self.size, Image.BILINEAR)
         labels_full = read_label_map(self.mask_paths[i], self.mask_kind, self.snap_distance, self.max_off_palette)
         labels = np.asarray(resize_and_crop(Image.fromarray(labels_full), self.size, Image.NEAREST))
         labels = torch.from_numpy(labels.astype(np.int64))
@@ -281,7 +285,7 @@ def _output_paths(out: Path, image_id: str) -> tuple[Path, Path]:
             out / _LAYOUT.MASK_DIR / f"{image_id}.{_LAYOUT.MASK_EXT}")
 
 
-class PrepareError(RuntimeError):
+class PrepareError(ValueError):
     """The raw downloads cannot be turned into the MM-CelebA-HQ layout, or the result is incomplete."""
 
 
@@ -315,8 +319,7 @@ def merge_parts(part_paths: dict[str, Path]) -> np.ndarray:
     as CelebAMask-HQ's own g_mask.py does (so hair covers skin, cloth covers neck)."""
     labels = None
     for part in sorted(part_paths, key=LABEL_ID.__getitem__):
-        with Image.open(part_paths[part]) as image:
-            on = np.asarray(image.convert("L")) > 127
+        on = np.asarray(read_rgb(part_paths[part], "part mask").convert("L")) > 127
         if labels is None:
             labels = np.zeros(on.shape, np.uint8)
         if on.shape != labels.shape:
@@ -353,8 +356,7 @@ def _save_atomic(image: Image.Image, path: Path):
 def _write_image(source: Path, target: Path, size: int):
     if not source.is_file():
         raise PrepareError(f"raw image {source} is missing")
-    with Image.open(source) as image:
-        _save_atomic(resize_and_crop(image.convert("RGB"), size, Image.LANCZOS), target)
+    _save_atomic(resize_and_crop(read_rgb(source, "raw image"), size, Image.LANCZOS), target)
 
 
 def _write_mask(part_paths: dict[str, Path], target: Path, size: int, mask_format: str):
@@ -379,7 +381,7 @@ def _prepare_one(task) -> tuple[int, int, list[str]]:
         try:
             write()
             written += 1
-        except (OSError, PrepareError) as e:  # a bad raw file spoils one id, not the whole run
+        except (OSError, PrepareError, ImageReadError) as e:  # a bad raw file spoils one id, not the whole run
             problems.append(str(e))
     return written, skipped, problems
 
@@ -413,6 +415,8 @@ def prepare_mmceleba(celeba_hq: str | Path, parts: str | Path, index: str | Path
     celeba_hq, parts, index, out = Path(celeba_hq), Path(parts), Path(index), Path(out)
     if mask_format not in ("color", "label"):
         raise PrepareError(f"mask format {mask_format!r}: expected 'color' or 'label'")
+    if out.exists() and not out.is_dir():
+        raise PrepareError(f"--out {out} is a file, expected a folder")
     for folder, what in ((celeba_hq, "CelebA-HQ image folder"), (parts, "CelebAMask-HQ part-mask folder")):
         if not folder.is_dir():
             raise PrepareError(f"{what} {folder} does not exist")
@@ -428,9 +432,9 @@ def prepare_mmceleba(celeba_hq: str | Path, parts: str | Path, index: str | Path
     problems = {i: "; ".join(r[2]) for i, r in zip(ids, results) if r[2]}
     incomplete = [i for i in ids if not all(path.is_file() for path in _output_paths(out, i))]
     if incomplete:
-        shown = "\n  ".join(f"{i}: {problems.get(i, 'output missing')}" for i in incomplete[:20])
+        shown = "; ".join(f"{i}: {problems.get(i, 'output missing')}" for i in incomplete[:20])
         raise PrepareError(f"{out}: {len(incomplete)} of {len(ids)} images in {index} lack an image or a mask "
-                           f"({summary.written} files written this run); first:\n  {shown}")
+                           f"({summary.written} files written this run); first: {shown}")
     return summary
 
 

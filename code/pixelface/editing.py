@@ -17,22 +17,22 @@ import copy
 import json
 import math
 import re
-import sys
 import warnings
-from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
+from .cli import InputError, InputWarning, check_output_folder
 from .checkpoint import atomic_save, atomic_write, file_hash, load_formatted
-from .config import ConfigError, resolve_path
+from .config import resolve_path
 from .datasets import FaceDataset, clean_caption, resize_and_crop
+from .images import open_image, read_mask_array, read_rgb
 from .masks import NUM_CLASSES, MaskError, color_tensor, color_to_label, one_hot
 from .metrics import LPIPS_BACKBONE_FILE, lpips_network
 from .text_encoder import clip_image_input
@@ -42,46 +42,19 @@ MEAN_LATENT_SEED = 0x5EED   # fixed, so the truncation centre is a property of t
 INVERSION_FORMAT = "pixelface-inversion"
 
 
-class InputError(ValueError):
-    """A file, caption, mask or count given by the user cannot be used; the message names it and says why."""
-
-
-class InputWarning(UserWarning):
-    """An input was usable only after a change the user should know about (a caption cut short)."""
-
-
-def run_script(run, args):
-    """Run a CLI's `run(args)` the way sample.py and manipulate.py report: each InputWarning as one
-    "warning:" line, a bad input as one "error:" line. Returns run's result, or None after an error."""
-    warnings.simplefilter("always", InputWarning)
-    warnings.showwarning = lambda message, *rest, **kw: print(f"warning: {message}", file=sys.stderr)
-    try:
-        return run(args)
-    except (ValueError, ConfigError, FileNotFoundError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return None
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Reading inputs
 
 
-def _open_image(path: str | Path, what: str) -> Image.Image:
-    """The fully decoded image at `path`, or InputError naming it (missing, not an image, truncated)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{what} {path} does not exist")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image
-    except (UnidentifiedImageError, OSError) as e:
-        raise InputError(f"{what} {path} cannot be read as an image ({e})") from None
+# Files are read through pixelface.images: a missing, empty, truncated, oversized or non-image file is an
+# ImageReadError (a ValueError, so the scripts report it as one "error:" line starting with the path), and
+# EXIF orientation is applied.
 
 
 def read_image(path: str | Path, size: int) -> torch.Tensor:
-    """An RGB image of any size -> (3,size,size) float in [-1,1]: shorter side resized (LANCZOS), centre crop."""
-    image = _open_image(path, "image").convert("RGB")
+    """An image of any size -> (3,size,size) float in [-1,1]: shorter side resized (LANCZOS), centre crop.
+    Read as images.read_rgb does (16-bit scaled to 8, alpha dropped, EXIF orientation applied)."""
+    image = read_rgb(path, "image")
     array = np.asarray(resize_and_crop(image, size, Image.LANCZOS), dtype=np.float32)
     return torch.from_numpy(array).permute(2, 0, 1).contiguous() / 127.5 - 1.0
 
@@ -93,24 +66,34 @@ def read_mask(path: str | Path, size: int, snap_distance: float = 80.0, max_off_
     colours, snapped to the nearest palette colour when within `snap_distance` (JPEG noise at region
     edges). More than `max_off_palette` of far-off pixels, or an id above 18, is an error.
     """
-    mask = _open_image(path, "mask")
-    labels = None
-    if mask.mode in ("L", "P", "I", "I;16"):
-        ids = np.asarray(mask).astype(np.int64)
-        if ids.max() < NUM_CLASSES:
-            labels = ids
-        elif mask.mode != "P":  # a palette image whose indices are not label ids may still show palette colours
+    # A palette image whose indices are not label ids comes back as its colours, which may be palette colours.
+    values = read_mask_array(path, "mask", max_index=NUM_CLASSES - 1)
+    if values.ndim == 2:
+        if values.min() < 0 or values.max() >= NUM_CLASSES:
             raise MaskError(f"mask {path}: a single-channel mask holds label ids 0..{NUM_CLASSES - 1}, "
-                            f"found {ids.max()}")
-    if labels is None:
-        labels = color_to_label(np.asarray(mask.convert("RGB")), snap_distance, max_off_palette, name=f"mask {path}")
+                            f"found {values.min()}..{values.max()}")
+        labels = values.astype(np.int64)
+    else:
+        labels = color_to_label(values, snap_distance, max_off_palette, name=f"mask {path}")
     labels = np.asarray(resize_and_crop(Image.fromarray(labels.astype(np.uint8)), size, Image.NEAREST))
     return torch.from_numpy(labels.astype(np.int64))
 
 
-def image_shape(path: str | Path) -> tuple[int, int]:
-    """(width, height) of the image at `path` (InputError when it cannot be read)."""
-    return _open_image(path, "image").size
+def image_shape(path: str | Path, what: str = "image") -> tuple[int, int]:
+    """(width, height) of the image at `path` after its EXIF orientation (ImageReadError when it cannot be
+    read)."""
+    return open_image(path, what).size
+
+
+def check_same_aspect(image_path: str | Path, mask_path: str | Path, tolerance: float = 0.01) -> None:
+    """Refuse (InputError naming both files and sizes) an image and its mask whose aspect ratios differ by
+    more than `tolerance` (relative): each is centre-cropped to a square on its own, so they would not line up."""
+    (iw, ih), (mw, mh) = image_shape(image_path, "image"), image_shape(mask_path, "mask")
+    ratios = sorted((iw / ih, mw / mh))
+    if ratios[1] / ratios[0] - 1 > tolerance:
+        raise InputError(f"image {image_path} is {iw}x{ih} but mask {mask_path} is {mw}x{mh}: their aspect ratios "
+                         f"differ by {ratios[1] / ratios[0] - 1:.1%}; they must show the same picture (same aspect "
+                         f"ratio, within {tolerance:.0%})")
 
 
 def dataset_items(cfg, split: str, ids: list[str]) -> list[dict]:
@@ -209,23 +192,6 @@ def pair_conditions(n_masks: int, n_captions: int) -> list[tuple[int, int]]:
         return [(i, 0) for i in range(n_masks)]
     raise InputError(f"{n_masks} masks and {n_captions} captions cannot be paired: give as many masks as captions, "
                      f"or a single mask, or a single caption")
-
-
-def parse_seeds(text: str) -> list[int]:
-    """'0-3,7,10-11' -> [0, 1, 2, 3, 7, 10, 11] (stylegan2-ada syntax); seeds lie in [0, 2^32)."""
-    seeds = []
-    for part in text.split(","):
-        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not match:
-            raise InputError(f"seeds {text!r}: expected numbers and ranges like 0-7,10")
-        first, last = int(match[1]), int(match[2] or match[1])
-        if last < first or last >= 2 ** 32:
-            raise InputError(f"seeds {text!r}: range {part.strip()} is empty or beyond 2^32 - 1")
-        seeds += range(first, last + 1)
-    repeated = sorted(s for s, n in Counter(seeds).items() if n > 1)
-    if repeated:
-        raise InputError(f"seeds {text!r}: {repeated[:5]} appear more than once (a seed always gives the same image)")
-    return seeds
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -599,7 +565,10 @@ def save_text(text: str, path: str | Path) -> None:
 
 
 def check_free(paths: list[Path], force: bool) -> None:
-    """Refuse (FileExistsError naming them) to overwrite existing outputs unless `force`."""
+    """Refuse (FileExistsError naming them) to overwrite existing outputs unless `force`, and make sure
+    their folders can be written: both before any expensive work."""
+    for folder in dict.fromkeys(Path(p).parent for p in paths):
+        check_output_folder(folder)
     taken = [str(p) for p in paths if p.exists()]
     if taken and not force:
         shown = ", ".join(taken[:5]) + (f" and {len(taken) - 5} more" if len(taken) > 5 else "")

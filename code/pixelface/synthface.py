@@ -895,6 +895,14 @@ def build_index(captions: list[list[str]], train: list[int], test: list[int]) ->
     return index
 
 
+RENDERING_MARKER = ".rendering"
+
+
+def unfinished_render(out: Path) -> bool:
+    """True when `out` holds a render that write_dataset started and did not finish."""
+    return (Path(out) / RENDERING_MARKER).is_file()
+
+
 def _check_output(out: Path, force: bool):
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a folder")
@@ -919,6 +927,7 @@ def write_dataset(out: str | Path, num: int, size: int, seed: int, workers: int 
     _check_output(out, force)
     for folder in ("images", "masks"):
         (out / folder).mkdir(parents=True, exist_ok=True)
+    (out / RENDERING_MARKER).touch()   # "ours, unfinished": a later call may render into it again
     tasks = [(seed, i, size, out) for i in range(num)]
     if workers == 1:
         results = [_render_and_save(t) for t in tasks]
@@ -930,6 +939,7 @@ def write_dataset(out: str | Path, num: int, size: int, seed: int, workers: int 
     _write_text_atomic(json.dumps(attributes), out / "attributes.json")
     index = build_index([captions for _, captions in results], train, test)
     _write_text_atomic(json.dumps(index), out / "dataset2.json")
+    (out / RENDERING_MARKER).unlink()
     return out
 
 

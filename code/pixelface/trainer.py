@@ -12,7 +12,6 @@ import copy
 import hashlib
 import json
 import math
-import re
 import signal
 import time
 import warnings
@@ -32,6 +31,7 @@ from .datasets import FaceDataset
 from .discriminator import Discriminator
 from .generator import Generator
 from .masks import one_hot
+from .metrics import METRICS, evaluate_generator
 from .text_encoder import TextEncoder, pin_weights_hash
 
 
@@ -115,12 +115,18 @@ class Trainer:
     """Holds the networks, optimisers and counters of one run; `run()` trains to TRAIN.TOTAL_KIMG."""
 
     def __init__(self, cfg, run_dir: Path, device: torch.device, progress_bar: bool = True):
-        self.cfg, self.run_dir, self.device = cfg, Path(run_dir), device
+        # run_dir may be None while a new run's folder is not made yet; it must be set before run()
+        self.cfg, self.device = cfg, device
+        self.run_dir = Path(run_dir) if run_dir is not None else None
         self.rank, self.world = dist.rank(), dist.world_size()
         self.show_progress = progress_bar and self.rank == 0
         torch.manual_seed(cfg.SEED + self.rank)  # per-rank randomness (z, noise, dropout)
 
         self.dataset = FaceDataset(cfg, "train", train=True)
+        share = len(self.dataset) // self.world
+        if share < cfg.TRAIN.BATCH_SIZE:   # drop_last would leave every epoch empty: an endless loop
+            raise ConfigError(f"TRAIN.BATCH_SIZE = {cfg.TRAIN.BATCH_SIZE} is more than each of the {self.world} "
+                              f"processes' share of the {len(self.dataset)} training images ({share})")
         pin_weights_hash(cfg)  # checkpoints then name the exact CLIP file their generator reads
         self.text = TextEncoder.from_config(cfg).to(device)
         self.G = Generator.from_config(cfg).to(device)
@@ -488,7 +494,6 @@ class Trainer:
         t = self.cfg.TRAIN
         results = None
         if self.rank == 0:
-            from .metrics import evaluate_generator
             results = evaluate_generator(self.G_ema, self.cfg, self.text, split="test", num=t.EVAL_NUM,
                                          metrics=list(t.EVAL_METRICS), device=self.device)["metrics"]
         results = dist.broadcast_object(results)
@@ -529,57 +534,29 @@ def _progress_bar(total: int, done: int):
     return tqdm(total=total, initial=done, unit="img", dynamic_ncols=True, smoothing=0.1)
 
 
-def new_run_dir(out: Path, name: str) -> Path:
-    """<out>/<name>-<NNNNN> with the next free number (stylegan2-ada style)."""
-    out.mkdir(parents=True, exist_ok=True)
-    numbers = [int(m.group(1)) for d in out.iterdir() if (m := re.fullmatch(rf"{re.escape(name)}-(\d{{5}})", d.name))]
-    run_dir = out / f"{name}-{max(numbers, default=-1) + 1:05d}"
-    run_dir.mkdir()
-    return run_dir
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    pointer = run_dir / "checkpoints" / "latest"
-    if not pointer.is_file():
-        return None
-    path = run_dir / "checkpoints" / pointer.read_text().strip()
-    return path if path.is_file() else None
-
-
-def find_resume(out: Path, name: str, resume: str) -> tuple[Path | None, Path | None]:
-    """(run folder, checkpoint) for --resume auto|PATH; (None, None) to start afresh; (None, checkpoint) to
-    start a new run folder from a checkpoint that lives outside any run folder."""
-    if resume == "auto":
-        runs = sorted(d for d in out.glob(f"{name}-*") if d.is_dir()) if out.is_dir() else []
-        for run_dir in reversed(runs):
-            ckpt = latest_checkpoint(run_dir)
-            if ckpt is not None:
-                return run_dir, ckpt
-        return None, None
-    path = Path(resume)
-    if path.is_dir():
-        ckpt = latest_checkpoint(path)
-        if ckpt is None:
-            raise FileNotFoundError(f"--resume {resume}: no checkpoints/latest in that run folder")
-        return path, ckpt
-    if not path.is_file():
-        raise FileNotFoundError(f"--resume {resume}: no such checkpoint or run folder")
-    run_dir = path.parent.parent
-    if path.parent.name == "checkpoints" and (run_dir / "config.yaml").is_file():
-        return run_dir, path
-    return None, path  # a file outside any run folder (e.g. a converted one): a new run starts from it
-
-
 def write_config(run_dir: Path, cfg) -> None:
     _write_text(run_dir / "config.yaml", to_yaml(cfg))
 
 
 def load_resume(trainer: Trainer, ckpt_path: Path) -> None:
+    """Load a training checkpoint into `trainer`, or ConfigError naming the file when it does not fit."""
     ckpt = load_checkpoint(ckpt_path)
-    pinned = ckpt["config"]["TEXT"].get("PRETRAINED_SHA256", "")
+    pinned = (ckpt.get("config") or {}).get("TEXT", {}).get("PRETRAINED_SHA256", "")
     if pinned and pinned != trainer.cfg.TEXT.PRETRAINED_SHA256:
         raise ConfigError(f"{ckpt_path} was trained with TEXT.PRETRAINED sha256 {pinned[:12]}..., but "
                           f"{trainer.cfg.TEXT.PRETRAINED} now has {trainer.cfg.TEXT.PRETRAINED_SHA256[:12] or 'none'}...: "
                           f"put the original file back to resume")
-    trainer.load_state_dict(ckpt)
-    trainer.log(f"resumed from {ckpt_path} at {trainer.progress.nimg} images")
+    try:
+        trainer.load_state_dict(ckpt)
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{ckpt_path} does not fit this config ({type(e).__name__}: {first}); resume "
+                          f"with the config it was trained with (its config.yaml)") from None
+
+
+def check_eval_settings(cfg) -> None:
+    """TRAIN.EVAL_METRICS must name registered metrics; checked before a run folder is touched."""
+    unknown = [m for m in cfg.TRAIN.EVAL_METRICS if m not in METRICS]
+    if cfg.TRAIN.EVAL_KIMG > 0 and unknown:
+        raise ConfigError(f"TRAIN.EVAL_METRICS: unknown metric(s) {unknown}; expected names from "
+                          f"{sorted(METRICS)}")
