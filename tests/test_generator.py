@@ -380,3 +380,27 @@ def test_posfold_width_widens_only_the_fold_path():
     mask, words, z = tiny_inputs(wide)
     wide(mask, words, [z]).square().mean().backward()
     assert all(p.grad is not None for p in wide.parameters())
+
+
+# ------------------------------------------------------------------------------------------------
+# Fold skip (MODEL.FOLD_SKIP)
+
+
+@pytest.mark.parametrize("kind", ["mask", "fusion"])
+def test_fold_skip_starts_as_the_reference_and_learns(kind):
+    g = tiny(fold_skip=kind).eval()     # eval: no GCMF dropout, so two calls can be compared
+    mask, words, z = tiny_inputs(g)
+    skips = [step.fold_skip for stage in g.stages for step in stage.folds]
+    assert all(s is not None and s.weight.shape[1] == g.stages[0].gcmf.dim * (2 if kind == "fusion" else 1)
+               for s in skips)
+    noise = g.make_noise(2, torch.Generator().manual_seed(3))
+    with_skip = g(mask, words, [z], noise=noise)
+    for stage in g.stages:
+        for step in stage.folds:
+            step.fold_skip = None                 # the same network without the skip
+    assert torch.equal(with_skip, g(mask, words, [z], noise=noise))
+    for stage, step_skips in zip(g.stages, [skips[:2], skips[2:]]):
+        for step, skip in zip(stage.folds, step_skips):
+            step.fold_skip = skip
+    g(mask, words, [z], noise=noise).square().mean().backward()
+    assert all(s.weight.grad is not None and s.weight.grad.abs().sum() > 0 for s in skips)

@@ -151,7 +151,8 @@ class FoldStep(nn.Module):
     pattern repeated over the image; "random" is the reference's independent initialisation.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, style_dim: int, unfold_init: str = "random"):
+    def __init__(self, in_ch: int, out_ch: int, style_dim: int, unfold_init: str = "random",
+                 skip_dim: int = 0):
         super().__init__()
         if out_ch % 4:
             raise ValueError(f"fold-step width {out_ch} must be divisible by 4 (Unfold)")
@@ -160,15 +161,27 @@ class FoldStep(nn.Module):
         self.conv_low = StyledConv(in_ch, out_ch, style_dim)
         self.conv_high = StyledConv(out_ch // 4, out_ch, style_dim)
         self.to_rgb = ToRGB(out_ch, style_dim)
+        # Fold skip (MODEL.FOLD_SKIP): a linear projection of the stage's per-pixel rows (mask features,
+        # with "fusion" also GCMF's output) at this step's output resolution, added to conv_high's output.
+        # It starts at zero, so training starts from the reference network and grows the skip as the
+        # loss asks for it; a random start lets early layout learning crowd out the text (docs/diagnosis.md).
+        self.fold_skip = EqualLinear(skip_dim, out_ch) if skip_dim else None
+        if skip_dim:
+            with torch.no_grad():
+                self.fold_skip.weight.zero_()
         if unfold_init == "icnr":
             with torch.no_grad():   # Unfold reads channel (ph·2 + pw)·C + c for sub-pixel (ph, pw)
                 weight = self.conv_low.conv.weight
                 weight.copy_(weight[: out_ch // 4].repeat(4, 1, 1, 1))
 
-    def forward(self, h, latents, noise_low, noise_high, skip):
-        """latents (B,3,style_dim): conv_low, conv_high, to_rgb."""
+    def forward(self, h, latents, noise_low, noise_high, skip, skip_rows=None):
+        """latents (B,3,style_dim): conv_low, conv_high, to_rgb. skip_rows (B,R,R,skip_dim) at any R that
+        is a multiple of this step's output resolution; needed iff the step has a fold skip."""
         h = self.conv_low(h, latents[:, 0], noise_low)
         h = self.conv_high(unfold(h), latents[:, 1], noise_high)
+        if self.fold_skip is not None:
+            stride = skip_rows.shape[1] // h.shape[-1]     # nearest: the top-left pixel of each block
+            h = h + self.fold_skip(skip_rows[:, ::stride, ::stride]).permute(0, 3, 1, 2)
         return h, self.to_rgb(h, latents[:, 2], skip)
 
 
@@ -177,7 +190,8 @@ class SynthesisStage(nn.Module):
 
     def __init__(self, index: int, res: int, channels: dict[int, int], style_dim: int,
                  text_dim: int, mask_dim: int, gcmf_gate: bool, gcmf_dropout: float,
-                 gcmf_chunk: int, unfold_init: str = "random", posfold_width: int = 0):
+                 gcmf_chunk: int, unfold_init: str = "random", posfold_width: int = 0,
+                 fold_skip: str = "none"):
         super().__init__()
         self.index, self.res = index, res
         hidden = channels[res // 4]
@@ -200,11 +214,16 @@ class SynthesisStage(nn.Module):
             self.conv_merge = PointwiseMix((folded, hidden), hidden)
         self.folds = nn.ModuleList(
             FoldStep((folded if index == 0 else hidden) if f == 0 else channels[res // 4 * 2 ** f],
-                     channels[res // 4 * 2 ** (f + 1)], style_dim, unfold_init)
+                     channels[res // 4 * 2 ** (f + 1)], style_dim, unfold_init,
+                     skip_dim={"none": 0, "mask": mask_dim, "fusion": 2 * mask_dim}[fold_skip])
             for f in range(FOLDS_PER_STAGE))
+        self.fold_skip = fold_skip
 
     def positional_fold(self, hidden, mask_rows, words, word_padding, constant, return_attention):
-        """Posfolder: (B,hidden,R/4,R/4) from mask features, text and coordinates (+ previous H)."""
+        """Posfolder: (B,hidden,R/4,R/4) from mask features, text and coordinates (+ previous H).
+
+        Also returns the attention (or None) and, with a fold skip, the (B,R,R,C) rows the fold steps
+        project at their own resolution: M_R ("mask") or cat[E_rend, M_R] ("fusion")."""
         fused = self.gcmf(mask_rows, words, word_padding, return_attention=return_attention)
         fused, attention = fused if return_attention else (fused, None)
         coords = self.lff(self.res).unsqueeze(0)                       # (1,R²,C)
@@ -216,7 +235,9 @@ class SynthesisStage(nn.Module):
         folded = fold_channels_last(h.view(b, self.res, self.res, -1), times=2)
         if self.index > 0:
             folded = self.conv_merge(folded, hidden)
-        return folded, attention
+        skip_rows = {"none": None, "mask": mask_rows,
+                     "fusion": torch.cat((fused, mask_rows), dim=-1)}[self.fold_skip]
+        return folded, attention, skip_rows.view(b, self.res, self.res, -1) if skip_rows is not None else None
 
 
 class Generator(nn.Module):
@@ -227,7 +248,7 @@ class Generator(nn.Module):
                  channel_multiplier: int = 2, channel_max: int = 512, mask_dim: int = 128,
                  mask_channels: int = 3, lr_mlp: float = 0.01, gcmf_gate: bool = False,
                  gcmf_dropout: float = 0.06, gcmf_chunk: int = 16384, unfold_init: str = "random",
-                 posfold_width: int = 0):
+                 posfold_width: int = 0, fold_skip: str = "none"):
         super().__init__()
         self.size, self.style_dim, self.text_dim = size, style_dim, text_dim
         self.mask_channels = mask_channels
@@ -243,7 +264,7 @@ class Generator(nn.Module):
         self.input = ConstantInput(self.channels[FIRST_RES], FIRST_RES)
         self.stages = nn.ModuleList(
             SynthesisStage(i, res, self.channels, style_dim, text_dim, mask_dim, gcmf_gate,
-                           gcmf_dropout, gcmf_chunk, unfold_init, posfold_width)
+                           gcmf_dropout, gcmf_chunk, unfold_init, posfold_width, fold_skip)
             for i, res in enumerate(resolutions))
 
         self.noise_resolutions = [r for res in resolutions
@@ -262,7 +283,7 @@ class Generator(nn.Module):
                    mask_channels=mask_channels_from_config(cfg), lr_mlp=cfg.MODEL.LR_MLP,
                    gcmf_gate=cfg.MODEL.GCMF_GATE, gcmf_dropout=cfg.MODEL.GCMF_DROPOUT,
                    gcmf_chunk=cfg.MODEL.GCMF_CHUNK, unfold_init=cfg.MODEL.UNFOLD_INIT,
-                   posfold_width=cfg.MODEL.POSFOLD_WIDTH)
+                   posfold_width=cfg.MODEL.POSFOLD_WIDTH, fold_skip=cfg.MODEL.FOLD_SKIP)
 
     # --------------------------------------------------------------------------------------------
     # Latents and noise
@@ -396,13 +417,13 @@ class Generator(nn.Module):
         constant = self.input(1).permute(0, 2, 3, 1).reshape(1, FIRST_RES ** 2, -1)   # rows, shared
         hidden, skip, attention = None, None, []
         for stage in self.stages:
-            hidden, stage_attention = stage.positional_fold(
+            hidden, stage_attention, skip_rows = stage.positional_fold(
                 hidden, self.mask_features(mask, stage.res), text, word_padding, constant,
                 return_attention)
             attention.append(stage_attention)
             for f, step in enumerate(stage.folds):
                 k = 4 * stage.index + 2 * f                     # StyledConv index of conv_low
-                hidden, skip = step(hidden, latents[:, k:k + 3], noises[k], noises[k + 1], skip)
+                hidden, skip = step(hidden, latents[:, k:k + 3], noises[k], noises[k + 1], skip, skip_rows)
         image = skip
 
         extras = {}
