@@ -7,12 +7,12 @@ left alone unless --force is given. `--preview docs/synthface_grid.png` writes o
 (8 varied faces of --seed at 128 px with their masks and first captions).
 """
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 from pixelface import cli
+from pixelface.files import atomic_write
 from pixelface.config import REPO_ROOT, default_config
 from pixelface.synthface import preview_grid, write_dataset
 
@@ -33,14 +33,13 @@ def main(argv=None) -> int:
     parser.add_argument("--force", action="store_true", help="render into a non-empty --out")
     parser.add_argument("--preview", metavar="PNG", help="write only a preview figure to this file")
     args = parser.parse_args(argv)
-    if args.preview:
-        target = _from_repo(args.preview)
-        tmp = target.with_name(f".{target.name}.tmp")
-        preview_grid(args.seed).save(tmp, format="PNG")
-        os.replace(tmp, target)
-        print(f"wrote {target}")
-        return 0
-    return cli.run(render, args)
+    return cli.run(preview if args.preview else render, args)
+
+
+def preview(args) -> None:
+    target = _from_repo(args.preview)
+    atomic_write(target, lambda tmp: preview_grid(args.seed).save(tmp, format="PNG"))
+    print(f"wrote {target}")
 
 
 def render(args) -> None:

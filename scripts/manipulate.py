@@ -22,6 +22,8 @@ import torch
 
 from pixelface import cli, editing
 from pixelface.checkpoint import checkpoint_hash, load_generator
+from pixelface.masks import MASK_ORDERS
+from pixelface.parser import load_parser
 from pixelface.text_encoder import TextEncoder
 
 
@@ -55,10 +57,10 @@ def source_face(args, cfg, text_encoder, device) -> tuple[torch.Tensor, torch.Te
         caption = args.caption
         if args.mask:
             editing.check_same_aspect(args.image, args.mask)
-            labels = editing.read_mask(args.mask, size, cfg.DATA.MASK_SNAP_DISTANCE, cfg.DATA.MASK_MAX_OFF_PALETTE)
+            labels = editing.read_mask(args.mask, size, cfg.DATA.MASK_SNAP_DISTANCE, cfg.DATA.MASK_MAX_OFF_PALETTE,
+                                       args.mask_order)
             origin = {"image": args.image, "mask": args.mask}
         else:
-            from pixelface.parser import load_parser  # only this path needs the parser
             labels = load_parser(args.parser, device).predict(image[None])[0].cpu()
             origin = {"image": args.image, "mask": f"predicted by {args.parser}"}
     return image, labels, editing.prepare_captions([caption], cfg, text_encoder)[0], origin
@@ -69,8 +71,8 @@ def read_edits(args, cfg, text_encoder, inversion_caption: str) -> list[dict]:
     edits = []
     for text, mask in args.edits or []:
         caption = editing.prepare_captions([text], cfg, text_encoder)[0] if text is not None else None
-        labels = (editing.read_mask(mask, cfg.MODEL.SIZE, cfg.DATA.MASK_SNAP_DISTANCE, cfg.DATA.MASK_MAX_OFF_PALETTE)
-                  if mask is not None else None)
+        labels = (editing.read_mask(mask, cfg.MODEL.SIZE, cfg.DATA.MASK_SNAP_DISTANCE, cfg.DATA.MASK_MAX_OFF_PALETTE,
+                                    args.mask_order) if mask is not None else None)
         edits.append({"caption": caption, "labels": labels,
                       "text": caption if caption is not None else inversion_caption, "mask": mask or "original"})
     return edits
@@ -159,6 +161,10 @@ def main(argv=None) -> int:
     mask = parser.add_mutually_exclusive_group()
     mask.add_argument("--mask", help="the image's mask: palette colours or label ids, any size")
     mask.add_argument("--parser", help="face parser checkpoint that predicts the mask instead")
+    parser.add_argument("--mask-order", choices=MASK_ORDERS, default="celebamask",
+                        help="numbering of label-id mask files (--mask, --edit-mask, --edit): CelebAMask-HQ's "
+                             "(default) or face-parsing.PyTorch's (BiSeNet); colour masks always use the "
+                             "CelebAMask-HQ palette")
     parser.add_argument("--id", help="image id for --from-dataset")
     parser.add_argument("--data-root", help="dataset folder for --from-dataset (default: the checkpoint's DATA.ROOT)")
     parser.add_argument("--caption", help="what the face looks like (required with --image)")

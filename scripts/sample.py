@@ -17,6 +17,7 @@ import torch
 
 from pixelface import cli, editing
 from pixelface.checkpoint import checkpoint_hash, load_generator
+from pixelface.masks import MASK_ORDERS
 from pixelface.text_encoder import TextEncoder
 
 
@@ -44,8 +45,8 @@ def gather_conditions(args, cfg, text_encoder) -> tuple[list[tuple[str, torch.Te
         masks = [(f"{args.from_dataset}:{item['id']}", item["labels"]) for item in items]
         dataset_captions = [item["caption"] for item in items]
     else:
-        masks = [(m, editing.read_mask(m, size, cfg.DATA.MASK_SNAP_DISTANCE, cfg.DATA.MASK_MAX_OFF_PALETTE))
-                 for m in args.mask]
+        masks = [(m, editing.read_mask(m, size, cfg.DATA.MASK_SNAP_DISTANCE, cfg.DATA.MASK_MAX_OFF_PALETTE,
+                                       args.mask_order)) for m in args.mask]
         dataset_captions = None
     if args.text_file:
         raw = read_text_file(args.text_file)
@@ -119,6 +120,9 @@ def main(argv=None) -> int:
                         help="mask image, palette colours or label ids, any size (repeatable)")
     layout.add_argument("--from-dataset", metavar="SPLIT", choices=("train", "test"),
                         help="take masks (and, without --text, captions) from the checkpoint's dataset")
+    parser.add_argument("--mask-order", choices=MASK_ORDERS, default="celebamask",
+                        help="numbering of label-id --mask files: CelebAMask-HQ's (default) or face-parsing.PyTorch's "
+                             "(BiSeNet); colour masks always use the CelebAMask-HQ palette")
     parser.add_argument("--ids", nargs="+", default=[], help="image ids for --from-dataset")
     parser.add_argument("--data-root", help="dataset folder for --from-dataset (default: the checkpoint's DATA.ROOT)")
     parser.add_argument("--seeds", default="0", help="seeds, e.g. 0-7 or 1,5,9-11 (default 0)")

@@ -22,7 +22,8 @@ from pixelface.checkpoint import load_generator
 from pixelface.config import load_config, resolve_path
 from pixelface.datasets import FaceDataset
 from pixelface.masks import NUM_CLASSES
-from pixelface.metrics import accuracy_from_confusion, confusion_matrix, default_parser_path, region_texture
+from pixelface.masks import accuracy_from_confusion, confusion_matrix
+from pixelface.metrics import default_parser_path, region_texture
 from pixelface.parser import load_parser
 from pixelface.text_encoder import TextEncoder
 from pixelface.trainer import mask_input

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from pixelface.masks import (LABELS, NUM_CLASSES, PALETTE, MaskError, color_tensor, color_to_label,
                              label_to_color, one_hot)
@@ -41,3 +42,22 @@ def test_tensor_forms():
     col = color_tensor(labels)
     assert col.shape == (1, 3, 2, 2) and col.min() >= -1 and col.max() <= 1
     assert torch.allclose((col[0, :, 0, 1] + 1) * 127.5, torch.tensor([0.0, 0.0, 204.0]))
+
+
+def test_a_noisy_colour_mask_is_read_with_a_warning(tmp_path):
+    """Heavy JPEG-like noise snaps some pixels to wrong classes: the user is told, a clean mask says nothing."""
+    import warnings
+
+    from pixelface.cli import InputWarning
+    from pixelface.editing import read_mask
+
+    labels = np.repeat(np.arange(NUM_CLASSES, dtype=np.uint8), 4)[None].repeat(8, 0)      # (8, 76)
+    clean = label_to_color(labels)
+    Image.fromarray(clean).save(tmp_path / "clean.png")
+    noisy = np.clip(clean + np.random.default_rng(0).normal(0, 18, clean.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(noisy).save(tmp_path / "noisy.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(read_mask(tmp_path / "clean.png", 8)[0], torch.from_numpy(labels[0, 34:42]).long())
+    with pytest.warns(InputWarning, match="noisy.png: .* may not be the one meant"):
+        read_mask(tmp_path / "noisy.png", 8)

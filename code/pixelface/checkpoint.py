@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import safetensors.torch
 import torch
 
 from .config import ConfigError, from_plain
+from .files import atomic_write
+from .generator import Generator
 
 FORMAT = "pixelface-checkpoint"
 # An exported model: a folder with G_ema's tensors as safetensors and a JSON holding the config (which pins
@@ -26,19 +26,8 @@ EXPORT_CONFIG = "pixelface.json"
 
 
 def atomic_save(obj, path: str | Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save, atomically (a crash never leaves half a file)."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load_formatted(path: str | Path, fmt: str, what: str, error=ValueError, map_location="cpu") -> dict:
@@ -65,19 +54,6 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     if not Path(path).is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     return load_formatted(path, FORMAT, "PixelFace+ checkpoint", map_location=map_location)
-
-
-def atomic_write(path: str | Path, write) -> None:
-    """write(temporary path) next to `path`, then rename: a crash never leaves half a file (and, unlike
-    mkstemp's 0600 files, the result gets the usual permissions)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def export_model(ckpt_path: str | Path, out_dir: str | Path, overwrite: bool = False) -> list[Path]:
@@ -138,7 +114,6 @@ def file_hash(path: str | Path, length: int = 12) -> str:
 
 def load_generator(path: str | Path, device="cpu"):
     """(G_ema in eval mode, the run's config) from a training checkpoint or an exported model folder."""
-    from .generator import Generator
 
     if Path(path).is_dir():
         tree, state = _read_export(Path(path))

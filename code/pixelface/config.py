@@ -99,6 +99,7 @@ SCHEMA = {
         "MASK_DIR": _k("masks", "mask folder inside ROOT", INSIDE),
         "MASK_EXT": _k("png", "mask file extension (jpg or png)", one_of("png", "jpg", "jpeg")),
         "MASK_KIND": _k("color", "'color': CelebAMask-HQ palette RGB masks; 'label': label-id PNGs", one_of("color", "label")),
+        "MASK_ORDER": _k("celebamask", "label ids of MASK_KIND 'label' masks: 'celebamask' (CelebAMask-HQ order) or 'faceparsing' (face-parsing.PyTorch/BiSeNet order, remapped on reading)", one_of("celebamask", "faceparsing")),
         "MASK_SNAP_DISTANCE": _k(80.0, "colour pixels farther than this (RGB L2) from every palette colour are off-palette", between(0, 442)),
         "MASK_MAX_OFF_PALETTE": _k(0.05, "largest tolerated share of off-palette pixels before a mask is an error", between(0, 1)),
         "MASK_RESIZE": _k("bilinear", "how the colour mask fed to the networks is resized: 'bilinear' (reference) or 'nearest'", one_of("bilinear", "nearest")),

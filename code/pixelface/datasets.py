@@ -4,7 +4,8 @@ The layout under DATA.ROOT (names from the DATA section of the config):
 
     dataset2.json        split -> parallel lists filenames / keynames / captions, 10 consecutive captions per image
     images/{id}.jpg      RGB faces, id = CelebA-HQ index
-    masks/{id}.png       CelebAMask-HQ parsing map: palette colours (MASK_KIND 'color') or label ids ('label')
+    masks/{id}.png       CelebAMask-HQ parsing map: palette colours (MASK_KIND 'color') or label ids ('label'),
+                         numbered in CelebAMask-HQ or face-parsing order (MASK_ORDER)
 
 `prepare_mmceleba` writes this layout from CelebA-HQ images and the CelebAMask-HQ per-part annotations.
 """
@@ -25,8 +26,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from pixelface.config import ConfigError, default_config, plain_name_problem, require_path
+from pixelface.files import atomic_write, write_bytes_atomic
 from pixelface.images import ImageReadError, read_mask_array, read_rgb
-from pixelface.masks import LABEL_ID, LABELS, NUM_CLASSES, MaskError, color_tensor, color_to_label, label_to_color
+from pixelface.masks import (LABEL_ID, LABELS, MASK_ORDERS, NUM_CLASSES, MaskError, color_tensor, color_to_label,
+                             label_to_color, to_celebamask)
 
 CAPTIONS_PER_IMAGE = 10
 INDEX_NAME = "dataset2.json"
@@ -167,9 +170,11 @@ def _to_signed_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).contiguous() / 127.5 - 1.0
 
 
-def read_label_map(path: Path, kind: str, snap_distance: float = 80.0, max_off_palette: float = 0.05) -> np.ndarray:
-    """The full-resolution (H,W) uint8 label map stored at `path` as a colour mask or as label ids
-    (ImageReadError when the file cannot be read)."""
+def read_label_map(path: Path, kind: str, snap_distance: float = 80.0, max_off_palette: float = 0.05,
+                   order: str = "celebamask") -> np.ndarray:
+    """The full-resolution (H,W) uint8 CelebAMask-HQ label map stored at `path` as a colour mask or as label
+    ids numbered in `order` (masks.MASK_ORDERS; colours are always the CelebAMask-HQ palette). ImageReadError
+    when the file cannot be read."""
     if kind == "color":
         return color_to_label(read_mask_array(path, "mask", rgb=True), snap_distance, max_off_palette, name=str(path))
     labels = read_mask_array(path, "mask")
@@ -177,7 +182,7 @@ def read_label_map(path: Path, kind: str, snap_distance: float = 80.0, max_off_p
         raise MaskError(f"{path}: expected a single-channel label-id PNG, got a colour image")
     if labels.min() < 0 or labels.max() >= NUM_CLASSES:
         raise MaskError(f"{path}: label ids must lie in 0..{NUM_CLASSES - 1}, found {labels.min()}..{labels.max()}")
-    return labels.astype(np.uint8, copy=False)
+    return to_celebamask(labels, order).astype(np.uint8, copy=False)
 
 
 class FaceDataset(torch.utils.data.Dataset):
@@ -205,7 +210,7 @@ class FaceDataset(torch.utils.data.Dataset):
         _check_files_exist(self.image_paths + self.mask_paths, f"{self.index_path} (split '{split}')")
         self.split, self.train, self.seed, self.epoch = split, train, cfg.SEED, 0
         self.size, self.words, self.eval_slot = data.IMAGE_SIZE, data.WORDS_NUM, data.EVAL_CAPTION
-        self.mask_kind, self.mask_resize = data.MASK_KIND, data.MASK_RESIZE
+        self.mask_kind, self.mask_resize, self.mask_order = data.MASK_KIND, data.MASK_RESIZE, data.MASK_ORDER
         self.snap_distance, self.max_off_palette = data.MASK_SNAP_DISTANCE, data.MASK_MAX_OFF_PALETTE
 
     def __len__(self) -> int:
@@ -231,7 +236,8 @@ class FaceDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         # ImageReadError names the file, so a DataLoader worker or a DDP rank fails saying which one.
         image = resize_and_crop(read_rgb(self.image_paths[i], "image"), self.size, Image.BILINEAR)
-        labels_full = read_label_map(self.mask_paths[i], self.mask_kind, self.snap_distance, self.max_off_palette)
+        labels_full = read_label_map(self.mask_paths[i], self.mask_kind, self.snap_distance, self.max_off_palette,
+                                     self.mask_order)
         labels = np.asarray(resize_and_crop(Image.fromarray(labels_full), self.size, Image.NEAREST))
         labels = torch.from_numpy(labels.astype(np.int64))
         if self.mask_resize == "bilinear":
@@ -245,7 +251,7 @@ class FaceDataset(torch.utils.data.Dataset):
 
 
 def _check_data_config(data):
-    choices = {"MASK_KIND": ("color", "label"), "MASK_RESIZE": ("bilinear", "nearest")}
+    choices = {"MASK_KIND": ("color", "label"), "MASK_RESIZE": ("bilinear", "nearest"), "MASK_ORDER": MASK_ORDERS}
     for key, allowed in choices.items():
         if data[key] not in allowed:
             raise ConfigError(f"DATA.{key} = {data[key]!r}: expected one of {allowed}")
@@ -345,12 +351,7 @@ def _is_complete(path: Path, size: int, mode: str) -> bool:
 
 def _save_atomic(image: Image.Image, path: Path):
     fmt, options = _SAVE_FORMAT[path.suffix]
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        image.save(tmp, format=fmt, **options)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: image.save(tmp, format=fmt, **options))
 
 
 def _write_image(source: Path, target: Path, size: int):
@@ -394,12 +395,7 @@ def _copy_index(index: Path, out: Path):
         if target.read_bytes() != data:
             raise PrepareError(f"{target} exists and differs from {index}; remove it or choose another --out")
         return
-    tmp = target.with_name(f".{INDEX_NAME}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_bytes_atomic(target, data)
 
 
 def prepare_mmceleba(celeba_hq: str | Path, parts: str | Path, index: str | Path, out: str | Path, size: int = 256,

@@ -29,14 +29,17 @@ from torch import nn
 from tqdm import tqdm
 
 from .cli import InputError, InputWarning, check_output_folder
-from .checkpoint import atomic_save, atomic_write, file_hash, load_formatted
+from .checkpoint import atomic_save, file_hash, load_formatted
 from .config import resolve_path
+from .files import atomic_write, write_text_atomic
 from .datasets import FaceDataset, clean_caption, resize_and_crop
-from .images import open_image, read_mask_array, read_rgb
-from .masks import NUM_CLASSES, MaskError, color_tensor, color_to_label, one_hot
+from .images import mask_values_of, open_image, read_mask_array, read_rgb, rgb_of, upright
+from .masks import (AMBIGUOUS_DISTANCE, MASK_ORDERS, NUM_CLASSES, MaskError, color_tensor, color_to_label,
+                    guess_mask_order, nearest_palette, one_hot, to_celebamask)
 from .metrics import LPIPS_BACKBONE_FILE, lpips_network
 from .text_encoder import clip_image_input
 
+AMBIGUOUS_WARN_SHARE = 0.02  # a user's mask with more pixels this far off the palette gets a warning
 MEAN_LATENT_SAMPLES = 4096  # z draws averaged into the truncation centre / inversion start
 MEAN_LATENT_SEED = 0x5EED   # fixed, so the truncation centre is a property of the model alone
 INVERSION_FORMAT = "pixelface-inversion"
@@ -49,51 +52,152 @@ INVERSION_FORMAT = "pixelface-inversion"
 # Files are read through pixelface.images: a missing, empty, truncated, oversized or non-image file is an
 # ImageReadError (a ValueError, so the scripts report it as one "error:" line starting with the path), and
 # EXIF orientation is applied.
+#
+# Every reader takes a source: a path, a PIL image (its EXIF orientation applied, as a file's is) or a numpy
+# array, so the scripts and the Python API (pixelface.api) read their inputs along one code path.
+Source = str | Path | Image.Image | np.ndarray
 
 
-def read_image(path: str | Path, size: int) -> torch.Tensor:
-    """An image of any size -> (3,size,size) float in [-1,1]: shorter side resized (LANCZOS), centre crop.
-    Read as images.read_rgb does (16-bit scaled to 8, alpha dropped, EXIF orientation applied)."""
-    image = read_rgb(path, "image")
-    array = np.asarray(resize_and_crop(image, size, Image.LANCZOS), dtype=np.float32)
+def source_name(source) -> str:
+    """How messages name an input: its path, or the kind, mode and size of an in-memory one."""
+    if isinstance(source, Image.Image):
+        return f"<PIL image, mode {source.mode}, {source.width}x{source.height}>"
+    if isinstance(source, (np.ndarray, torch.Tensor)):
+        return f"<{type(source).__name__} of {str(source.dtype)}, shape {tuple(source.shape)}>"
+    return str(source)
+
+
+def _path(source, what: str) -> Path:
+    if not isinstance(source, (str, Path)):
+        raise InputError(f"{what}: expected a file path, a PIL image or a numpy array, got {type(source).__name__}")
+    return Path(source)
+
+
+def _array_image(array: np.ndarray, what: str) -> Image.Image:
+    """A (H,W) grey, (H,W,3) RGB or (H,W,4) RGBA uint8 array as a PIL image."""
+    if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
+        raise InputError(f"{what} {source_name(array)}: expected uint8 pixels of shape (H,W), (H,W,3) or (H,W,4)")
+    return Image.fromarray(array)
+
+
+def source_rgb(source: Source, what: str = "image") -> Image.Image:
+    """The 8-bit RGB PIL image of a path, a PIL image or a uint8 array, converted as images.read_rgb
+    converts a file (16-bit scaled to 8, alpha dropped, EXIF orientation applied)."""
+    if isinstance(source, np.ndarray):
+        return rgb_of(_array_image(source, what), source_name(source), what)
+    if isinstance(source, Image.Image):
+        name = source_name(source)
+        return rgb_of(upright(source, name, what), name, what)
+    return read_rgb(_path(source, what), what)
+
+
+def read_image(source: Source, size: int) -> torch.Tensor:
+    """An image of any size (path, PIL image or uint8 array) -> (3,size,size) float in [-1,1]: shorter side
+    resized (LANCZOS), centre crop. Read as source_rgb reads it."""
+    array = np.asarray(resize_and_crop(source_rgb(source), size, Image.LANCZOS), dtype=np.float32)
     return torch.from_numpy(array).permute(2, 0, 1).contiguous() / 127.5 - 1.0
 
 
-def read_mask(path: str | Path, size: int, snap_distance: float = 80.0, max_off_palette: float = 0.05) -> torch.Tensor:
-    """A mask file of any size -> (size,size) int64 label map (nearest-neighbour resize, centre crop).
+def mask_values(source: Source | torch.Tensor) -> np.ndarray:
+    """The numbers of a mask: (H,W) label ids or (H,W,3) colours; what they mean is read_mask's business.
 
-    Single-channel images (mode L, P, I) hold label ids 0..18; colour images hold CelebAMask-HQ palette
-    colours, snapped to the nearest palette colour when within `snap_distance` (JPEG noise at region
-    edges). More than `max_off_palette` of far-off pixels, or an id above 18, is an error.
+    Files and PIL images are read as images.read_mask_array reads files, so a palette (mode P) image whose
+    indices are all label ids gives the ids, and one with larger indices gives its colours. Arrays (and
+    tensors) are taken as they are: (H,W) integers are label ids, (H,W,3) uint8 are colours.
     """
-    # A palette image whose indices are not label ids comes back as its colours, which may be palette colours.
-    values = read_mask_array(path, "mask", max_index=NUM_CLASSES - 1)
+    if isinstance(source, torch.Tensor):
+        source = source.detach().cpu().numpy()
+    if isinstance(source, np.ndarray):
+        return _mask_array(source)
+    if isinstance(source, Image.Image):
+        name = source_name(source)
+        return mask_values_of(upright(source, name, "mask"), name, "mask", max_index=NUM_CLASSES - 1)
+    return read_mask_array(_path(source, "mask"), "mask", max_index=NUM_CLASSES - 1)
+
+
+def _mask_array(array: np.ndarray) -> np.ndarray:
+    label_ids = array.ndim == 2 and np.issubdtype(array.dtype, np.integer)
+    colours = array.ndim == 3 and array.shape[2] == 3 and array.dtype == np.uint8
+    if not (label_ids or colours) or array.size == 0:
+        raise MaskError(f"mask {source_name(array)}: expected (H,W) integer label ids or (H,W,3) uint8 palette "
+                        f"colours")
+    return array
+
+
+def read_mask(source: Source | torch.Tensor, size: int, snap_distance: float = 80.0, max_off_palette: float = 0.05,
+              mask_order: str = "celebamask") -> torch.Tensor:
+    """A mask of any size (path, PIL image, array; see mask_values) -> (size,size) int64 label map in
+    CelebAMask-HQ ids (nearest-neighbour resize, centre crop).
+
+    Single-channel images and (H,W) arrays hold label ids 0..18 numbered in `mask_order` ('celebamask' or
+    'faceparsing', masks.MASK_ORDERS); one whose anatomy suggests the other order gives an InputWarning.
+    Colour images hold CelebAMask-HQ palette colours whatever `mask_order`, snapped to the nearest palette
+    colour when within `snap_distance` (JPEG noise at region edges). More than `max_off_palette` of
+    far-off pixels, or an id above 18, is an error.
+    """
+    if mask_order not in MASK_ORDERS:
+        raise InputError(f"mask order {mask_order!r}: expected one of {', '.join(MASK_ORDERS)}")
+    name = f"mask {source_name(source)}"
+    values = mask_values(source)
     if values.ndim == 2:
-        if values.min() < 0 or values.max() >= NUM_CLASSES:
-            raise MaskError(f"mask {path}: a single-channel mask holds label ids 0..{NUM_CLASSES - 1}, "
-                            f"found {values.min()}..{values.max()}")
-        labels = values.astype(np.int64)
+        labels = _label_ids(values, name, mask_order)
     else:
-        labels = color_to_label(values, snap_distance, max_off_palette, name=f"mask {path}")
+        labels = _palette_labels(values, name, snap_distance, max_off_palette)
     labels = np.asarray(resize_and_crop(Image.fromarray(labels.astype(np.uint8)), size, Image.NEAREST))
     return torch.from_numpy(labels.astype(np.int64))
 
 
-def image_shape(path: str | Path, what: str = "image") -> tuple[int, int]:
-    """(width, height) of the image at `path` after its EXIF orientation (ImageReadError when it cannot be
+# What masks.guess_mask_order saw, for each order it can suggest.
+_ORDER_SIGN = {"faceparsing": "id 17 (the hair in faceparsing order, the neck in celebamask order) lies mostly "
+                              "above the centre of the skin",
+               "celebamask": "id 13 (the hair in celebamask order, the lower lip in faceparsing order) lies mostly "
+                             "above the centre of the skin"}
+
+
+def _label_ids(values: np.ndarray, name: str, mask_order: str) -> np.ndarray:
+    """Raw label ids in `mask_order` -> CelebAMask-HQ ids, after checking their range and their order."""
+    if values.min() < 0 or values.max() >= NUM_CLASSES:
+        raise MaskError(f"{name}: a single-channel mask holds label ids 0..{NUM_CLASSES - 1}, "
+                        f"found {values.min()}..{values.max()}")
+    guess = guess_mask_order(values)
+    if guess is not None and guess != mask_order:
+        # stacklevel 3: the line that called read_mask
+        warnings.warn(f"{name}: its label ids look like {guess} order, not {mask_order}: {_ORDER_SIGN[guess]}; "
+                      f"if so, pass --mask-order {guess} (mask_order={guess!r} in Python, DATA.MASK_ORDER for "
+                      f"a dataset)", InputWarning, stacklevel=3)
+    return to_celebamask(values.astype(np.int64), mask_order)
+
+
+def _palette_labels(values: np.ndarray, name: str, snap_distance: float, max_off_palette: float) -> np.ndarray:
+    """(H,W,3) palette colours -> label ids, warning when many pixels lie between palette colours."""
+    labels = color_to_label(values, snap_distance, max_off_palette, name=name)
+    ambiguous = float((nearest_palette(values)[1] > AMBIGUOUS_DISTANCE).mean())
+    if ambiguous > AMBIGUOUS_WARN_SHARE:
+        warnings.warn(f"{name}: {ambiguous:.1%} of its pixels are more than {AMBIGUOUS_DISTANCE:g} from "
+                      f"every palette colour (compression noise?); each was given the nearest class, which "
+                      f"may not be the one meant: save masks as PNG", InputWarning, stacklevel=3)
+    return labels
+
+
+def image_shape(source: Source | torch.Tensor, what: str = "image") -> tuple[int, int]:
+    """(width, height) of an image or mask after its EXIF orientation (ImageReadError when a file cannot be
     read)."""
-    return open_image(path, what).size
+    if isinstance(source, (np.ndarray, torch.Tensor)):
+        return source.shape[1], source.shape[0]
+    if isinstance(source, Image.Image):
+        return upright(source, source_name(source), what).size
+    return open_image(_path(source, what), what).size
 
 
-def check_same_aspect(image_path: str | Path, mask_path: str | Path, tolerance: float = 0.01) -> None:
-    """Refuse (InputError naming both files and sizes) an image and its mask whose aspect ratios differ by
+def check_same_aspect(image: Source, mask: Source | torch.Tensor, tolerance: float = 0.01) -> None:
+    """Refuse (InputError naming both and their sizes) an image and its mask whose aspect ratios differ by
     more than `tolerance` (relative): each is centre-cropped to a square on its own, so they would not line up."""
-    (iw, ih), (mw, mh) = image_shape(image_path, "image"), image_shape(mask_path, "mask")
+    (iw, ih), (mw, mh) = image_shape(image, "image"), image_shape(mask, "mask")
     ratios = sorted((iw / ih, mw / mh))
     if ratios[1] / ratios[0] - 1 > tolerance:
-        raise InputError(f"image {image_path} is {iw}x{ih} but mask {mask_path} is {mw}x{mh}: their aspect ratios "
-                         f"differ by {ratios[1] / ratios[0] - 1:.1%}; they must show the same picture (same aspect "
-                         f"ratio, within {tolerance:.0%})")
+        raise InputError(f"image {source_name(image)} is {iw}x{ih} but mask {source_name(mask)} is {mw}x{mh}: their "
+                         f"aspect ratios differ by {ratios[1] / ratios[0] - 1:.1%}; they must show the same picture "
+                         f"(same aspect ratio, within {tolerance:.0%})")
 
 
 def dataset_items(cfg, split: str, ids: list[str]) -> list[dict]:
@@ -242,11 +346,17 @@ def generate(g, text_encoder, cfg, labels: torch.Tensor, captions: list[str], se
     whatever else is generated with it; batched matrix products round differently (about 1e-5 here), so
     larger batches, faster on a GPU, can move a rare 8-bit pixel value by one.
     """
-    if not len(labels) == len(captions) == len(seeds):
+    if not len(labels) == len(captions) == len(seeds) >= 1:
         raise InputError(f"got {len(labels)} masks, {len(captions)} captions and {len(seeds)} seeds; "
-                         f"expected one of each per sample")
+                         f"expected one of each per sample, for at least one sample")
     if batch_size < 1:
         raise InputError(f"batch size {batch_size}: expected at least 1")
+    if not 0.0 <= truncation <= 1.0:
+        raise InputError(f"truncation {truncation}: expected a value in [0, 1]")
+    bad_seeds = [s for s in seeds
+                 if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s < 2 ** 32]
+    if bad_seeds:
+        raise InputError(f"seeds {bad_seeds[:5]}: expected integers in [0, 2^32)")
     if batch_size > 1 and not cfg.TEXT.FIXED_LENGTH:
         raise InputError("TEXT.FIXED_LENGTH is false (the reference's batch-dependent word length), so captions "
                          "cannot share a batch without changing each other's features: use batch size 1")
@@ -550,18 +660,23 @@ def picture_grid(rows: list[list[torch.Tensor]], gap: int = 2) -> torch.Tensor:
     return canvas
 
 
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """(3,H,W) image in [-1,1] -> 8-bit RGB PIL image: the pixels save_png writes."""
+    return Image.fromarray(to_uint8(image).permute(1, 2, 0).numpy())
+
+
 def save_png(image: torch.Tensor, path: str | Path) -> None:
     """(3,H,W) image in [-1,1] -> 8-bit PNG, written atomically."""
-    array = to_uint8(image).permute(1, 2, 0).numpy()
-    atomic_write(Path(path), lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+    picture = to_pil(image)
+    atomic_write(Path(path), lambda tmp: picture.save(tmp, format="PNG"))
 
 
 def save_json(obj, path: str | Path) -> None:
-    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def save_text(text: str, path: str | Path) -> None:
-    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
+    write_text_atomic(path, text)
 
 
 def check_free(paths: list[Path], force: bool) -> None:

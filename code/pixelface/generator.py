@@ -29,9 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import ConfigError
 from .gcmf import GCMF
 from .layers import (ACT_GAIN, ConstantInput, EqualLinear, PixelNorm, StyledConv, ToRGB,
                      fresh_leaky_relu_, fold_channels_last, unfold)
+from .masks import NUM_CLASSES
 
 FIRST_RES = 16          # the constant input and the first stage live at 16²
 FOLDS_PER_STAGE = 2     # each stage multiplies the resolution by 4
@@ -449,9 +451,6 @@ class Generator(nn.Module):
 
 def mask_channels_from_config(cfg) -> int:
     """3 for colour masks, 19 (one channel per CelebAMask-HQ class) for one-hot masks."""
-    from .config import ConfigError
-    from .masks import NUM_CLASSES
-
     kind = cfg.MODEL.MASK_INPUT
     if kind == "color":
         return 3

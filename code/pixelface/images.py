@@ -86,12 +86,23 @@ def open_image(path: str | Path, what: str = "image") -> Image.Image:
             except _DECODE_ERRORS as e:
                 raise ImageReadError(f"{path}: {what} cannot be read as an image: truncated or corrupt "
                                      f"({_one_line(e)})") from None
-            try:
-                ImageOps.exif_transpose(image, in_place=True)  # a no-op without an Orientation tag
-            except (*_DECODE_ERRORS, KeyError, TypeError) as e:
-                raise ImageReadError(f"{path}: {what} has EXIF data that cannot be read, so its orientation is "
-                                     f"unknown ({_one_line(e)})") from None
+            _transpose(image, path, what, in_place=True)
     return image
+
+
+def _transpose(image: Image.Image, name, what: str, in_place: bool) -> Image.Image | None:
+    """Apply the EXIF orientation (a no-op without an Orientation tag), or ImageReadError naming `name`."""
+    try:
+        return ImageOps.exif_transpose(image, in_place=in_place)
+    except (*_DECODE_ERRORS, KeyError, TypeError) as e:
+        raise ImageReadError(f"{name}: {what} has EXIF data that cannot be read, so its orientation is "
+                             f"unknown ({_one_line(e)})") from None
+
+
+def upright(image: Image.Image, name: str = "image", what: str = "image") -> Image.Image:
+    """A copy of an in-memory image with its EXIF orientation applied, as open_image applies a file's (errors
+    name `name`), so an image from Image.open reads as its path does."""
+    return _transpose(image, name, what, in_place=False)
 
 
 def _sixteen_to_eight(image: Image.Image, path: Path, what: str) -> np.ndarray:
@@ -128,6 +139,11 @@ def _to_rgb(image: Image.Image, path: Path, what: str) -> Image.Image:
                          f"(supported: {', '.join(RGB_MODES)})")
 
 
+def rgb_of(image: Image.Image, name: str = "image", what: str = "image") -> Image.Image:
+    """An in-memory image as 8-bit RGB, converted as read_rgb converts a file (errors name `name`)."""
+    return _to_rgb(image, name, what)
+
+
 def read_rgb(path: str | Path, what: str = "image") -> Image.Image:
     """The image at `path` as a decoded 8-bit RGB PIL image, EXIF orientation applied (see open_image).
 
@@ -153,11 +169,16 @@ def read_mask_array(path: str | Path, what: str = "mask", *, rgb: bool = False,
     are then not label ids, but the colours it shows may be.
     """
     path = Path(path)
-    image = open_image(path, what)
+    return mask_values_of(open_image(path, what), path, what, rgb=rgb, max_index=max_index)
+
+
+def mask_values_of(image: Image.Image, name, what: str = "mask", *, rgb: bool = False,
+                   max_index: int | None = None) -> np.ndarray:
+    """read_mask_array for an image already in memory (errors name `name`)."""
     if not rgb and image.mode in _SINGLE_CHANNEL:
         values = np.asarray(image)
         if image.mode.startswith("I;16"):
             return values.astype(np.uint16)  # native byte order
         if not (image.mode == "P" and max_index is not None and values.size and int(values.max()) > max_index):
             return values
-    return np.asarray(_to_rgb(image, path, what))
+    return np.asarray(_to_rgb(image, name, what))

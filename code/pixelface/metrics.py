@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +21,11 @@ import torch
 import torch.nn.functional as F
 
 from pixelface.config import REPO_ROOT, resolve_path
-from pixelface.masks import NUM_CLASSES, one_hot
+from pixelface.datasets import FaceDataset
+from pixelface.files import write_bytes_atomic
+from pixelface.masks import NUM_CLASSES, accuracy_from_confusion, confusion_matrix, one_hot
+from pixelface.parser import load_parser
+from pixelface.synthface import caption_attributes, score_attributes
 
 # ---------------------------------------------------------------------------------------------------------------
 # Formulas: plain functions of features, embeddings and label maps
@@ -117,23 +119,6 @@ def r_precision(image_emb: torch.Tensor, text_emb: torch.Tensor, k: int, generat
         own = sims.diagonal(offset=start)
         hits += int((own > sims.gather(1, distractors).max(1).values).sum())
     return hits / n
-
-
-def confusion_matrix(pred: torch.Tensor, true: torch.Tensor, num_classes: int = NUM_CLASSES) -> torch.Tensor:
-    """(num_classes, num_classes) int64 counts, rows = true class, columns = predicted class."""
-    if pred.shape != true.shape:
-        raise ValueError(f"confusion_matrix: prediction {tuple(pred.shape)} and truth {tuple(true.shape)} differ")
-    flat = true.reshape(-1).long() * num_classes + pred.reshape(-1).long()
-    return torch.bincount(flat.cpu(), minlength=num_classes ** 2).reshape(num_classes, num_classes)
-
-
-def accuracy_from_confusion(confusion: torch.Tensor) -> dict[str, float]:
-    """Pixel accuracy, and mean IoU over the classes present in the truth or the prediction."""
-    confusion = confusion.double()
-    hits = confusion.diagonal()
-    union = confusion.sum(0) + confusion.sum(1) - hits
-    present = union > 0
-    return {"pixel_acc": float(hits.sum() / confusion.sum()), "miou": float((hits[present] / union[present]).mean())}
 
 
 def mask_accuracy(pred_labels: torch.Tensor, true_labels: torch.Tensor,
@@ -314,7 +299,7 @@ class StatsCache:
     def save(self, key: str, entry: dict[str, np.ndarray]) -> None:
         buffer = io.BytesIO()
         np.savez(buffer, **entry)
-        _write_atomic(self.path(key), buffer.getvalue())
+        write_bytes_atomic(self.path(key), buffer.getvalue())
 
     def get_or_compute(self, key: str, compute: Callable[[], np.ndarray]) -> dict[str, np.ndarray]:
         """{features, mu, sigma} from the cache, or from `compute()` -> (N,D) features, then cached."""
@@ -325,18 +310,6 @@ class StatsCache:
             entry = {"features": features, "mu": mu, "sigma": sigma}
             self.save(key, entry)
         return entry
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -520,14 +493,12 @@ class _AttributeCollector:
 
 
 def _parser_collector(ctx: EvalContext):
-    from pixelface.parser import load_parser  # imported here: parser.py uses this module's formulas
 
     ctx.settings["parser"] = str(ctx.parser_path)
     return _ConfusionCollector(load_parser(ctx.parser_path, ctx.device))
 
 
 def _attribute_collector(ctx: EvalContext):
-    from pixelface.synthface import caption_attributes, score_attributes  # synthface-only metric
 
     return _AttributeCollector(caption_attributes, score_attributes)
 
@@ -735,7 +706,6 @@ def evaluate_generator(g_ema, cfg, text_encoder, *, split: str = "test", num: in
     Returns {"metrics": {name: float}, "skipped": {metric: why}, "settings": {...}, "samples": [{sample, id,
     caption}]}; the training hook logs result["metrics"].
     """
-    from pixelface.datasets import FaceDataset  # the formulas above need no dataset code
 
     if num < 2 or batch_size < 1 or not seeds:
         raise ValueError(f"evaluation needs num >= 2 ({num}), batch_size >= 1 ({batch_size}) and a seed ({seeds})")
@@ -798,6 +768,6 @@ def write_reports(out_dir: str | Path, reports: dict[str, dict], overwrite: bool
     Existing reports are kept unless `overwrite`."""
     targets = report_paths(out_dir, overwrite)
     table = markdown_table({label: report["metrics"] for label, report in reports.items()})
-    _write_atomic(targets[0], (json.dumps(reports, indent=1) + "\n").encode())
-    _write_atomic(targets[1], table.encode())
+    write_bytes_atomic(targets[0], (json.dumps(reports, indent=1) + "\n").encode())
+    write_bytes_atomic(targets[1], table.encode())
     return table

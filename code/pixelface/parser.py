@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixelface.checkpoint import atomic_save, load_formatted
-from pixelface.masks import LABEL_ID, NUM_CLASSES
-from pixelface.metrics import accuracy_from_confusion, confusion_matrix
+from pixelface.datasets import FaceDataset
+from pixelface.masks import LABEL_ID, NUM_CLASSES, accuracy_from_confusion, confusion_matrix
 
 FORMAT = "pixelface-parser"
 WEIGHT_SAMPLE = 512  # train images whose label maps set the class weights of the loss
@@ -161,8 +161,6 @@ def train_parser(cfg, out: str | Path, *, epochs: int = 3, batch_size: int = 8, 
                  log: Callable[[str], None] = print) -> dict[str, float]:
     """Train a FaceParser on the (image, labels) pairs of cfg's train split, measure it on the test split and
     save it to `out` -> its test {pixel_acc, miou}. Existing files are kept unless `overwrite`."""
-    from pixelface.datasets import FaceDataset  # the parser itself needs no dataset code
-
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --force to replace it")

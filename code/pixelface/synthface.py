@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,6 +27,7 @@ from types import SimpleNamespace
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .files import atomic_write, write_text_atomic
 from .masks import LABEL_ID, NUM_CLASSES, label_to_color
 
 # ----------------------------------------------------------------------------------------------------
@@ -853,15 +853,7 @@ def make_face(seed: int, index: int, size: int) -> tuple[dict, np.ndarray, np.nd
 
 
 def _save_atomic(array: np.ndarray, path: Path, fmt: str, **options):
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(array).save(tmp, format=fmt, **options)
-    os.replace(tmp, path)
-
-
-def _write_text_atomic(text: str, path: Path):
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format=fmt, **options))
 
 
 def _render_and_save(task: tuple) -> tuple[dict, list[str]]:
@@ -936,9 +928,9 @@ def write_dataset(out: str | Path, num: int, size: int, seed: int, workers: int 
             results = pool.map(_render_and_save, tasks, chunksize=max(1, min(64, num // (4 * workers))))
     train, test = split_ids(num, seed)
     attributes = {str(i): attrs for i, (attrs, _) in enumerate(results)}
-    _write_text_atomic(json.dumps(attributes), out / "attributes.json")
+    write_text_atomic(out / "attributes.json", json.dumps(attributes))
     index = build_index([captions for _, captions in results], train, test)
-    _write_text_atomic(json.dumps(index), out / "dataset2.json")
+    write_text_atomic(out / "dataset2.json", json.dumps(index))
     (out / RENDERING_MARKER).unlink()
     return out
 

@@ -28,6 +28,7 @@ from . import losses
 from .checkpoint import atomic_save, load_checkpoint, FORMAT
 from .config import ConfigError, to_yaml, _to_plain
 from .datasets import FaceDataset
+from .files import write_text_atomic
 from .discriminator import Discriminator
 from .generator import Generator
 from .masks import one_hot
@@ -219,7 +220,7 @@ class Trainer:
         folder = self.run_dir / "checkpoints"
         path = folder / f"ckpt-{self.progress.nimg:09d}.pt"
         atomic_save(state, path)
-        _write_text(folder / "latest", path.name + "\n")
+        write_text_atomic(folder / "latest", path.name + "\n")
         keep = self.cfg.TRAIN.KEEP_CHECKPOINTS
         for old in sorted(folder.glob("ckpt-*.pt"))[:-keep] if keep > 0 else []:
             old.unlink()
@@ -294,7 +295,7 @@ class Trainer:
         folder = self.run_dir / "samples"
         folder.mkdir(parents=True, exist_ok=True)
         save_grid([batch["mask"], batch["image"]], folder / "reals.png")
-        _write_text(folder / "captions.txt", "\n".join(batch["caption"]) + "\n")
+        write_text_atomic(folder / "captions.txt", "\n".join(batch["caption"]) + "\n")
 
     # ------------------------------------------------------------------------------------- phases
     def _finite_or_skip(self, loss: torch.Tensor, net, opt) -> bool:
@@ -518,12 +519,6 @@ class Trainer:
 
 
 # ------------------------------------------------------------------------------------- run folders
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def _summary_writer(run_dir: Path):
     from torch.utils.tensorboard import SummaryWriter
     return SummaryWriter(str(run_dir / "tensorboard"))
@@ -535,7 +530,7 @@ def _progress_bar(total: int, done: int):
 
 
 def write_config(run_dir: Path, cfg) -> None:
-    _write_text(run_dir / "config.yaml", to_yaml(cfg))
+    write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
 
 
 def load_resume(trainer: Trainer, ckpt_path: Path) -> None:
