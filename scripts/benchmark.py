@@ -1,7 +1,7 @@
 """Time the PixelFace+ networks on random inputs and print one JSON object.
 
     python scripts/benchmark.py --size 256 --batch 2 --threads 2
-    python scripts/benchmark.py --cfg cfg/tiny.yml --size 64 --batch 4 --set MODEL.CHANNEL_MAX=64
+    python scripts/benchmark.py --cfg cfg/synthface.yml --size 64 --batch 8 --threads 2   # the default run's networks
 
 Phases (median of --repeats after one warm-up run):
   g_forward           eval-mode G under inference_mode (what sampling and FID pay)
