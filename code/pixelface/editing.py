@@ -34,8 +34,8 @@ from .config import resolve_path
 from .files import atomic_write, write_text_atomic
 from .datasets import FaceDataset, clean_caption, resize_and_crop
 from .images import mask_values_of, open_image, read_mask_array, read_rgb, rgb_of, upright
-from .masks import (AMBIGUOUS_DISTANCE, MASK_ORDERS, NUM_CLASSES, MaskError, color_tensor, color_to_label,
-                    guess_mask_order, nearest_palette, one_hot, to_celebamask)
+from .masks import (AMBIGUOUS_DISTANCE, MASK_ORDERS, NUM_CLASSES, MaskError, color_tensor,
+                    guess_mask_order, one_hot, snap_to_palette, to_celebamask)
 from .metrics import LPIPS_BACKBONE_FILE, lpips_network
 from .text_encoder import clip_image_input
 
@@ -170,8 +170,8 @@ def _label_ids(values: np.ndarray, name: str, mask_order: str) -> np.ndarray:
 
 def _palette_labels(values: np.ndarray, name: str, snap_distance: float, max_off_palette: float) -> np.ndarray:
     """(H,W,3) palette colours -> label ids, warning when many pixels lie between palette colours."""
-    labels = color_to_label(values, snap_distance, max_off_palette, name=name)
-    ambiguous = float((nearest_palette(values)[1] > AMBIGUOUS_DISTANCE).mean())
+    labels, distance = snap_to_palette(values, snap_distance, max_off_palette, name=name)
+    ambiguous = float((distance > AMBIGUOUS_DISTANCE).mean())
     if ambiguous > AMBIGUOUS_WARN_SHARE:
         warnings.warn(f"{name}: {ambiguous:.1%} of its pixels are more than {AMBIGUOUS_DISTANCE:g} from "
                       f"every palette colour (compression noise?); each was given the nearest class, which "

@@ -19,6 +19,8 @@ the layout GCMF needs anyway.
 Deviations from the reference, all opt-in or harmless: noise maps can be passed or held constant
 (`noise_mode`), `word_padding` masks padded words, `input_is_latent` works, `mean_latent` exists,
 and the dead parameters (fc1, stage-0 conv_merge, GCMF modulation and positional maps) are gone.
+Opt-in architecture switches (README deviations table): `unfold_init="icnr"`, `posfold_width`, and
+`fold_skip` ("mask" / "fusion": the stage's rows projected into every fold step, zero-initialised).
 """
 from __future__ import annotations
 

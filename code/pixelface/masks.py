@@ -95,6 +95,18 @@ def nearest_palette(rgb: np.ndarray, name: str = "mask") -> tuple[np.ndarray, np
     return labels, np.sqrt(d2.min(1))[inverse].reshape(rgb.shape[:2])
 
 
+def snap_to_palette(rgb: np.ndarray, max_distance: float = 80.0, max_off_palette: float = 0.05,
+                    name: str = "mask") -> tuple[np.ndarray, np.ndarray]:
+    """color_to_label, also returning each pixel's distance to the palette colour it was snapped to."""
+    labels, distance = nearest_palette(rgb, name)
+    off_share = float((distance > max_distance).mean())
+    if off_share > max_off_palette:
+        raise MaskError(f"{name}: {off_share:.1%} of pixels are off the CelebAMask-HQ palette "
+                        f"(more than {max_distance:g} from every palette colour; at most "
+                        f"{max_off_palette:.1%} allowed)")
+    return labels, distance
+
+
 def color_to_label(rgb: np.ndarray, max_distance: float = 80.0, max_off_palette: float = 0.05,
                    name: str = "mask") -> np.ndarray:
     """(H,W,3) colour mask -> (H,W) uint8 label map, snapping each pixel to the nearest palette colour.
@@ -103,13 +115,7 @@ def color_to_label(rgb: np.ndarray, max_distance: float = 80.0, max_off_palette:
     more than `max_off_palette` of its pixels farther than `max_distance` from every palette colour is
     not a CelebAMask-HQ mask and raises MaskError naming `name`.
     """
-    labels, distance = nearest_palette(rgb, name)
-    off_share = float((distance > max_distance).mean())
-    if off_share > max_off_palette:
-        raise MaskError(f"{name}: {off_share:.1%} of pixels are off the CelebAMask-HQ palette "
-                        f"(more than {max_distance:g} from every palette colour; at most "
-                        f"{max_off_palette:.1%} allowed)")
-    return labels
+    return snap_to_palette(rgb, max_distance, max_off_palette, name)[0]
 
 
 def one_hot(labels: torch.Tensor) -> torch.Tensor:
