@@ -4,7 +4,7 @@
         --variant baseline --variant "r1-0.1:TRAIN.R1_GAMMA=0.1" --variant "onehot:MODEL.MASK_INPUT=onehot"
 
 A variant is NAME or NAME:KEY=VALUE[,KEY=VALUE...] (config overrides on top of --cfg and --set). Each trains
-with `torchrun --nproc_per_node --nproc code/main.py` into <out>/<NAME>-00000 for --kimg, then its final
+with `torchrun --nproc_per_node --nproc -m pixelface.commands.train` into <out>/<NAME>-00000 for --kimg, then its final
 G_ema is evaluated on the test split (mask accuracy, attribute and per-colour hair accuracy, region texture,
 fid_clip) from the same masks, captions and seeds. A variant whose run folder already holds its final
 checkpoint is not trained again, so an interrupted ablation continues where it stopped. Writes
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pixelface import cli
 from pixelface.checkpoint import load_checkpoint, load_generator
-from pixelface.config import REPO_ROOT, load_config
+from pixelface.config import load_config
 from pixelface.metrics import evaluate_generator, markdown_table
 from pixelface.text_encoder import TextEncoder
 from pixelface.runs import latest_checkpoint
@@ -41,7 +41,7 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
 
 
 def train(cfg_path: str, overrides: list[str], run_dir: Path, nproc: int) -> None:
-    cmd = ["torchrun", "--standalone", f"--nproc_per_node={nproc}", str(REPO_ROOT / "code" / "main.py"),
+    cmd = ["torchrun", "--standalone", f"--nproc_per_node={nproc}", "-m", "pixelface.commands.train",
            "--cfg", cfg_path, "--out", str(run_dir.parent), "--no-progress"]
     for item in overrides:
         cmd += ["--set", item]

@@ -1,181 +1,411 @@
-"""Time the PixelFace+ networks on random inputs and print one JSON object.
+"""Time the PixelFace+ networks and a whole training step on random inputs; print one JSON object.
 
-    python scripts/benchmark.py --size 256 --batch 2 --threads 2
-    python scripts/benchmark.py --cfg cfg/synthface.yml --size 64 --batch 8 --threads 2   # the default run's networks
+    python scripts/benchmark.py --cfg cfg/mmceleba.yml --size 256 --batch 4 --threads 1 --tune-malloc --reference
+    python scripts/benchmark.py --cfg cfg/mmceleba.yml --size 256 --batch 4 --threads 1 --tune-malloc --reference --compile
+    python scripts/benchmark.py --cfg cfg/mmceleba.yml --device cuda --batch 32 --amp bf16 --channels-last --reference
 
-Phases (median of --repeats after one warm-up run):
-  g_forward           eval-mode G under inference_mode (what sampling and FID pay)
-  g_forward_backward  train-mode G forward + backward of a scalar loss on the image
-  d_forward_backward  train-mode D forward with a sentence + backward (no R1)
-Peak memory: CUDA max_memory_allocated per phase; on CPU the process's peak RSS (the G step runs
-first, so its peak is the first reading) next to the RSS before any phase.
-No text encoder is needed: words and sentences are random features of the configured widths.
+Phases (median of --repeats after a warm-up; with --reference each repeat runs ours and the
+reference-style transcription (pixelface.reference_ops) back to back, in alternating order, on the same
+weights and inputs):
+  g_forward           eval G under inference_mode: sampling (its img/s is reported)
+  g_forward_backward  train-mode G forward + backward of a scalar on the image
+  d_forward_backward  train-mode D forward with one sentence + backward
+  d_main, d_reg, g_main, g_reg
+                      the trainer's four phases (pixelface.trainer.Trainer): D on real and fake with the
+                      mismatched caption, R1, G with the adversarial and CLIP losses, path length; each
+                      with its backward and Adam step
+  train_step          d_main + d_reg / R1_INTERVAL + g_main + g_reg / PL_INTERVAL (lazy regularisation)
 
---tune-malloc raises glibc's mmap threshold so freed large tensors are reused instead of being
-returned to the OS and page-faulted in again on the next allocation; on CPU this alone speeds the
-256 px step up several-fold in our measurements (RSS then stays at its peak).
+The reference-style D scores each caption with its own body pass, as the reference calls D.
+CLIP: the configured model when its weights are available offline, else the same architecture with random
+weights, else the small custom CLIP; only its cost matters here.
+
+Time: on CPU the process CPU seconds (all threads) are the compared figure, as they stay meaningful on a
+shared machine; wall seconds are reported too. On CUDA, wall seconds after synchronising.
+Peak memory per phase, above what was in use before it: CUDA max_memory_allocated; on CPU the resident
+set's high-water mark (VmHWM), after returning freed heap pages to the OS (malloc_trim) and resetting the
+mark (/proc/self/clear_refs), measured on the untimed warm-up call.
+
+--compile wraps our G and D in torch.compile for the phases without double backward (R1 and path length
+stay eager, as in the trainer with TRAIN.COMPILE); the reference side always runs eagerly, as published.
+--tune-malloc keeps freed large blocks in the glibc heap (pixelface.runtime.tune_glibc_malloc), for both
+sides. A readable table goes to stderr.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import json
-import resource
 import statistics
 import sys
 import time
 
 import torch
 
-from pixelface import cli
-from pixelface.config import load_config
+from pixelface import cli, losses
+from pixelface.config import ConfigError, load_config
 from pixelface.discriminator import Discriminator
 from pixelface.generator import Generator
 from pixelface.masks import NUM_CLASSES
+from pixelface.reference_ops import literal_reference_forward, reference_discriminator_forward, reference_latents
 from pixelface.runtime import tune_glibc_malloc
+from pixelface.text_encoder import TextEncoder
+
+PHASES = ("g_forward", "g_forward_backward", "d_forward_backward", "d_main", "d_reg", "g_main", "g_reg")
+CAPTIONS = ("she has blond hair and a smile", "a man with black hair", "the woman wears lipstick",
+            "he has a beard and brown hair")
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cfg", default=None, help="YAML config (default: built-in defaults = reference)")
     p.add_argument("--size", type=int, default=None, help="override MODEL.SIZE")
-    p.add_argument("--batch", type=int, default=2, help="batch size (default 2)")
+    p.add_argument("--batch", type=int, default=4, help="batch size (default 4)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per phase (default 3)")
-    p.add_argument("--tune-malloc", action="store_true",
-                   help="CPU: keep freed large blocks in the glibc heap (see module docstring)")
+    p.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
+    p.add_argument("--reference", action="store_true", help="also time the reference-style transcription")
+    p.add_argument("--compile", action="store_true", help="torch.compile our G and D (main phases)")
+    p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"), help="CUDA autocast dtype")
+    p.add_argument("--channels-last", action="store_true", help="CUDA: channels_last networks and inputs")
+    p.add_argument("--no-memory", action="store_true", help="skip the per-phase peak-memory call")
+    p.add_argument("--tune-malloc", action="store_true", help="CPU: keep freed large blocks in the glibc heap")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, repeatable")
     args = p.parse_args(argv)
+    args.phases = [x for x in args.phases.split(",") if x]
     if args.batch < 1 or args.repeats < 1:
         p.error("--batch and --repeats must be positive")
+    if unknown := set(args.phases) - set(PHASES):
+        p.error(f"unknown phases {sorted(unknown)}; choose from {', '.join(PHASES)}")
+    if args.device == "cpu" and (args.amp != "none" or args.channels_last):
+        p.error("--amp and --channels-last are CUDA options")
     return args
 
 
-def random_inputs(cfg, batch: int, device):
-    """Mask (colour in [-1,1] or one-hot), words (B,T,E), sentence (B,S), z (B,style)."""
+# ------------------------------------------------------------------------------------------------
+# Inputs and networks
+
+
+def random_masks(cfg, batch: int, device):
+    """Colour masks in [-1,1] or one-hot masks, as the configured G reads them."""
     size = cfg.MODEL.SIZE
     if cfg.MODEL.MASK_INPUT == "onehot":
         labels = torch.randint(0, NUM_CLASSES, (batch, size, size), device=device)
-        mask = torch.nn.functional.one_hot(labels, NUM_CLASSES).permute(0, 3, 1, 2).float()
-    else:
-        mask = torch.rand(batch, 3, size, size, device=device) * 2 - 1
-    words = torch.randn(batch, cfg.TEXT.MAX_WORDS, cfg.TEXT.EMBEDDING_DIM, device=device)
-    sentence = torch.randn(batch, cfg.TEXT.SENTENCE_DIM, device=device)
-    z = torch.randn(batch, cfg.MODEL.STYLE_DIM, device=device)
-    return mask, words, sentence, z
+        return torch.nn.functional.one_hot(labels, NUM_CLASSES).permute(0, 3, 1, 2).float()
+    return torch.rand(batch, 3, size, size, device=device) * 2 - 1
 
 
-def current_rss_mb() -> float | None:
-    try:
-        import psutil
-        return psutil.Process().memory_info().rss / 2**20
-    except ImportError:
-        pass
+def text_encoder(cfg, cfg_file, overrides, device):
+    """(TextEncoder, which CLIP): the configured one, its architecture with random weights, or custom."""
+    attempts = [("configured", []), ("configured architecture, random weights", ["TEXT.PRETRAINED="]),
+                ("custom, random weights", ["TEXT.MODEL=custom", "TEXT.PRETRAINED=",
+                                            f"TEXT.CUSTOM.TEXT_WIDTH={cfg.TEXT.EMBEDDING_DIM}",
+                                            f"TEXT.CUSTOM.EMBED_DIM={cfg.TEXT.SENTENCE_DIM}"])]
+    base = overrides
+    for label, extra in attempts:
+        try:
+            return TextEncoder.from_config(load_config(cfg_file, base + extra)).to(device), label
+        except ConfigError as e:
+            last = e
+    raise last
+
+
+def build(args):
+    overrides = list(args.overrides) + ([f"MODEL.SIZE={args.size}"] if args.size else [])
+    cfg = load_config(args.cfg, overrides)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    g = Generator.from_config(cfg).to(device)
+    d = Discriminator.from_config(cfg).to(device)
+    text, clip_label = text_encoder(cfg, args.cfg, overrides, device)
+    feats = text.encode([CAPTIONS[i % len(CAPTIONS)] for i in range(args.batch)])
+    data = {"images": torch.rand(args.batch, 3, cfg.MODEL.SIZE, cfg.MODEL.SIZE, device=device) * 2 - 1,
+            "masks": random_masks(cfg, args.batch, device), "feats": feats}
+    if args.channels_last:
+        for net in (g, d):
+            net.to(memory_format=torch.channels_last)
+        data["images"] = data["images"].contiguous(memory_format=torch.channels_last)
+        data["masks"] = data["masks"].contiguous(memory_format=torch.channels_last)
+    return cfg, overrides, device, g, d, text, clip_label, data
+
+
+class Ours:
+    """Our networks as the trainer calls them (compiled for the main phases with --compile)."""
+
+    name = "ours"
+
+    def __init__(self, g, d, compiled: bool):
+        self.g, self.d = g, d
+        self.g_main = torch.compile(g, dynamic=False) if compiled else g     # as TRAIN.COMPILE does
+        self.d_main = torch.compile(d, dynamic=False) if compiled else d
+
+    def generate(self, masks, feats, z, main=True, return_latents=False):
+        g = self.g_main if main else self.g
+        out = g(masks, feats.words, [z], word_padding=feats.padding, return_latents=return_latents)
+        return (out[0], out[1]["latents"]) if return_latents else out
+
+    def discriminate(self, image, masks, sentences, main=True):
+        return (self.d_main if main else self.d)(image, masks, sentences)
+
+
+class Reference:
+    """The reference-style transcription on the same modules (always eager)."""
+
+    name = "reference"
+
+    def __init__(self, g, d):
+        self.g, self.d = g, d
+
+    def generate(self, masks, feats, z, main=True, return_latents=False):
+        latents = reference_latents(self.g, z)
+        image = literal_reference_forward(self.g, masks, feats.words, latents, None, feats.padding)
+        return (image, latents) if return_latents else image
+
+    def discriminate(self, image, masks, sentences, main=True):
+        outs = [reference_discriminator_forward(self.d, image, masks, s) for s in sentences]
+        return outs[0][0], torch.stack([cond for _, cond in outs])
+
+
+# ------------------------------------------------------------------------------------------------
+# Phases: each returns a callable that runs one instance of the phase
+
+
+class Phases:
+    def __init__(self, cfg, args, g, d, text, data):
+        self.cfg, self.g, self.d, self.text, self.data = cfg, g, d, text, data
+        self.batch, self.device = args.batch, torch.device(args.device)
+        self.amp = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
+        # lr 0: the Adam step is timed but the weights both sides share never move
+        self.opt_g = torch.optim.Adam(g.parameters(), lr=0.0, betas=(0.0, 0.99))
+        self.opt_d = torch.optim.Adam(d.parameters(), lr=0.0, betas=(0.0, 0.99))
+        self.wrong = losses.rotate(data["feats"].sentence)
+
+    def autocast(self):
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp)
+
+    def z(self, n):
+        return torch.randn(n, self.cfg.MODEL.STYLE_DIM, device=self.device)
+
+    def train(self, g_grad: bool, d_grad: bool):
+        self.g.train().requires_grad_(g_grad)
+        self.d.train().requires_grad_(d_grad)
+
+    def step(self, loss, opt):
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def g_forward(self, net):
+        self.g.eval()
+        with torch.inference_mode(), self.autocast():
+            net.generate(self.data["masks"], self.data["feats"], self.z(self.batch))
+
+    def g_forward_backward(self, net):
+        self.train(True, False)
+        with self.autocast():
+            image = net.generate(self.data["masks"], self.data["feats"], self.z(self.batch))
+        (image.float() * image.detach().float()).mean().backward()
+        self.g.zero_grad(set_to_none=True)
+
+    def d_forward_backward(self, net):
+        self.train(False, True)
+        with self.autocast():
+            logit, cond = net.discriminate(self.data["images"], self.data["masks"], [self.data["feats"].sentence])
+        (logit.float().mean() + cond.float().mean()).backward()
+        self.d.zero_grad(set_to_none=True)
+
+    def d_main(self, net):
+        self.train(False, True)
+        data, feats = self.data, self.data["feats"]
+        with torch.no_grad(), self.autocast():
+            fake = net.generate(data["masks"], feats, self.z(self.batch))
+        with self.autocast():
+            logit, cond = net.discriminate(data["images"], data["masks"], [feats.sentence])
+            real = losses.d_real_loss(logit.float(), cond[0].float())
+        real.backward()
+        with self.autocast():
+            logit, cond = net.discriminate(fake, data["masks"], [feats.sentence, self.wrong])
+            loss = losses.d_fake_loss(logit.float(), cond[0].float()) + losses.d_mismatch_loss(cond[1].float())
+        self.step(loss, self.opt_d)
+
+    def d_reg(self, net):
+        self.train(False, True)
+        images = self.data["images"].detach().requires_grad_(True)
+        masks = self.data["masks"].detach().requires_grad_(not self.cfg.TRAIN.R1_IMAGE_ONLY)
+        logit, cond = net.discriminate(images, masks, [self.data["feats"].sentence], main=False)
+        inputs = [images] if self.cfg.TRAIN.R1_IMAGE_ONLY else [images, masks]
+        penalty = losses.r1_penalty(logit, inputs)
+        self.step(self.cfg.TRAIN.R1_GAMMA / 2 * self.cfg.TRAIN.R1_INTERVAL * penalty + 0 * cond[0, 0], self.opt_d)
+
+    def g_main(self, net):
+        self.train(True, False)
+        feats = self.data["feats"]
+        with self.autocast():
+            fake = net.generate(self.data["masks"], feats, self.z(self.batch))
+            logit, cond = net.discriminate(fake, self.data["masks"], [feats.sentence])
+            loss = losses.generator_adversarial_loss(logit.float(), cond[0].float())
+        clip = self.text.logits_per_image(fake.float(), feats.tokens, self.cfg.TRAIN.CLIP_NORMALIZE)
+        self.step(loss + self.cfg.TRAIN.CLIP_WEIGHT * losses.clip_loss(clip), self.opt_g)
+
+    def g_reg(self, net):
+        self.train(True, False)
+        n = max(1, self.batch // self.cfg.TRAIN.PL_BATCH_SHRINK)
+        feats = self.data["feats"]
+        sub = type(feats)(words=feats.words[:n], padding=None if feats.padding is None else feats.padding[:n],
+                          sentence=feats.sentence[:n], tokens=feats.tokens[:n])
+        fake, latents = net.generate(self.data["masks"][:n], sub, self.z(n), main=False, return_latents=True)
+        penalty = losses.path_lengths(fake, latents).pow(2).mean()
+        self.step(self.cfg.TRAIN.PL_WEIGHT * self.cfg.TRAIN.PL_INTERVAL * penalty + 0 * fake[0, 0, 0, 0], self.opt_g)
+
+
+# ------------------------------------------------------------------------------------------------
+# Measurement
+
+
+def _rss_mb(field: str) -> float | None:
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024
     except OSError:
         return None
     return None
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux
+def _reset_cpu_peak() -> bool:
+    """Return freed heap pages to the OS and reset VmHWM to the current RSS (Linux)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
-def time_phase(fn, repeats: int, device) -> tuple[float, float, float | None]:
-    """(median wall s, median process CPU s, peak CUDA MiB or None) after one warm-up call.
-
-    CPU seconds (all threads together) are reported too: on a shared machine they stay meaningful
-    when wall time does not.
-    """
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    fn()
-    sync()
+def peak_memory_mb(fn, device) -> float | None:
+    """Extra memory one call of fn needs at its peak, above what was in use before it."""
     if device.type == "cuda":
+        torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    wall, cpu = [], []
-    for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
+        before = torch.cuda.memory_allocated(device)
         fn()
-        sync()
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    return statistics.median(wall), statistics.median(cpu), peak
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    if not _reset_cpu_peak():
+        return None
+    before = _rss_mb("VmRSS")
+    fn()
+    peak = _rss_mb("VmHWM")
+    return None if before is None or peak is None else peak - before
+
+
+def timed(fn, device) -> tuple[float, float]:
+    """(wall s, process CPU s) of one call."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start, start_cpu = time.perf_counter(), time.process_time()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start, time.process_time() - start_cpu
+
+
+def measure_phase(phase_fn, nets, args, device) -> dict:
+    """Warm-up, which measures the peak memory (a compiled side first compiles in an extra call), then
+    interleaved timed repeats."""
+    calls = {net.name: (lambda net=net: phase_fn(net)) for net in nets}
+    memory = {}
+    for net in nets:
+        if args.compile and net.name == "ours":
+            calls[net.name]()
+        call = calls[net.name]
+        memory[net.name] = call() if args.no_memory else peak_memory_mb(call, device)
+    runs = {name: [] for name in calls}
+    order = list(calls)
+    for r in range(args.repeats):
+        for name in (order if r % 2 == 0 else order[::-1]):     # alternate who goes first
+            runs[name].append(timed(calls[name], device))
+    out = {}
+    for name, samples in runs.items():
+        out[name] = {"wall_s": round(statistics.median(w for w, _ in samples), 4),
+                     "cpu_s": round(statistics.median(c for _, c in samples), 4),
+                     "peak_mb": None if memory[name] is None else round(memory[name])}
+    return out
+
+
+def add_train_step(results: dict, cfg) -> None:
+    """train_step = d_main + d_reg/R1_INTERVAL + g_main + g_reg/PL_INTERVAL, per side; peak = the largest."""
+    parts = {"d_main": 1.0, "d_reg": 1.0 / cfg.TRAIN.R1_INTERVAL, "g_main": 1.0, "g_reg": 1.0 / cfg.TRAIN.PL_INTERVAL}
+    if not set(parts) <= set(results):
+        return
+    step = {}
+    for name in results["d_main"]:
+        step[name] = {key: round(sum(w * results[p][name][key] for p, w in parts.items()), 4)
+                      for key in ("wall_s", "cpu_s")}
+        peaks = [results[p][name]["peak_mb"] for p in parts]
+        step[name]["peak_mb"] = None if None in peaks else max(peaks)
+    results["train_step"] = step
+
+
+def add_ratios(results: dict, device) -> None:
+    key = "cpu_s" if device.type == "cpu" else "wall_s"
+    for row in results.values():
+        if "reference" in row and row["reference"][key] > 0:
+            row["time_ratio"] = round(row["ours"][key] / row["reference"][key], 3)
+            peaks = row["ours"]["peak_mb"], row["reference"]["peak_mb"]
+            if None not in peaks and peaks[1] > 0:
+                row["peak_ratio"] = round(peaks[0] / peaks[1], 3)
+
+
+def print_table(results: dict, device, file=sys.stderr) -> None:
+    key = "cpu_s" if device.type == "cpu" else "wall_s"
+    print(f"{'phase':<20} {'ours ' + key:>12} {'ref ' + key:>12} {'ratio':>7} {'ours MB':>9} {'ref MB':>9} "
+          f"{'ratio':>7}", file=file)
+    for phase, row in results.items():
+        ref = row.get("reference", {})
+        cells = [row["ours"][key], ref.get(key, ""), row.get("time_ratio", ""), row["ours"]["peak_mb"],
+                 ref.get("peak_mb", ""), row.get("peak_ratio", "")]
+        print(f"{phase:<20} " + " ".join(f"{'' if c is None else c:>{w}}" for c, w in
+                                          zip(cells, (12, 12, 7, 9, 9, 7))), file=file)
 
 
 def run(args) -> dict:
-    overrides = list(args.overrides) + ([f"MODEL.SIZE={args.size}"] if args.size else [])
-    cfg = load_config(args.cfg, overrides)
     if args.threads:
         torch.set_num_threads(args.threads)
     malloc_tuned = tune_glibc_malloc() if args.tune_malloc else False
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("benchmark: --device cuda asked for, but CUDA is not available")
-    device = torch.device(args.device)
-    torch.manual_seed(0)
-    g = Generator.from_config(cfg).to(device)
-    d = Discriminator.from_config(cfg).to(device)
-    mask, words, sentence, z = random_inputs(cfg, args.batch, device)
-
-    def g_forward():
-        g.eval()
-        with torch.inference_mode():
-            g(mask, words, [z])
-
-    def g_forward_backward():
-        g.train()
-        image = g(mask, words, [z])
-        (image * image.detach()).mean().backward()
-
-    fake = torch.randn(args.batch, 3, cfg.MODEL.SIZE, cfg.MODEL.SIZE, device=device)
-
-    def d_forward_backward():
-        d.train()
-        logit, cond = d(fake, mask, sentence)
-        (logit.mean() + cond.mean()).backward()
-
-    rss_before = current_rss_mb()
-    g_fb, g_fb_cpu, g_fb_peak = time_phase(g_forward_backward, args.repeats, device)
-    rss_after_g_step = peak_rss_mb()
-    g_fw, g_fw_cpu, g_fw_peak = time_phase(g_forward, args.repeats, device)
-    d_fb, d_fb_cpu, d_fb_peak = time_phase(d_forward_backward, args.repeats, device)
-
-    result = {
+    cfg, overrides, device, g, d, text, clip_label, data = build(args)
+    nets = [Ours(g, d, args.compile)] + ([Reference(g, d)] if args.reference else [])
+    phases = Phases(cfg, args, g, d, text, data)
+    results = {}
+    for phase in args.phases:
+        results[phase] = measure_phase(getattr(phases, phase), nets, args, device)
+        print(f"benchmark: {phase} {json.dumps(results[phase])}", file=sys.stderr, flush=True)
+    add_train_step(results, cfg)
+    add_ratios(results, device)
+    if "g_forward" in results:
+        for row in results["g_forward"].values():
+            if isinstance(row, dict):
+                row["img_per_s"] = round(args.batch / row["wall_s"], 3)
+    print_table(results, device)
+    return {
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "size": cfg.MODEL.SIZE,
-        "batch": args.batch,
-        "repeats": args.repeats,
-        "overrides": overrides,
-        "malloc_tuned": malloc_tuned,
-        "g_params": sum(p.numel() for p in g.parameters() if p.requires_grad),
-        "d_params": sum(p.numel() for p in d.parameters() if p.requires_grad),
-        "g_forward_s": round(g_fw, 4),
-        "g_forward_backward_s": round(g_fb, 4),
-        "d_forward_backward_s": round(d_fb, 4),
-        "cpu_s": {"g_forward": round(g_fw_cpu, 3), "g_forward_backward": round(g_fb_cpu, 3),
-                  "d_forward_backward": round(d_fb_cpu, 3)},
-        "g_forward_img_per_s": round(args.batch / g_fw, 3),
-        "g_forward_backward_img_per_s": round(args.batch / g_fb, 3),
-        "d_forward_backward_img_per_s": round(args.batch / d_fb, 3),
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "size": cfg.MODEL.SIZE,
+        "batch": args.batch, "repeats": args.repeats, "overrides": overrides, "malloc_tuned": malloc_tuned,
+        "compile": args.compile, "amp": args.amp, "channels_last": args.channels_last, "clip": clip_label,
+        "intervals": {"R1": cfg.TRAIN.R1_INTERVAL, "PL": cfg.TRAIN.PL_INTERVAL},
+        "g_params": sum(p.numel() for p in g.parameters()),
+        "d_params": sum(p.numel() for p in d.parameters()),   # requires_grad is toggled by the phases
+        "phases": results,
     }
-    if device.type == "cuda":
-        result["peak_mem_mb"] = {"g_forward": round(g_fw_peak), "g_forward_backward": round(g_fb_peak),
-                                 "d_forward_backward": round(d_fb_peak)}
-    else:
-        result["rss_mb"] = {"before_phases": None if rss_before is None else round(rss_before),
-                            "peak_through_g_step": round(rss_after_g_step),
-                            "peak_overall": round(peak_rss_mb())}
-    return result
 
 
 def main(argv=None) -> int:

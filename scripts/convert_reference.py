@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from pixelface import cli
-from pixelface.config import REPO_ROOT, load_config
+from pixelface.config import load_config
 from pixelface.convert import convert_file
 
 
@@ -19,8 +19,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--in", dest="src", required=True, help="the reference checkpoint (ckpt_XXXX.pth)")
     parser.add_argument("--out", required=True, help="the checkpoint to write (.pt)")
-    parser.add_argument("--cfg", default=str(REPO_ROOT / "cfg" / "mmceleba.yml"),
-                        help="config that builds the networks (default cfg/mmceleba.yml)")
+    parser.add_argument("--cfg", default="mmceleba",
+                        help="config that builds the networks: a YAML file or a config name (default mmceleba)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.SUB=VALUE",
                         help="config override (repeatable)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out")

@@ -7,11 +7,16 @@
 * ceiling: a face painted flat in each mask region's dataset-wide median colour (no text, no z): its L1 to the
   real faces, and what the face parser and the texture measure make of it. This is the regression floor that
   a generator ignoring text and z reaches, and proof that crisp layout alone meets the mask targets.
+* cast: the small CLIP on real black-haired test faces as they are and with their hair tinted green-olive
+  (R -7, G +20, B -2, the cast G gives black hair): does the CLIP loss reward the cast?
 * noise (with --ckpt): region texture of that checkpoint's G_ema with its noise inputs random, constant and
   off, and its learned noise strengths: is the texture injected noise?
+* attention (with --ckpt): the share of the first GCMF stage's attention that hair pixels give the colour
+  word of captions naming a hair colour: does G's text route look at the colour at all?
 """
 import argparse
 import json
+import re
 import sys
 
 import torch
@@ -21,14 +26,14 @@ from pixelface import cli
 from pixelface.checkpoint import load_generator
 from pixelface.config import load_config, resolve_path
 from pixelface.datasets import FaceDataset
-from pixelface.masks import NUM_CLASSES
-from pixelface.masks import accuracy_from_confusion, confusion_matrix
+from pixelface.masks import LABEL_ID, NUM_CLASSES, accuracy_from_confusion, confusion_matrix
 from pixelface.metrics import default_parser_path, region_texture
 from pixelface.parser import load_parser
 from pixelface.text_encoder import TextEncoder
-from pixelface.trainer import mask_input
+from pixelface.generation import batch_mask_input
 
 COLOURS = ["black", "brown", "blond", "gray"]
+OLIVE_CAST = (-7, 20, -2)   # 8-bit RGB shift: the data's black hair (27, 24, 24) -> G's (20, 44, 22)
 
 
 def first_items(cfg, split: str, num: int) -> dict:
@@ -78,15 +83,58 @@ def noise_probe(ckpt: str, batch) -> dict:
     z = torch.randn(len(batch["caption"]), cfg.MODEL.STYLE_DIM, generator=torch.Generator().manual_seed(0))
     out = {"noise_weight/max_abs": max(p.abs().item() for n, p in g_ema.named_parameters() if "noise_weight" in n)}
     for mode in ("random", "const", "none"):
-        images = g_ema(mask_input(batch, cfg), feats.words, [z], word_padding=feats.padding, noise_mode=mode)
+        images = g_ema(batch_mask_input(batch, cfg), feats.words, [z], word_padding=feats.padding, noise_mode=mode)
         out[f"texture/noise_{mode}"] = region_texture(images.clamp(-1, 1), batch["labels"]).nanmean().item()
     return out
+
+
+@torch.no_grad()
+def cast_probe(cfg, batch) -> dict:
+    encoder = TextEncoder.from_config(cfg)
+    prompts = encoder.embed_text([f"this person has {c} hair" for c in COLOURS])
+    attributes = json.loads((resolve_path(cfg, "DATA.ROOT") / "attributes.json").read_text())
+    black = [i for i, image_id in enumerate(batch["id"]) if attributes[image_id]["hair_color"] == "black"
+             and attributes[image_id]["hair_style"] != "bald"]
+    images, hair = batch["image"][black], (batch["labels"][black] == LABEL_ID["hair"]).unsqueeze(1)
+    tinted = (images + hair * torch.tensor(OLIVE_CAST).view(1, 3, 1, 1) / 127.5).clamp(-1, 1)
+    out = {}
+    for name, x in (("as_is", images), ("olive", tinted)):
+        sims = F.normalize(encoder.encode_image(x, normalize=True), dim=-1) @ prompts.t()
+        probs = (sims * encoder.clip.logit_scale.exp()).softmax(-1)
+        out[f"cast/{name}/p_black"] = probs[:, 0].mean().item()
+        out[f"cast/{name}/sim_black_minus_brown"] = (sims[:, 0] - sims[:, 1]).mean().item()
+    return out
+
+
+@torch.no_grad()
+def attention_probe(ckpt: str, batch) -> dict:
+    g_ema, cfg = load_generator(ckpt)
+    encoder = TextEncoder.from_config(cfg)
+    shares = []
+    for k, caption in enumerate(batch["caption"]):
+        found = re.search(r"\b(black|brown|blond|gray) hair\b", caption)
+        hair = batch["labels"][k:k + 1] == LABEL_ID["hair"]
+        if not found or hair.sum() < 20:
+            continue
+        feats = encoder.encode([caption])
+        words = [encoder.tokenizer.decoder.get(int(t), "") for t in feats.tokens[0, :feats.words.shape[1]]]
+        colour = [i for i, w in enumerate(words) if w.startswith(found.group(1))]
+        z = torch.randn(1, cfg.MODEL.STYLE_DIM, generator=torch.Generator().manual_seed(k))
+        _, extras = g_ema(batch_mask_input({key: v[k:k + 1] for key, v in batch.items() if torch.is_tensor(v)}, cfg),
+                          feats.words, [z], word_padding=feats.padding, return_attention=True)
+        attention = extras["attention"][0][0]                                   # (R², T), first stage
+        res = int(attention.shape[0] ** 0.5)
+        inside = F.interpolate(hair[None].float(), size=(res, res), mode="area").flatten() > 0.5
+        if inside.any() and colour:
+            shares.append(attention[inside][:, colour].sum(-1).mean().item())
+    return {"attention/colour_word_share": sum(shares) / max(len(shares), 1),
+            "attention/uniform_share": 1 / cfg.TEXT.MAX_WORDS, "attention/faces": float(len(shares))}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cfg", required=True, help="the config whose dataset, CLIP and parser are probed")
-    parser.add_argument("--ckpt", help="a checkpoint for the noise probe")
+    parser.add_argument("--ckpt", help="a checkpoint for the noise and attention probes")
     parser.add_argument("--num", type=int, default=300, help="faces per split used")
     args = parser.parse_args(argv)
     return cli.run(probe, args)
@@ -95,9 +143,11 @@ def main(argv=None) -> int:
 def probe(args) -> None:
     cfg = load_config(args.cfg)
     test = first_items(cfg, "test", args.num)
-    results = {**clip_probe(cfg, test), **ceiling_probe(cfg, first_items(cfg, "train", args.num), test)}
+    results = {**clip_probe(cfg, test), **cast_probe(cfg, test),
+               **ceiling_probe(cfg, first_items(cfg, "train", args.num), test)}
     if args.ckpt:
         results.update(noise_probe(args.ckpt, test))
+        results.update(attention_probe(args.ckpt, test))
     for key, value in results.items():
         print(f"{key}: {value:.4f}")
 

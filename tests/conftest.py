@@ -2,9 +2,15 @@ import importlib.util
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 # Nothing in the test suite may reach for a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The suite tests the checkout it lives in: relative config paths and models/, runs/, data/ resolve against
+# it (pixelface.config.project_home), whatever PIXELFACE_HOME the caller's shell holds.
+os.environ.pop("PIXELFACE_HOME", None)
+# The checkout's root: its cfg/, code/main.py and scripts/ are what the tests run.
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 import torch  # noqa: E402
 
@@ -17,7 +23,7 @@ torch.set_num_threads(1)
 import pytest  # noqa: E402
 
 from pixelface.checkpoint import load_generator  # noqa: E402
-from pixelface.config import REPO_ROOT, load_config  # noqa: E402
+from pixelface.config import load_config  # noqa: E402
 from pixelface.synthface import write_dataset  # noqa: E402
 from pixelface.text_encoder import TextEncoder  # noqa: E402
 from pixelface.runs import latest_checkpoint  # noqa: E402

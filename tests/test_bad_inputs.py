@@ -24,8 +24,8 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import load_script
-from pixelface.config import REPO_ROOT, load_config
+from conftest import REPO_ROOT, load_script
+from pixelface.config import load_config
 from pixelface.masks import PALETTE
 from pixelface.trainer import write_config
 
@@ -264,6 +264,21 @@ CASES = [
     Case("edit-no-caption", "manipulate", lambda s: ["--ckpt", str(s["ckpt"]), "--image", str(s["image"]), "--mask", str(s["mask"]),
                                                      "--edit-text", "a", "--out", str(s["out"])], "--caption is required"),
     Case("edit-edit-mask-missing", "manipulate", lambda s: edit_args(s, "--edit-mask", str(s["tmp"] / "e.png")), "e.png: mask does not exist"),
+    Case("edit-parser-foreign", "manipulate", lambda s: ["--ckpt", str(s["ckpt"]), "--image", str(s["image"]), "--parser",
+                                                         str(foreign_torch_file(s["tmp"] / "p.pt")), "--caption", "a face",
+                                                         "--edit-text", "a", "--steps", "1", "--out", str(s["out"])],
+         "p.pt is neither a face parser"),
+    # --- masks of your own photo
+    Case("editor-ckpt-missing", "editor", lambda s: ["--ckpt", str(s["tmp"] / "no.pt")], "does not exist"),
+    Case("editor-parser-missing", "editor", lambda s: ["--ckpt", str(s["ckpt"]), "--parser", str(s["tmp"] / "no.pth")],
+         "does not exist"),
+    Case("editor-data-root-missing", "editor", lambda s: ["--ckpt", str(s["ckpt"]), "--data-root", str(s["tmp"] / "nope")],
+         "is not a folder"),
+    Case("mask-image-missing", "make_mask", lambda s: ["--image", str(s["tmp"] / "me.jpg"), "--parser", str(s["tmp"] / "p.pt"),
+                                                       "--out", str(s["out"] / "m.png")], "me.jpg: image does not exist"),
+    Case("mask-parser-foreign", "make_mask", lambda s: ["--image", str(s["image"]), "--parser",
+                                                        str(foreign_torch_file(s["tmp"] / "p.pt")), "--out", str(s["out"] / "m.png")],
+         "p.pt is neither a face parser written by scripts/train_parser.py nor"),
     # --- evaluation
     Case("eval-ckpt-missing", "evaluate", lambda s: ["--ckpt", str(s["tmp"] / "no.pt"), "--num", "4"], "no.pt does not exist"),
     Case("eval-unknown-metric", "evaluate", lambda s: ["--ckpt", str(s["ckpt"]), "--num", "4", "--metrics", "fidd"], "fidd"),

@@ -1,6 +1,9 @@
 import pytest
 
-from pixelface.config import ConfigError, REPO_ROOT, describe, load_config, require_path, to_yaml, from_plain
+from pixelface import config
+from pixelface.config import (ConfigError, describe, load_config, project_home, require_path, resolve_path, to_yaml,
+                              from_plain)
+from conftest import REPO_ROOT
 
 
 def test_defaults_and_overrides_are_typed(tmp_path):
@@ -47,8 +50,44 @@ def test_missing_required_path_names_key(tmp_path):
 
 def test_relative_paths_resolve_against_repo_root():
     cfg = load_config(None, ["DATA.ROOT=data/x"])
-    from pixelface.config import resolve_path
+    assert project_home() == config.checkout_root() == REPO_ROOT
     assert resolve_path(cfg, "DATA.ROOT") == REPO_ROOT / "data" / "x"
+
+
+def test_pixelface_home_moves_every_relative_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIXELFACE_HOME", str(tmp_path / "home"))
+    cfg = load_config("synthface")
+    assert project_home() == tmp_path / "home"
+    assert resolve_path(cfg, "DATA.ROOT") == tmp_path / "home" / "data" / "synthface"
+    assert resolve_path(cfg, "TEXT.PRETRAINED") == tmp_path / "home" / "models" / "clip_synthface.pt"
+
+
+def test_bare_config_names_find_the_checkout_configs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)     # names, not paths: the working directory plays no part
+    for name in ("smoke", "smoke.yml"):
+        cfg = load_config(name)
+        assert cfg._source == str(REPO_ROOT / "cfg" / "smoke.yml")
+        assert cfg == load_config(REPO_ROOT / "cfg" / "smoke.yml")
+    (tmp_path / "smoke.yml").write_text("CONFIG_NAME: mine\n")
+    assert load_config("smoke.yml").CONFIG_NAME == "mine"     # an existing file comes first
+    with pytest.raises(ConfigError, match=r"^config 'smok' is neither a file nor a known config name "
+                                          r"\(known: mmceleba, smoke, synthface"):
+        load_config("smok")
+    with pytest.raises(ConfigError, match=r"config file cfg/smok.yml does not exist"):
+        load_config("cfg/smok.yml")                             # a path stays a path
+
+
+def test_an_installed_copy_uses_its_packaged_configs(tmp_path, monkeypatch):
+    packaged = tmp_path / "configs"
+    packaged.mkdir()
+    (packaged / "tiny.yml").write_text("CONFIG_NAME: tiny\n")
+    monkeypatch.setattr(config, "checkout_root", lambda: None)
+    monkeypatch.setattr(config, "PACKAGED_CONFIGS", packaged)
+    monkeypatch.chdir(tmp_path)
+    assert load_config("tiny").CONFIG_NAME == "tiny"
+    assert project_home() == tmp_path                           # no checkout, no PIXELFACE_HOME: where one stands
+    with pytest.raises(ConfigError, match=r"\(known: tiny\)$"):
+        load_config("smoke")
 
 
 def test_yaml_round_trip_and_every_key_documented():

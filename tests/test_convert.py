@@ -13,15 +13,16 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pixelface.checkpoint import load_checkpoint, load_generator
-from pixelface.config import REPO_ROOT, load_config
+from pixelface.config import load_config
 from pixelface.convert import (ConversionError, convert, discriminator_rules, generator_rules,
                                load_reference, read_reference)
 from pixelface.discriminator import Discriminator
-from pixelface.generator import Generator, channel_table
+from pixelface.generator import Generator
+from pixelface.layers import channel_table
 from pixelface.masks import label_to_color
 from pixelface.synthface import make_face, write_dataset
 from test_generator import literal_reference_forward
-from conftest import load_script
+from conftest import REPO_ROOT, load_script
 
 torch.set_num_threads(1)
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pixelface.config import REPO_ROOT, load_config
+from pixelface.config import load_config
+from conftest import REPO_ROOT
 from pixelface.datasets import DatasetError, FaceDataset, clean_caption, load_index, resize_and_crop
 from pixelface.masks import PALETTE, MaskError, color_tensor
 

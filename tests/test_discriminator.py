@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from pixelface.config import load_config
 from pixelface.discriminator import Discriminator, minibatch_stddev, stddev_group
+from pixelface.reference_ops import reference_discriminator_forward
 
 torch.set_num_threads(1)
 
@@ -113,3 +114,31 @@ def test_bad_inputs_raise():
         d(image, mask[:2])
     with pytest.raises(ValueError, match="sentence must be"):
         d(image, mask, sentence[:, :8])
+
+
+def test_discriminator_equals_the_reference_transcription_with_gradients():
+    """Folded gains, fused blur + stride, shared body pass for several sentences: the reference function
+    (PixelFace+/code/model.py:194-311) and its gradients, in float64."""
+    d = tiny().double().eval()
+    with torch.no_grad():
+        for name, p in d.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.5)
+    image, mask, sentence = (t.double() for t in tiny_inputs())
+    other = torch.randn_like(sentence)
+
+    def grads(forward):
+        d.zero_grad()
+        logit, conds = forward()
+        (logit.sum() + (conds * torch.arange(1.0, 5.0, dtype=torch.float64)).sum()).backward()
+        return logit, conds, {n: p.grad.clone() for n, p in d.named_parameters()}
+
+    def reference():
+        (logit, cond), (_, cond2) = (reference_discriminator_forward(d, image, mask, s) for s in (sentence, other))
+        return logit, torch.stack([cond, cond2])
+
+    ours, ref = grads(lambda: d(image, mask, [sentence, other])), grads(reference)
+    torch.testing.assert_close(ours[0], ref[0])
+    torch.testing.assert_close(ours[1], ref[1])
+    for name in ours[2]:
+        torch.testing.assert_close(ours[2][name], ref[2][name], msg=name)

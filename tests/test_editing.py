@@ -8,11 +8,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pixelface import editing
+from pixelface import cli, editing, inputs, metrics
 from pixelface.checkpoint import file_hash
 from pixelface.masks import LABEL_ID, label_to_color
 from pixelface.datasets import FaceDataset
 from pixelface.synthface import HAIR_RGB, caption_attributes, make_face
+from pixelface.images import save_png, to_uint8
 from conftest import load_script
 
 
@@ -31,7 +32,7 @@ def run_manipulate(*args):
 def face(model):
     """(image, labels, caption) of the first image of the smoke dataset's test split with a good share of hair."""
     _, cfg, _ = model
-    for item in editing.dataset_items(cfg, "test", FaceDataset(cfg, "test", train=False).ids):
+    for item in inputs.dataset_items(cfg, "test", FaceDataset(cfg, "test", train=False).ids):
         if (item["labels"] == HAIR).float().mean() > 0.1:
             return item["image"], item["labels"], item["caption"]
     raise AssertionError("no test face with hair")
@@ -50,7 +51,7 @@ def face_files(face, tmp_path_factory):
     folder = tmp_path_factory.mktemp("face")
     image, labels, _ = face
     big = F.interpolate(image[None], scale_factor=2, mode="bilinear", align_corners=False)[0]
-    editing.save_png(big, folder / "face.png")
+    save_png(big, folder / "face.png")
     big_labels = labels.repeat_interleave(2, 0).repeat_interleave(2, 1).numpy().astype(np.uint8)
     Image.fromarray(label_to_color(big_labels)).save(folder / "mask.png")
     bald = big_labels.copy()
@@ -105,7 +106,7 @@ def test_saved_inversion_gives_the_same_edits(model, inversion, tmp_path):
     loaded = editing.load_inversion(tmp_path / "inv.pt", "abc123")
     caption = "a woman with blond hair"
     assert torch.equal(editing.edit(g, encoder, cfg, loaded, caption), editing.edit(g, encoder, cfg, inversion, caption))
-    with pytest.raises(editing.InputError, match="made with checkpoint abc123"):
+    with pytest.raises(cli.InputError, match="made with checkpoint abc123"):
         editing.load_inversion(tmp_path / "inv.pt", "fff000")
 
 
@@ -119,8 +120,8 @@ def test_text_edit_changes_the_image_and_keeps_the_mask_input(model, inversion):
 
 def test_measures():
     a = torch.full((3, 8, 8), 100 / 127.5 - 1)
-    assert editing.psnr(a, a) == float("inf")
-    assert editing.psnr(a, a + 1 / 127.5) == pytest.approx(20 * np.log10(255), abs=0.01)  # off by one level
+    assert metrics.psnr(a, a) == float("inf")
+    assert metrics.psnr(a, a + 1 / 127.5) == pytest.approx(20 * np.log10(255), abs=0.01)  # off by one level
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -206,10 +207,10 @@ def test_manipulate_script_takes_the_face_from_the_dataset(ckpt, model, face, tm
     assert run_manipulate("--ckpt", ckpt, "--from-dataset", "test", "--id", image_id, "--steps", 2,
                           "--edit-text", "a woman with gray hair", "--out", tmp_path) == 0
     report = json.loads((tmp_path / "report.json").read_text())
-    (item,) = editing.dataset_items(cfg, "test", [image_id])
+    (item,) = inputs.dataset_items(cfg, "test", [image_id])
     assert report["image"] == f"test:{image_id}" and report["caption"] == item["caption"]
     with Image.open(tmp_path / "original.png") as original:
-        assert torch.equal(torch.from_numpy(np.asarray(original)).permute(2, 0, 1), editing.to_uint8(item["image"]))
+        assert torch.equal(torch.from_numpy(np.array(original)).permute(2, 0, 1), to_uint8(item["image"]))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -242,7 +243,7 @@ def hair_caption(attrs, captions):
 
 
 def mean_hair_colour(image, labels):
-    return editing.to_uint8(image).float()[:, labels == HAIR].mean(1)
+    return to_uint8(image).float()[:, labels == HAIR].mean(1)
 
 
 HAIR_EDIT_FACES = 6
@@ -255,7 +256,7 @@ def inverted(trained):
     g, cfg, encoder = trained
     faces = []
     for image, labels, attrs, captions in unseen_faces(cfg.MODEL.SIZE, HAIR_EDIT_FACES):
-        caption, request = editing.prepare_captions(list(hair_caption(attrs, captions)), cfg, encoder)
+        caption, request = inputs.prepare_captions(list(hair_caption(attrs, captions)), cfg, encoder)
         inversion = editing.invert(g, encoder, cfg, image, labels, caption)
         faces.append((labels, request, OPPOSITE_HAIR[attrs["hair_color"]], inversion))
     return faces

@@ -8,7 +8,8 @@ import yaml
 
 from pixelface import metrics
 from pixelface.checkpoint import FORMAT, atomic_save
-from pixelface.config import REPO_ROOT, load_config, to_yaml
+from pixelface.config import load_config, to_yaml
+from conftest import REPO_ROOT
 from pixelface.datasets import FaceDataset
 from pixelface.generator import Generator
 from pixelface.metrics import MissingWeightsError, evaluate_generator, generate_images

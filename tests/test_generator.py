@@ -8,8 +8,9 @@ import torch.nn.functional as F
 
 from pixelface.config import load_config
 from pixelface.discriminator import Discriminator
-from pixelface.generator import FoldStep, Generator, PointwiseMix, channel_table
-from pixelface.layers import StyledConv, ToRGB, unfold
+from pixelface.generator import FoldStep, Generator, PointwiseMix
+from pixelface.layers import StyledConv, ToRGB, channel_table, unfold
+from pixelface.reference_ops import literal_reference_forward, reference_latents
 
 torch.set_num_threads(1)
 
@@ -110,77 +111,6 @@ def test_mask_features_equal_mask_conv_and_nearest_resize():
                                    rtol=1e-5, atol=1e-5)
 
 
-def literal_reference_forward(g, mask, words, latents, noise, padding=None):
-    """Literal transcription of the reference forward pass (PixelFace+/code/model.py:476-616,
-    PixelFacePlus.forward) with G's parameters: full-resolution mask conv, nearest
-    resizes, per-sample loops for the modulated convs, concatenations, Fold/Unfold by definition."""
-    b, gain = mask.shape[0], math.sqrt(2)
-    act = lambda x, bias: F.leaky_relu(x + bias.view(1, -1, 1, 1), 0.2) * gain  # noqa: E731
-
-    def conv1x1(x, mix):
-        return act(F.conv2d(x, mix.weight[:, :, None, None] * mix.scale), mix.bias)
-
-    def fold(x):  # output channel (ph·2+pw)·C + c
-        return torch.cat([x[:, :, ph::2, pw::2] for ph in range(2) for pw in range(2)], 1)
-
-    def unfold(x):
-        c, (h, w) = x.shape[1] // 4, x.shape[2:]
-        out = x.new_zeros(b, c, 2 * h, 2 * w)
-        for ph in range(2):
-            for pw in range(2):
-                out[:, :, ph::2, pw::2] = x[:, (ph * 2 + pw) * c:(ph * 2 + pw + 1) * c]
-        return out
-
-    def modconv(conv, x, w, demodulate):
-        out = []
-        for i in range(b):
-            weight = conv.weight * conv.scale * conv.modulation(w[i:i + 1]).view(1, -1, 1, 1)
-            if demodulate:
-                weight = weight / torch.sqrt(weight.square().sum((1, 2, 3), keepdim=True) + 1e-8)
-            out.append(F.conv2d(x[i:i + 1], weight, padding=conv.padding))
-        return torch.cat(out)
-
-    def styled(layer, x, w, n):
-        return act(modconv(layer.conv, x, w, True) + layer.noise_weight * n, layer.bias)
-
-    def upsample(x):  # upfirdn2d: zero insertion, pad (2,1), [1,3,3,1]⊗[1,3,3,1]·4/64
-        u = x.new_zeros(b, 3, 2 * x.shape[2], 2 * x.shape[3])
-        u[:, :, ::2, ::2] = x
-        k = torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=x.dtype)
-        return F.conv2d(F.pad(u, (2, 1, 2, 1)), (torch.outer(k, k) / 16).expand(3, 1, 4, 4), groups=3)
-
-    text = g.text_mlp(words)
-    m_full = F.conv2d(mask, g.mask_encoder.weight, g.mask_encoder.bias, padding=1)
-    hidden = skip = None
-    for stage in g.stages:
-        r = stage.res
-        m = F.interpolate(m_full, size=(r, r), mode="nearest")
-        rows = m.flatten(2).transpose(1, 2)
-        q, k, v = (stage.gcmf.to_queries(rows), stage.gcmf.to_keys(text), stage.gcmf.to_values(text))
-        scores = q @ k.transpose(1, 2) / math.sqrt(stage.gcmf.dim)
-        if padding is not None:
-            scores = scores.masked_fill(padding[:, None, :], float("-inf"))
-        ctrl = stage.gcmf.c_mlp(torch.softmax(scores, -1) @ v)
-        e_rend = (ctrl + stage.gcmf.ffn(ctrl)).transpose(1, 2).reshape(b, -1, r, r)
-        axis = torch.linspace(-1, 1, r, dtype=mask.dtype)
-        coords = torch.stack([axis.view(1, r).expand(r, r), axis.view(r, 1).expand(r, r)])[None]
-        e_coor = torch.sin(stage.lff.conv(coords)).expand(b, -1, -1, -1)
-        if stage.index == 0:
-            x0 = g.input.input.expand(b, -1, -1, -1)
-            hidden = fold(fold(conv1x1(conv1x1(torch.cat([e_rend, e_coor, x0, m], 1), stage.conv0),
-                                       stage.conv1)))
-        else:
-            folded = fold(fold(conv1x1(torch.cat([e_rend, e_coor, m], 1), stage.conv1)))
-            hidden = conv1x1(torch.cat([folded, hidden], 1), stage.conv_merge)
-        for f, step in enumerate(stage.folds):
-            i = 4 * stage.index + 2 * f
-            hidden = styled(step.conv_low, hidden, latents[:, i], noise[i])
-            hidden = styled(step.conv_high, unfold(hidden), latents[:, i + 1], noise[i + 1])
-            rgb = modconv(step.to_rgb.conv, hidden, latents[:, i + 2], False) + step.to_rgb.bias
-            skip = rgb if skip is None else rgb + upsample(skip)
-    return skip
-
-
 def test_generator_equals_literal_transcription_of_the_reference():
     """Every re-association (split 1×1 convs, rows layout, folded projections, strided mask
     features, grouped convs, chunking) computes the reference function."""
@@ -195,7 +125,27 @@ def test_generator_equals_literal_transcription_of_the_reference():
     with torch.no_grad():
         image, extras = g(mask, words, [z], word_padding=padding, noise=noise, return_latents=True)
         ref = literal_reference_forward(g, mask, words, extras["latents"], noise, padding)
+        torch.testing.assert_close(reference_latents(g, z), extras["latents"])
     torch.testing.assert_close(image, ref)
+
+
+def test_generator_gradients_equal_the_reference_transcription():
+    """The backward the benchmark times computes the same gradients on both sides (train mode, no dropout)."""
+    g = tiny(gcmf_dropout=0.0).double().train()
+    mask, words, z = (t.double() for t in tiny_inputs(g, b=2, t=6))
+    noise = [n.double() for n in g.make_noise(2, torch.Generator().manual_seed(0))]
+    weight = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+
+    def grads(forward):
+        g.zero_grad()
+        (forward() * weight).sum().backward()
+        return {n: p.grad.clone() for n, p in g.named_parameters() if p.grad is not None}
+
+    ours = grads(lambda: g(mask, words, [z], noise=noise))
+    ref = grads(lambda: literal_reference_forward(g, mask, words, reference_latents(g, z), noise))
+    assert ours.keys() == ref.keys() and len(ours) == len(list(g.parameters()))
+    for name in ours:
+        torch.testing.assert_close(ours[name], ref[name], msg=name)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -404,3 +354,14 @@ def test_fold_skip_starts_as_the_reference_and_learns(kind):
             step.fold_skip = skip
     g(mask, words, [z], noise=noise).square().mean().backward()
     assert all(s.weight.grad is not None and s.weight.grad.abs().sum() > 0 for s in skips)
+
+
+def test_text_mlp_learning_rate_is_its_own_switch():
+    """MODEL.LR_TEXT_MLP scales only the text MLP: the mapping network keeps LR_MLP (0.01 by default)."""
+    cfg = load_config(None, ["MODEL.SIZE=64", "MODEL.CHANNEL_MAX=32", "MODEL.STYLE_DIM=32", "MODEL.MASK_DIM=16",
+                             "TEXT.EMBEDDING_DIM=16", "MODEL.LR_TEXT_MLP=1"])
+    g = Generator.from_config(cfg)
+    text_rates = {layer.lr_mul for layer in g.text_mlp if hasattr(layer, "lr_mul")}
+    style_rates = {layer.lr_mul for layer in g.style if hasattr(layer, "lr_mul")}
+    assert text_rates == {1.0} and style_rates == {0.01}
+    assert {layer.lr_mul for layer in tiny().text_mlp if hasattr(layer, "lr_mul")} == {0.01}   # the reference's

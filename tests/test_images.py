@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pixelface import editing, images
-from conftest import load_script
-from pixelface.config import REPO_ROOT, load_config
+from pixelface import cli, images, inputs
+from conftest import REPO_ROOT, load_script
+from pixelface.config import load_config
 from pixelface.datasets import FaceDataset, PrepareError, prepare_mmceleba
 from pixelface.images import ImageReadError, open_image, read_mask_array, read_rgb
 from pixelface.masks import PALETTE
@@ -127,7 +127,7 @@ def test_exif_orientation_is_applied(tmp_path):
     assert rgb[5, 10, 0] > 200 and rgb[5, 10, 2] < 50  # the stored left (red) half is now on top
     assert rgb[35, 10, 2] > 200 and rgb[35, 10, 0] < 50
     assert read_mask_array(tmp_path / "phone.jpg").shape == (40, 20, 3)
-    assert editing.image_shape(tmp_path / "phone.jpg") == (20, 40)
+    assert inputs.image_shape(tmp_path / "phone.jpg") == (20, 40)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -243,17 +243,17 @@ def test_prepare_reports_a_truncated_raw_image_and_goes_on(tmp_path):
 
 def test_editing_reads_16_bit_and_rotated_inputs(tmp_path):
     Image.fromarray(np.full((8, 8), 128 * 257 + 100, np.uint16)).save(tmp_path / "grey16.png")
-    image = editing.read_image(tmp_path / "grey16.png", 8)
-    assert image.shape == (3, 8, 8) and (editing.to_uint8(image) == 128).all()  # 33,000 -> 128, not white (255)
+    image = inputs.read_image(tmp_path / "grey16.png", 8)
+    assert image.shape == (3, 8, 8) and (images.to_uint8(image) == 128).all()  # 33,000 -> 128, not white (255)
     ids = np.zeros((20, 40), np.uint8)
     ids[:, 20:] = 13
     Image.fromarray(ids).save(tmp_path / "ids.png")
     exif = Image.Exif()
     exif[ORIENTATION] = 6
     Image.fromarray(ids).save(tmp_path / "ids_rotated.png", exif=exif.tobytes())
-    labels = editing.read_mask(tmp_path / "ids_rotated.png", 20)  # displayed 20 wide, 40 high: hair at the bottom
+    labels = inputs.read_mask(tmp_path / "ids_rotated.png", 20)  # displayed 20 wide, 40 high: hair at the bottom
     assert labels[0].tolist() == [0] * 20 and labels[-1].tolist() == [13] * 20
-    assert editing.read_mask(tmp_path / "ids.png", 20)[:, 0].tolist() == [0] * 20
+    assert inputs.read_mask(tmp_path / "ids.png", 20)[:, 0].tolist() == [0] * 20
 
 
 def test_cli_reports_a_bad_image_as_one_error_line_naming_it(tiny_root, tmp_path, capsys):
@@ -270,21 +270,21 @@ def test_cli_reports_a_bad_image_as_one_error_line_naming_it(tiny_root, tmp_path
 def test_image_and_mask_of_different_aspect_ratios_are_refused(tmp_path):
     Image.fromarray(_noise(48, 64)).save(tmp_path / "wide.png")
     Image.fromarray(_noise(64, 64)).save(tmp_path / "square.png")
-    with pytest.raises(editing.InputError) as info:
-        editing.check_same_aspect(tmp_path / "wide.png", tmp_path / "square.png")
+    with pytest.raises(cli.InputError) as info:
+        inputs.check_same_aspect(tmp_path / "wide.png", tmp_path / "square.png")
     message = str(info.value)
     assert f"image {tmp_path / 'wide.png'} is 64x48" in message
     assert f"mask {tmp_path / 'square.png'} is 64x64" in message and "same aspect ratio" in message
     # Relative, not absolute: 10.00 against 10.05 is 0.5% apart (an absolute 0.01 rule refused it).
     Image.fromarray(_noise(100, 1000)).save(tmp_path / "strip.png")
     Image.fromarray(_noise(100, 1005)).save(tmp_path / "strip_mask.png")
-    assert editing.check_same_aspect(tmp_path / "strip.png", tmp_path / "strip_mask.png") is None
+    assert inputs.check_same_aspect(tmp_path / "strip.png", tmp_path / "strip_mask.png") is None
     Image.fromarray(_noise(100, 1020)).save(tmp_path / "strip_mask.png")
-    with pytest.raises(editing.InputError, match="differ by 2.0%"):
-        editing.check_same_aspect(tmp_path / "strip.png", tmp_path / "strip_mask.png")
+    with pytest.raises(cli.InputError, match="differ by 2.0%"):
+        inputs.check_same_aspect(tmp_path / "strip.png", tmp_path / "strip_mask.png")
     # A phone photo whose EXIF turns it upright matches a mask drawn on the upright picture.
     _save_rotated_jpeg(tmp_path / "phone.jpg", _noise(20, 40))
     Image.fromarray(_noise(40, 20)).save(tmp_path / "phone_mask.png")
-    assert editing.check_same_aspect(tmp_path / "phone.jpg", tmp_path / "phone_mask.png") is None
-    with pytest.raises(editing.InputError, match=r"phone.jpg is 20x40 but mask .*square.png is 64x64"):
-        editing.check_same_aspect(tmp_path / "phone.jpg", tmp_path / "square.png")
+    assert inputs.check_same_aspect(tmp_path / "phone.jpg", tmp_path / "phone_mask.png") is None
+    with pytest.raises(cli.InputError, match=r"phone.jpg is 20x40 but mask .*square.png is 64x64"):
+        inputs.check_same_aspect(tmp_path / "phone.jpg", tmp_path / "square.png")

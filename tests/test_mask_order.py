@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pixelface import editing
+from pixelface import cli, inputs
 from pixelface.cli import InputWarning
 from pixelface.config import ConfigError, load_config
 from pixelface.datasets import FaceDataset
@@ -64,17 +64,17 @@ def test_guess_mask_order_in_both_directions():
 def test_face_parsing_masks_read_as_their_celebamask_equivalent(tmp_path, face_labels):
     Image.fromarray(label_to_color(face_labels)).save(tmp_path / "colour.png")
     Image.fromarray(TO_FACE_PARSING[face_labels].astype(np.uint8)).save(tmp_path / "faceparsing.png")
-    expected = editing.read_mask(tmp_path / "colour.png", 32)
+    expected = inputs.read_mask(tmp_path / "colour.png", 32)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert torch.equal(editing.read_mask(tmp_path / "faceparsing.png", 32, mask_order="faceparsing"), expected)
-        assert torch.equal(editing.read_mask(TO_FACE_PARSING[face_labels], 32, mask_order="faceparsing"), expected)
+        assert torch.equal(inputs.read_mask(tmp_path / "faceparsing.png", 32, mask_order="faceparsing"), expected)
+        assert torch.equal(inputs.read_mask(TO_FACE_PARSING[face_labels], 32, mask_order="faceparsing"), expected)
         # colour masks are the CelebAMask-HQ palette whatever the order
-        assert torch.equal(editing.read_mask(tmp_path / "colour.png", 32, mask_order="faceparsing"), expected)
+        assert torch.equal(inputs.read_mask(tmp_path / "colour.png", 32, mask_order="faceparsing"), expected)
     with pytest.warns(InputWarning):
-        assert not torch.equal(editing.read_mask(tmp_path / "faceparsing.png", 32), expected)
-    with pytest.raises(editing.InputError, match="mask order 'bisenet'"):
-        editing.read_mask(tmp_path / "colour.png", 32, mask_order="bisenet")
+        assert not torch.equal(inputs.read_mask(tmp_path / "faceparsing.png", 32), expected)
+    with pytest.raises(cli.InputError, match="mask order 'bisenet'"):
+        inputs.read_mask(tmp_path / "colour.png", 32, mask_order="bisenet")
 
 
 def test_reading_a_mask_in_the_wrong_order_warns(tmp_path, face_labels):
@@ -82,14 +82,14 @@ def test_reading_a_mask_in_the_wrong_order_warns(tmp_path, face_labels):
     Image.fromarray(face_labels).save(tmp_path / "celebamask.png")
     with pytest.warns(InputWarning, match=r"faceparsing\.png: .*look like faceparsing order, not celebamask.*"
                                           r"--mask-order faceparsing.*DATA\.MASK_ORDER"):
-        editing.read_mask(tmp_path / "faceparsing.png", 32)
+        inputs.read_mask(tmp_path / "faceparsing.png", 32)
     with pytest.warns(InputWarning, match=r"celebamask\.png: .*look like celebamask order, not faceparsing.*"
                                           r"--mask-order celebamask"):
-        editing.read_mask(tmp_path / "celebamask.png", 32, mask_order="faceparsing")
+        inputs.read_mask(tmp_path / "celebamask.png", 32, mask_order="faceparsing")
 
 
 def test_palette_png_whose_indices_are_label_ids_reads_as_label_ids(tmp_path, face_labels):
-    expected = editing.read_mask(face_labels, 32)
+    expected = inputs.read_mask(face_labels, 32)
     celebamask = Image.fromarray(face_labels)
     celebamask.putpalette(PALETTE.reshape(-1).tolist())  # mode L -> P: the ids become palette indices
     celebamask.save(tmp_path / "palette.png")
@@ -97,9 +97,9 @@ def test_palette_png_whose_indices_are_label_ids_reads_as_label_ids(tmp_path, fa
     grey.putpalette([v for i in range(256) for v in (i, i, i)])  # colours that are no CelebAMask-HQ colours
     grey.save(tmp_path / "grey_faceparsing.png")
     assert Image.open(tmp_path / "palette.png").mode == "P" == Image.open(tmp_path / "grey_faceparsing.png").mode
-    assert torch.equal(editing.read_mask(tmp_path / "palette.png", 32), expected)
-    assert torch.equal(editing.read_mask(Image.open(tmp_path / "palette.png"), 32), expected)
-    assert torch.equal(editing.read_mask(tmp_path / "grey_faceparsing.png", 32, mask_order="faceparsing"), expected)
+    assert torch.equal(inputs.read_mask(tmp_path / "palette.png", 32), expected)
+    assert torch.equal(inputs.read_mask(Image.open(tmp_path / "palette.png"), 32), expected)
+    assert torch.equal(inputs.read_mask(tmp_path / "grey_faceparsing.png", 32, mask_order="faceparsing"), expected)
 
 
 def test_dataset_label_masks_are_remapped_with_mask_order(tmp_path):

@@ -1,8 +1,12 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from pixelface.cli import InputWarning
+from pixelface.inputs import read_mask
 from pixelface.masks import (LABELS, NUM_CLASSES, PALETTE, MaskError, color_tensor, color_to_label,
                              label_to_color, one_hot)
 
@@ -46,11 +50,6 @@ def test_tensor_forms():
 
 def test_a_noisy_colour_mask_is_read_with_a_warning(tmp_path):
     """Heavy JPEG-like noise snaps some pixels to wrong classes: the user is told, a clean mask says nothing."""
-    import warnings
-
-    from pixelface.cli import InputWarning
-    from pixelface.editing import read_mask
-
     labels = np.repeat(np.arange(NUM_CLASSES, dtype=np.uint8), 4)[None].repeat(8, 0)      # (8, 76)
     clean = label_to_color(labels)
     Image.fromarray(clean).save(tmp_path / "clean.png")

@@ -177,7 +177,7 @@ def test_stats_key_names_dataset_split_extractor_size_and_count(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ Inception weights
 def test_missing_inception_weights_raise_one_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(metrics, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setenv("PIXELFACE_HOME", str(tmp_path / "repo"))   # no models/ in the project home
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     with pytest.raises(MissingWeightsError) as error:
         metrics.InceptionExtractor()
@@ -188,7 +188,7 @@ def test_missing_inception_weights_raise_one_clear_error(tmp_path, monkeypatch):
 
 
 def test_inception_weights_are_found_in_the_torch_hub_cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(metrics, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setenv("PIXELFACE_HOME", str(tmp_path / "repo"))   # no models/ in the project home
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     cached = tmp_path / "hub" / "checkpoints" / metrics.INCEPTION_FILE
     cached.parent.mkdir(parents=True)

@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pixelface.config import REPO_ROOT, load_config
+from pixelface.config import load_config
+from conftest import REPO_ROOT
 from pixelface.masks import LABEL_ID, label_to_color
 from pixelface.metrics import mask_accuracy
 from pixelface.parser import (FaceParser, class_weights, evaluate_parser, fit_parser, flip_batch, label_frequencies,

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixelface.config import REPO_ROOT, load_config
+from pixelface.config import load_config
+from conftest import REPO_ROOT
 from pixelface.datasets import FaceDataset, PrepareError, prepare_mmceleba
 from pixelface.masks import LABEL_ID, color_to_label
 

@@ -9,7 +9,8 @@ import yaml
 from PIL import Image
 
 from pixelface.clip_pretrain import CaptionTokens, clip_input, load_images, pretrain_clip, retrieval_metrics
-from pixelface.config import REPO_ROOT, load_config
+from pixelface.config import load_config
+from conftest import REPO_ROOT
 from pixelface.datasets import FaceDataset
 from pixelface.masks import label_to_color
 from pixelface.text_encoder import TextEncoder

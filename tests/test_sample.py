@@ -8,10 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-from pixelface import cli, editing
+from pixelface import cli, generation, inputs
 from pixelface.checkpoint import atomic_save, file_hash
 from pixelface.masks import MaskError, label_to_color
 from pixelface.synthface import make_face
+from pixelface.images import to_uint8
 from conftest import load_script
 
 @pytest.fixture(scope="module")
@@ -45,21 +46,21 @@ def test_parse_seeds():
 
 
 def test_pair_conditions():
-    assert editing.pair_conditions(2, 2) == [(0, 0), (1, 1)]
-    assert editing.pair_conditions(1, 3) == [(0, 0), (0, 1), (0, 2)]
-    assert editing.pair_conditions(3, 1) == [(0, 0), (1, 0), (2, 0)]
-    with pytest.raises(editing.InputError, match="2 masks and 3 captions"):
-        editing.pair_conditions(2, 3)
+    assert inputs.pair_conditions(2, 2) == [(0, 0), (1, 1)]
+    assert inputs.pair_conditions(1, 3) == [(0, 0), (0, 1), (0, 2)]
+    assert inputs.pair_conditions(3, 1) == [(0, 0), (1, 0), (2, 0)]
+    with pytest.raises(cli.InputError, match="2 masks and 3 captions"):
+        inputs.pair_conditions(2, 3)
 
 
 def test_read_mask_forms_agree_and_resize_nearest(face_files):
     folder, labels, _ = face_files
-    colour = editing.read_mask(folder / "mask.png", 64)
+    colour = inputs.read_mask(folder / "mask.png", 64)
     assert colour.shape == (64, 64) and colour.dtype == torch.int64
-    assert torch.equal(colour, editing.read_mask(folder / "labels.png", 64))
+    assert torch.equal(colour, inputs.read_mask(folder / "labels.png", 64))
     # nearest neighbour: only labels of the original, and the downscale of every other pixel
     assert set(colour.unique().tolist()) <= set(np.unique(labels).tolist())
-    jpeg = editing.read_mask(folder / "mask.jpg", 64)  # compression noise is snapped to the palette
+    jpeg = inputs.read_mask(folder / "mask.jpg", 64)  # compression noise is snapped to the palette
     assert (jpeg == colour).float().mean() > 0.97
 
 
@@ -67,56 +68,56 @@ def test_read_mask_reports_off_palette_share(tmp_path):
     noise = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
     Image.fromarray(noise).save(tmp_path / "photo.png")
     with pytest.raises(MaskError, match=r"photo\.png: \d+\.\d% of pixels are off"):
-        editing.read_mask(tmp_path / "photo.png", 64)
+        inputs.read_mask(tmp_path / "photo.png", 64)
     Image.fromarray(np.full((8, 8), 40, np.uint8)).save(tmp_path / "ids.png")
     with pytest.raises(MaskError, match="label ids 0..18, found 40"):
-        editing.read_mask(tmp_path / "ids.png", 64)
+        inputs.read_mask(tmp_path / "ids.png", 64)
 
 
 def test_same_seed_same_image_whatever_it_is_generated_with(model, face_files):
     g, cfg, encoder = model
-    labels = editing.read_mask(face_files[0] / "mask.png", 64)
+    labels = inputs.read_mask(face_files[0] / "mask.png", 64)
     other = torch.flip(labels, dims=[1])
-    captions = editing.prepare_captions(["a woman with blond hair", "a man with black hair"], cfg, encoder)
-    alone = editing.generate(g, encoder, cfg, labels[None], captions[:1], [7])
-    among = editing.generate(g, encoder, cfg, torch.stack([other, labels, labels, other]),
+    captions = inputs.prepare_captions(["a woman with blond hair", "a man with black hair"], cfg, encoder)
+    alone = generation.sample(g, encoder, cfg, labels[None], captions[:1], [7])
+    among = generation.sample(g, encoder, cfg, torch.stack([other, labels, labels, other]),
                              [captions[1], captions[0], captions[1], captions[0]], [3, 7, 7, 9])
-    assert torch.equal(editing.to_uint8(alone[0]), editing.to_uint8(among[1]))
+    assert torch.equal(to_uint8(alone[0]), to_uint8(among[1]))
     # ... and the seed, the caption and the mask each change the image
-    assert not torch.equal(editing.to_uint8(among[1]), editing.to_uint8(among[2]))  # caption
-    other_seed = editing.generate(g, encoder, cfg, labels[None], captions[:1], [8])
+    assert not torch.equal(to_uint8(among[1]), to_uint8(among[2]))  # caption
+    other_seed = generation.sample(g, encoder, cfg, labels[None], captions[:1], [8])
     assert (other_seed - alone).abs().mean() > 1e-3
-    other_mask = editing.generate(g, encoder, cfg, other[None], captions[:1], [7])
+    other_mask = generation.sample(g, encoder, cfg, other[None], captions[:1], [7])
     assert (other_mask - alone).abs().mean() > 1e-3
 
 
 def test_batched_generation_matches_one_at_a_time_to_rounding(model, face_files):
     g, cfg, encoder = model
-    labels = editing.read_mask(face_files[0] / "mask.png", 64)
+    labels = inputs.read_mask(face_files[0] / "mask.png", 64)
     masks = torch.stack([labels, torch.flip(labels, dims=[1]), labels, labels, labels])
-    captions = editing.prepare_captions(["a woman with blond hair", "a man with black hair"], cfg, encoder)
+    captions = inputs.prepare_captions(["a woman with blond hair", "a man with black hair"], cfg, encoder)
     captions, seeds = [captions[0], captions[1], captions[1], captions[0], captions[0]], [3, 7, 7, 9, 3]
-    single = editing.generate(g, encoder, cfg, masks, captions, seeds)
-    batched = editing.generate(g, encoder, cfg, masks, captions, seeds, batch_size=2)  # batches of 2, 2 and 1
+    single = generation.sample(g, encoder, cfg, masks, captions, seeds)
+    batched = generation.sample(g, encoder, cfg, masks, captions, seeds, batch_size=2)  # batches of 2, 2 and 1
     assert batched.shape == single.shape and torch.allclose(batched, single, atol=1e-4)
-    assert (editing.to_uint8(batched).int() - editing.to_uint8(single).int()).abs().max() <= 1
-    with pytest.raises(editing.InputError, match="batch size 0"):
-        editing.generate(g, encoder, cfg, masks, captions, seeds, batch_size=0)
+    assert (to_uint8(batched).int() - to_uint8(single).int()).abs().max() <= 1
+    with pytest.raises(cli.InputError, match="batch size 0"):
+        generation.sample(g, encoder, cfg, masks, captions, seeds, batch_size=0)
 
 
 def test_truncation_pulls_toward_the_models_mean_latent(model, face_files):
     g, cfg, encoder = model
-    labels = editing.read_mask(face_files[0] / "mask.png", 64)[None]
-    caption = editing.prepare_captions(["a smiling man"], cfg, encoder)
-    feats = editing.encode_caption(encoder, caption[0])
-    z, noise = editing.seeded_inputs(g, 5, cfg.MODEL.STYLE_DIM)
-    centre = g.mean_latent(4096, generator=torch.Generator().manual_seed(editing.MEAN_LATENT_SEED))
+    labels = inputs.read_mask(face_files[0] / "mask.png", 64)[None]
+    caption = inputs.prepare_captions(["a smiling man"], cfg, encoder)
+    feats = generation.encode_caption(encoder, caption[0])
+    z, noise = generation.seeded_inputs(g, 5)
+    centre = g.mean_latent(4096, generator=torch.Generator().manual_seed(generation.MEAN_LATENT_SEED))
     w = centre + 0.3 * (g.style(z) - centre)
-    expected = g(editing.mask_input(labels, cfg), feats.words, w, input_is_latent=True, word_padding=feats.padding,
+    expected = g(generation.mask_input(labels, cfg), feats.words, w, input_is_latent=True, word_padding=feats.padding,
                  noise=noise)
-    got = editing.generate(g, encoder, cfg, labels, caption, [5], truncation=0.3)
+    got = generation.sample(g, encoder, cfg, labels, caption, [5], truncation=0.3)
     assert torch.allclose(got, expected, atol=1e-5)
-    assert not torch.allclose(editing.generate(g, encoder, cfg, labels, caption, [5]), expected, atol=1e-2)
+    assert not torch.allclose(generation.sample(g, encoder, cfg, labels, caption, [5]), expected, atol=1e-2)
 
 
 def test_text_encoder_source_names_the_weights_file_and_its_hash(model, tmp_path):
@@ -125,18 +126,18 @@ def test_text_encoder_source_names_the_weights_file_and_its_hash(model, tmp_path
     weights.write_bytes(b"weights")
     named = copy.deepcopy(cfg)
     named.TEXT.PRETRAINED = str(weights)
-    assert editing.text_encoder_source(named) == f"custom {weights} (sha256 {file_hash(weights)})"
-    assert editing.text_encoder_source(cfg) == f"custom (random weights, seed {cfg.SEED})"
+    assert inputs.text_encoder_source(named) == f"custom {weights} (sha256 {file_hash(weights)})"
+    assert inputs.text_encoder_source(cfg) == f"custom (random weights, seed {cfg.SEED})"
 
 
 def test_caption_cleaning_warns_and_refuses(model):
     _, cfg, encoder = model
-    assert editing.prepare_captions(["She has BLOND hair!"], cfg, encoder) == ["she has blond hair"]
-    with pytest.raises(editing.InputError, match="empty"):
-        editing.prepare_captions(["  !? "], cfg, encoder)
+    assert inputs.prepare_captions(["She has BLOND hair!"], cfg, encoder) == ["she has blond hair"]
+    with pytest.raises(cli.InputError, match="empty"):
+        inputs.prepare_captions(["  !? "], cfg, encoder)
     long = " ".join(["smiling"] * 40)
-    with pytest.warns(editing.InputWarning) as caught:
-        (cleaned,) = editing.prepare_captions([long], cfg, encoder)
+    with pytest.warns(cli.InputWarning) as caught:
+        (cleaned,) = inputs.prepare_captions([long], cfg, encoder)
     assert len(cleaned.split()) == cfg.DATA.WORDS_NUM
     messages = " ".join(str(w.message) for w in caught)
     assert "DATA.WORDS_NUM" in messages and "BPE tokens" in messages

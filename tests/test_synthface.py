@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from pixelface import synthface as sf
-from pixelface.config import REPO_ROOT
+from conftest import REPO_ROOT
 from pixelface.masks import LABEL_ID, PALETTE, color_to_label
 
 SHAPE_FLIPS = {

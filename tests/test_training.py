@@ -16,11 +16,13 @@ import torch.multiprocessing as mp
 from pixelface import losses
 from pixelface.checkpoint import file_hash, load_checkpoint, load_generator
 from pixelface.clip_pretrain import pretrain_clip
-from pixelface.config import REPO_ROOT, ConfigError, load_config
+from pixelface.config import ConfigError, load_config
+from conftest import REPO_ROOT
 from pixelface.synthface import write_dataset
 from pixelface.text_encoder import TextEncoder
 from pixelface.runs import latest_checkpoint, plan_resume
-from pixelface.trainer import NonFiniteLossError, Trainer, load_resume, mask_input, write_config
+from pixelface.generation import batch_mask_input
+from pixelface.trainer import NonFiniteLossError, Trainer, load_resume, write_config
 
 SMOKE = REPO_ROOT / "cfg" / "smoke.yml"
 MAIN = REPO_ROOT / "code" / "main.py"
@@ -132,7 +134,7 @@ def test_reconstruction_loss_alone_moves_the_generator_only_when_weighted(smoke_
     cfg = smoke_cfg(smoke_root, f"TRAIN.RECON_WEIGHT={weight}", "TRAIN.CLIP_WEIGHT=0")
     trainer = Trainer(cfg, tmp_path, torch.device("cpu"), progress_bar=False)
     batch = next(iter(trainer._loader()))
-    images, masks = batch["image"], mask_input(batch, cfg)
+    images, masks = batch["image"], batch_mask_input(batch, cfg)
     feats = trainer.text.encode(batch["caption"])
     before = [p.detach().clone() for p in trainer.G.parameters()]
     zero = lambda logit, cond: 0 * (logit.sum() + cond.sum())   # the adversarial term switched off

@@ -6,9 +6,9 @@
     inversion = pf.invert("face.png", "face_mask.png", "she has brown hair")
     blond = pf.edit(inversion, text="she has blond hair")
 
-Every method goes through the same pixelface.editing functions as scripts/sample.py and
-scripts/manipulate.py, so a seed gives the same bytes here as in the PNG sample.py writes. Masks and images
-may be a path, a PIL image or a numpy array (see editing.read_mask and editing.read_image); label-id masks
+Every method goes through the same functions (pixelface.generation, .inputs, .editing) as scripts/sample.py
+and scripts/manipulate.py, so a seed gives the same bytes here as in the PNG sample.py writes. Masks and images
+may be a path, a PIL image or a numpy array (see inputs.read_mask and inputs.read_image); label-id masks
 are numbered in CelebAMask-HQ order unless mask_order="faceparsing".
 """
 from __future__ import annotations
@@ -18,16 +18,17 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from . import editing
+from . import cli, editing, generation, inputs
 from .checkpoint import load_generator
 from .text_encoder import TextEncoder
+from .images import to_pil
 
 
 def pick_device(name: str | torch.device = "auto") -> torch.device:
-    """'auto': the first CUDA device when there is one, else the CPU; anything else as editing.resolve_device."""
+    """'auto': the first CUDA device when there is one, else the CPU; anything else as inputs.resolve_device."""
     if str(name) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return editing.resolve_device(str(name))
+    return inputs.resolve_device(str(name))
 
 
 class PixelFace:
@@ -58,11 +59,11 @@ class PixelFace:
     def labels(self, mask, mask_order: str = "celebamask") -> torch.Tensor:
         """(size,size) int64 CelebAMask-HQ label map of a mask, read with the checkpoint's snapping settings."""
         data = self.cfg.DATA
-        return editing.read_mask(mask, self.size, data.MASK_SNAP_DISTANCE, data.MASK_MAX_OFF_PALETTE, mask_order)
+        return inputs.read_mask(mask, self.size, data.MASK_SNAP_DISTANCE, data.MASK_MAX_OFF_PALETTE, mask_order)
 
     def caption(self, text: str) -> str:
         """`text` cleaned as training cleaned captions (InputWarning when it is cut)."""
-        return editing.prepare_captions([text], self.cfg, self.text_encoder)[0]
+        return inputs.prepare_captions([text], self.cfg, self.text_encoder)[0]
 
     def generate(self, mask, text: str, seeds=(0,), truncation: float = 1.0, mask_order: str = "celebamask",
                  batch_size: int = 1) -> list[Image.Image]:
@@ -70,9 +71,9 @@ class PixelFace:
         scripts/sample.py writes for them on the same device (it samples with batch_size 1)."""
         seeds = [seeds] if isinstance(seeds, int) else list(seeds)
         labels = self.labels(mask, mask_order)
-        images = editing.generate(self.generator, self.text_encoder, self.cfg, labels.expand(len(seeds), -1, -1),
+        images = generation.sample(self.generator, self.text_encoder, self.cfg, labels.expand(len(seeds), -1, -1),
                                   [self.caption(text)] * len(seeds), seeds, truncation, batch_size)
-        return [editing.to_pil(image) for image in images]
+        return [to_pil(image) for image in images]
 
     def invert(self, image, mask, caption: str, steps: int = editing.InversionSettings.steps,
                perceptual: str = "auto", pti_steps: int = 0, seed: int = 0, mask_order: str = "celebamask",
@@ -80,10 +81,10 @@ class PixelFace:
         """Fit the generator's latent (and with pti_steps its weights) to a face, its mask and its caption,
         as scripts/manipulate.py does; pass the result to edit()."""
         if steps < 1 or pti_steps < 0:
-            raise editing.InputError(f"steps {steps} must be >= 1 and pti_steps {pti_steps} >= 0")
-        editing.check_same_aspect(image, mask)
+            raise cli.InputError(f"steps {steps} must be >= 1 and pti_steps {pti_steps} >= 0")
+        inputs.check_same_aspect(image, mask)
         settings = editing.InversionSettings(steps=steps, perceptual=perceptual, finetune_steps=pti_steps, seed=seed)
-        return editing.invert(self.generator, self.text_encoder, self.cfg, editing.read_image(image, self.size),
+        return editing.invert(self.generator, self.text_encoder, self.cfg, inputs.read_image(image, self.size),
                               self.labels(mask, mask_order), self.caption(caption), settings, progress)
 
     def edit(self, inversion: editing.Inversion, text: str | None = None, mask=None,
@@ -93,4 +94,4 @@ class PixelFace:
         caption = None if text is None else self.caption(text)
         labels = None if mask is None else self.labels(mask, mask_order)
         generator = editing.generator_for(self.generator, inversion)
-        return editing.to_pil(editing.edit(generator, self.text_encoder, self.cfg, inversion, caption, labels))
+        return to_pil(editing.edit(generator, self.text_encoder, self.cfg, inversion, caption, labels))

@@ -103,3 +103,15 @@ def run(main, *args, extra_errors: dict[type, int] | None = None) -> int:
             return EXIT_BAD_INPUT
         finally:
             warnings.showwarning = previous
+
+
+def check_free(paths: list[Path], force: bool) -> None:
+    """Refuse (FileExistsError naming them) to overwrite existing outputs unless `force`, and make sure
+    their folders can be written: both before any expensive work."""
+    for folder in dict.fromkeys(Path(p).parent for p in paths):
+        check_output_folder(folder)
+    taken = [str(p) for p in paths if p.exists()]
+    if taken and not force:
+        shown = ", ".join(taken[:5]) + (f" and {len(taken) - 5} more" if len(taken) > 5 else "")
+        raise FileExistsError(f"{len(taken)} output files exist already ({shown}); pass --force to overwrite "
+                              f"them or choose another --out")

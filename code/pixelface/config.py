@@ -1,20 +1,43 @@
-"""Every configuration key, its default and what it means, in one place.
+"""Every configuration key, its default and what it means, in one place; and the project home.
 
 YAML files in cfg/ only override these defaults; `--set KEY.SUB=VALUE` overrides on the command line
-are parsed to the default's type. Relative paths in a config are resolved against the repository root,
-never against the working directory.
+are parsed to the default's type. Relative paths in a config are resolved against project_home() (the
+source checkout when the package runs from one), the one place that decides where the project's files are.
 """
 from __future__ import annotations
 
 import difflib
 import math
+import os
 import re
 from pathlib import Path
 
 import yaml
 from easydict import EasyDict
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_DIR = Path(__file__).resolve().parent
+HOME_VARIABLE = "PIXELFACE_HOME"
+# The wheel ships cfg/*.yml here (setup.py copies them at build time); a checkout has only cfg/.
+PACKAGED_CONFIGS = PACKAGE_DIR / "configs"
+
+
+def checkout_root() -> Path | None:
+    """The source checkout the package runs from (an editable install or PYTHONPATH=code), or None for an
+    installed copy. Recognised by its layout, not by name: <root>/code/pixelface with <root>/cfg/ and
+    <root>/code/main.py next to it."""
+    root = PACKAGE_DIR.parents[1]
+    in_code = PACKAGE_DIR.parent == root / "code"
+    return root if in_code and (root / "cfg").is_dir() and (root / "code" / "main.py").is_file() else None
+
+
+def project_home() -> Path:
+    """The folder relative config paths and the default models/, runs/ and data/.cache/ belong to:
+    $PIXELFACE_HOME when set, else the source checkout the package runs from, else the working directory
+    (an installed package has no folder of its own to write into)."""
+    home = os.environ.get(HOME_VARIABLE)
+    if home:
+        return Path(home).expanduser().resolve()
+    return checkout_root() or Path.cwd()
 
 
 class ConfigError(ValueError):
@@ -92,7 +115,7 @@ SCHEMA = {
     "SEED": _k(3201, "global seed; rank r uses SEED + r for its own randomness", NON_NEGATIVE),
     "DATA": {
         "NAME": _k("mmceleba", "dataset name recorded in run folders and metric caches", PLAIN),
-        "ROOT": _k("data/mmceleba", "dataset folder in the MMCelebA layout (relative: to the repo root)"),
+        "ROOT": _k("data/mmceleba", "dataset folder in the MMCelebA layout (relative: to the project home)"),
         "INDEX": _k("dataset2.json", "split/caption index file inside ROOT", INSIDE),
         "IMAGE_DIR": _k("images", "image folder inside ROOT", INSIDE),
         "IMAGE_EXT": _k("jpg", "image file extension (jpg or png)", one_of("jpg", "jpeg", "png")),
@@ -138,7 +161,8 @@ SCHEMA = {
         "SIZE": _k(256, "output resolution: 64, 256 or 1024 (each stage multiplies it by 4)", one_of(64, 256, 1024)),
         "STYLE_DIM": _k(512, "z and w width", POSITIVE),
         "N_MLP": _k(8, "mapping network depth", POSITIVE),
-        "LR_MLP": _k(0.01, "learning-rate multiplier of the mapping and text MLPs", at_least(0, above=True)),
+        "LR_MLP": _k(0.01, "learning-rate multiplier of the mapping network", at_least(0, above=True)),
+        "LR_TEXT_MLP": _k(0.01, "learning-rate multiplier of the text MLP before GCMF (reference: LR_MLP's 0.01)", at_least(0, above=True)),
         "CHANNEL_MULTIPLIER": _k(2, "StyleGAN2 channel multiplier of G and D", POSITIVE),
         "CHANNEL_MAX": _k(512, "cap on every feature-map width of G and D", at_least(16)),
         "MASK_DIM": _k(128, "mask-encoder feature width (GCMF query width)", POSITIVE),
@@ -174,6 +198,7 @@ SCHEMA = {
         "AMP": _k("none", "autocast on GPU: 'none', 'bf16' or 'fp16'", one_of("none", "bf16", "fp16")),
         "TF32": _k(True, "allow TF32 matmuls on GPU"),
         "CHANNELS_LAST": _k(False, "channels_last memory format on GPU"),
+        "COMPILE": _k(False, "torch.compile G and D for the main D and G phases; R1 and path length need double backward, which compiled graphs lack, and stay eager (the first steps are slow while it compiles)"),
         "MAX_NONFINITE_SKIPS": _k(10, "stop with an error (and a checkpoint) after this many consecutive non-finite losses", NON_NEGATIVE),
         "LOG_KIMG": _k(1.0, "log line and scalars every this many kimg (0: only at the end)", NON_NEGATIVE),
         "SAMPLE_KIMG": _k(10.0, "sample grid every this many kimg", NON_NEGATIVE),
@@ -273,11 +298,36 @@ def _flatten(tree: dict, prefix="") -> dict:
     return flat
 
 
+def config_folders() -> list[Path]:
+    """Where bare config names are looked up: the checkout's cfg/, then the configs shipped in the wheel."""
+    root = checkout_root()
+    return [folder for folder in ([root / "cfg"] if root else []) + [PACKAGED_CONFIGS] if folder.is_dir()]
+
+
+def known_configs() -> list[str]:
+    return sorted({p.stem for folder in config_folders() for p in folder.glob("*.yml")})
+
+
+def find_config(path: str | Path) -> Path:
+    """`path` as given when it is a file or has a folder part; else a bare name (`synthface` or `synthface.yml`) found
+    in config_folders(), so an installed package runs its shipped configs from any directory."""
+    text = str(path)
+    if Path(text).is_file() or "/" in text or os.sep in text:
+        return Path(text)   # a missing path keeps load_config's "does not exist" error
+    stem = text.removesuffix(".yml").removesuffix(".yaml")
+    for folder in config_folders():
+        if (folder / f"{stem}.yml").is_file():
+            return folder / f"{stem}.yml"
+    raise ConfigError(f"config {text!r} is neither a file nor a known config name "
+                      f"(known: {', '.join(known_configs()) or 'none'})")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> EasyDict:
-    """Defaults, then the YAML file at `path`, then `KEY.SUB=VALUE` overrides."""
+    """Defaults, then the YAML file at `path` (a file, or a bare name: see find_config), then
+    `KEY.SUB=VALUE` overrides."""
     cfg = default_config()
     if path is not None:
-        path = Path(path)
+        path = find_config(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
@@ -302,12 +352,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ea
 
 
 def resolve_path(cfg: EasyDict, key: str) -> Path:
-    """The path held by config `key`, resolved against the repo root when relative."""
+    """The path held by config `key`, resolved against project_home() when relative."""
     node = cfg
     for part in key.split("."):
         node = node[part]
     p = Path(node).expanduser()
-    return p if p.is_absolute() else REPO_ROOT / p
+    return p if p.is_absolute() else project_home() / p
 
 
 def require_path(cfg: EasyDict, key: str, what: str = "path") -> Path:

@@ -21,8 +21,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as torch_spectral_norm
 
-from .generator import channel_table, mask_channels_from_config
-from .layers import ConvLayer, EqualLinear
+from .layers import ConvLayer, EqualLinear, channel_table
+from .masks import mask_channels_from_config
 
 STDDEV_GROUP = 4
 RESIDUAL_GAIN = 1.0 / math.sqrt(2.0)

@@ -3,6 +3,7 @@ flush it to disk, then rename it over the target (atomic on POSIX and Windows). 
 writes goes through atomic_write; runs.remove_stale_temporaries cleans up after a killed save."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Callable
@@ -29,3 +30,8 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def write_json_atomic(path: str | Path, obj) -> None:
+    """`obj` as indented JSON text with a final newline."""
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")

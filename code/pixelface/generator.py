@@ -31,27 +31,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ConfigError
 from .gcmf import GCMF
-from .layers import (ACT_GAIN, ConstantInput, EqualLinear, PixelNorm, StyledConv, ToRGB,
+from .layers import (ACT_GAIN, ConstantInput, EqualLinear, PixelNorm, StyledConv, ToRGB, channel_table,
                      fresh_leaky_relu_, fold_channels_last, unfold)
-from .masks import NUM_CLASSES
+from .masks import mask_channels_from_config
 
 FIRST_RES = 16          # the constant input and the first stage live at 16²
 FOLDS_PER_STAGE = 2     # each stage multiplies the resolution by 4
 NOISE_MODES = ("random", "const", "none")
 CONST_NOISE_SEED = 0    # const noise buffers are the same in every build
-
-
-def channel_table(size: int, channel_multiplier: int = 2, channel_max: int = 512) -> dict[int, int]:
-    """StyleGAN2 widths {4..32: 512, 64: 256·cm, 128: 128·cm, …, 1024: 16·cm}, capped at channel_max."""
-    table = {}
-    res = 4
-    while res <= size:
-        width = 512 if res <= 32 else (16384 // res) * channel_multiplier
-        table[res] = min(width, channel_max)
-        res *= 2
-    return table
 
 
 def stage_resolutions(size: int) -> list[int]:
@@ -250,7 +238,7 @@ class Generator(nn.Module):
 
     def __init__(self, size: int = 256, style_dim: int = 512, n_mlp: int = 8, text_dim: int = 512,
                  channel_multiplier: int = 2, channel_max: int = 512, mask_dim: int = 128,
-                 mask_channels: int = 3, lr_mlp: float = 0.01, gcmf_gate: bool = False,
+                 mask_channels: int = 3, lr_mlp: float = 0.01, lr_text_mlp: float = 0.01, gcmf_gate: bool = False,
                  gcmf_dropout: float = 0.06, gcmf_chunk: int = 16384, unfold_init: str = "random",
                  posfold_width: int = 0, fold_skip: str = "none"):
         super().__init__()
@@ -262,7 +250,7 @@ class Generator(nn.Module):
         self.style = nn.Sequential(PixelNorm(dim=1), *(
             EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activation=True) for _ in range(n_mlp)))
         self.text_mlp = nn.Sequential(PixelNorm(dim=-1), *(
-            EqualLinear(text_dim, text_dim, lr_mul=lr_mlp, activation=True) for _ in range(2)))
+            EqualLinear(text_dim, text_dim, lr_mul=lr_text_mlp, activation=True) for _ in range(2)))
         # Plain nn.Conv2d with PyTorch's default init, as in the reference `mask_cov`.
         self.mask_encoder = nn.Conv2d(mask_channels, mask_dim, 3, padding=1)
         self.input = ConstantInput(self.channels[FIRST_RES], FIRST_RES)
@@ -285,7 +273,8 @@ class Generator(nn.Module):
                    text_dim=cfg.TEXT.EMBEDDING_DIM, channel_multiplier=cfg.MODEL.CHANNEL_MULTIPLIER,
                    channel_max=cfg.MODEL.CHANNEL_MAX, mask_dim=cfg.MODEL.MASK_DIM,
                    mask_channels=mask_channels_from_config(cfg), lr_mlp=cfg.MODEL.LR_MLP,
-                   gcmf_gate=cfg.MODEL.GCMF_GATE, gcmf_dropout=cfg.MODEL.GCMF_DROPOUT,
+                   lr_text_mlp=cfg.MODEL.LR_TEXT_MLP, gcmf_gate=cfg.MODEL.GCMF_GATE,
+                   gcmf_dropout=cfg.MODEL.GCMF_DROPOUT,
                    gcmf_chunk=cfg.MODEL.GCMF_CHUNK, unfold_init=cfg.MODEL.UNFOLD_INIT,
                    posfold_width=cfg.MODEL.POSFOLD_WIDTH, fold_skip=cfg.MODEL.FOLD_SKIP)
 
@@ -449,13 +438,3 @@ class Generator(nn.Module):
         if word_padding is not None and tuple(word_padding.shape) != tuple(words.shape[:2]):
             raise ValueError(f"word_padding must be (B,T) = {tuple(words.shape[:2])}, got "
                              f"{tuple(word_padding.shape)}")
-
-
-def mask_channels_from_config(cfg) -> int:
-    """3 for colour masks, 19 (one channel per CelebAMask-HQ class) for one-hot masks."""
-    kind = cfg.MODEL.MASK_INPUT
-    if kind == "color":
-        return 3
-    if kind == "onehot":
-        return NUM_CLASSES
-    raise ConfigError(f"MODEL.MASK_INPUT = {kind!r}: expected 'color' or 'onehot'")

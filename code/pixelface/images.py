@@ -1,4 +1,5 @@
-"""One way to read images and masks from disk, used by every reader in the package.
+"""One way to read images and masks from disk, used by every reader in the package, and one way to write
+the networks' images as 8-bit pictures (to_uint8, picture_grid, save_png).
 
 Whatever is wrong with a file (missing, empty, not an image, truncated, too large, a mode we cannot
 interpret) comes out as one ImageReadError whose one-line message starts with the file's path, also inside
@@ -18,7 +19,11 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
+import torchvision
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .files import atomic_write
 
 MAX_PIXELS = 8192 * 8192  # larger images are refused before they are decoded (decompression bombs)
 
@@ -182,3 +187,33 @@ def mask_values_of(image: Image.Image, name, what: str = "mask", *, rgb: bool = 
         if not (image.mode == "P" and max_index is not None and values.size and int(values.max()) > max_index):
             return values
     return np.asarray(_to_rgb(image, name, what))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writing: images in [-1,1] as 8-bit pictures
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Images in [-1,1] -> uint8 in [0,255], rounded to nearest: the pixels every PNG of the package holds."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def picture_grid(rows: list[list[torch.Tensor]], gap: int = 2, background: float = 1.0) -> torch.Tensor:
+    """Rows of (3,S,S) images in [-1,1] -> one (3,H,W) picture, `gap` pixels of `background` between cells
+    (no outer border); short rows end in background cells."""
+    columns = max(len(r) for r in rows)
+    blank = torch.full_like(rows[0][0], background, dtype=torch.float32)
+    cells = [image.detach().float().cpu() for row in rows for image in row + [blank] * (columns - len(row))]
+    grid = torchvision.utils.make_grid(cells, nrow=columns, padding=gap, pad_value=background)
+    return grid[:, gap:grid.shape[1] - gap, gap:grid.shape[2] - gap] if gap else grid
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """(3,H,W) image in [-1,1] -> 8-bit RGB PIL image: the pixels save_png writes."""
+    return Image.fromarray(to_uint8(image).permute(1, 2, 0).numpy())
+
+
+def save_png(image: torch.Tensor, path: str | Path) -> None:
+    """(3,H,W) image in [-1,1] -> 8-bit PNG, written atomically."""
+    picture = to_pil(image)
+    atomic_write(Path(path), lambda tmp: picture.save(tmp, format="PNG"))

@@ -330,3 +330,14 @@ def unfold(x: torch.Tensor) -> torch.Tensor:
     b, c4, h, w = x.shape
     c = c4 // 4
     return (x.reshape(b, 2, 2, c, h, w).permute(0, 3, 4, 1, 5, 2).reshape(b, c, 2 * h, 2 * w))
+
+
+def channel_table(size: int, channel_multiplier: int = 2, channel_max: int = 512) -> dict[int, int]:
+    """StyleGAN2 widths {4..32: 512, 64: 256·cm, 128: 128·cm, …, 1024: 16·cm}, capped at channel_max."""
+    table = {}
+    res = 4
+    while res <= size:
+        width = 512 if res <= 32 else (16384 // res) * channel_multiplier
+        table[res] = min(width, channel_max)
+        res *= 2
+    return table

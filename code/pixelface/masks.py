@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .config import ConfigError
+
 LABELS = ("background", "skin", "nose", "eyeglasses", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear",
           "r_ear", "mouth", "u_lip", "l_lip", "hair", "hat", "earring", "necklace", "neck", "cloth")
 NUM_CLASSES = len(LABELS)
@@ -145,3 +147,13 @@ def accuracy_from_confusion(confusion: torch.Tensor) -> dict[str, float]:
     union = confusion.sum(0) + confusion.sum(1) - hits
     present = union > 0
     return {"pixel_acc": float(hits.sum() / confusion.sum()), "miou": float((hits[present] / union[present]).mean())}
+
+
+def mask_channels_from_config(cfg) -> int:
+    """3 for colour masks, 19 (one channel per CelebAMask-HQ class) for one-hot masks."""
+    kind = cfg.MODEL.MASK_INPUT
+    if kind == "color":
+        return 3
+    if kind == "onehot":
+        return NUM_CLASSES
+    raise ConfigError(f"MODEL.MASK_INPUT = {kind!r}: expected 'color' or 'onehot'")

@@ -2,8 +2,9 @@
 `evaluate_generator`, which both scripts/evaluate.py and the training loop's periodic hook call.
 
 Metrics live in a registry (name -> function of an `EvalContext` returning a dict of floats), in the manner of
-stylegan2-ada's metric_main. Every generated image is drawn from its own torch.Generator, seeded from its
-sample number and seed, so neither the batch size nor the number of images changes any image.
+stylegan2-ada's metric_main. Every generated image is drawn from its own seed, derived from its sample number
+and the pass's seed (pixelface.generation), so neither the batch size nor the number of images changes any
+image, and scripts/sample.py redraws any of them.
 """
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ import scipy.linalg
 import torch
 import torch.nn.functional as F
 
-from pixelface.config import REPO_ROOT, resolve_path
+from pixelface.config import project_home, resolve_path
 from pixelface.datasets import FaceDataset
+from pixelface import generation
 from pixelface.files import write_bytes_atomic
+from pixelface.images import to_uint8
 from pixelface.masks import NUM_CLASSES, accuracy_from_confusion, confusion_matrix, one_hot
 from pixelface.parser import load_parser
 from pixelface.synthface import caption_attributes, score_attributes
@@ -181,17 +184,12 @@ class MissingWeightsError(FileNotFoundError):
     """Pretrained weights a metric needs are not on this machine (nothing is ever downloaded)."""
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Images in [-1,1] -> uint8 in [0,255], rounded to nearest, as they would be saved to PNG."""
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
 def inception_weight_paths(path: str | Path | None = None) -> list[Path]:
-    """Where the Inception weights are looked for: `path` alone when given, else models/ and the torch hub cache
-    (where torch-fidelity itself would have stored its download)."""
+    """Where the Inception weights are looked for: `path` alone when given, else the project home's models/ and
+    the torch hub cache (where torch-fidelity itself would have stored its download)."""
     if path is not None:
         return [Path(path).expanduser()]
-    return [REPO_ROOT / "models" / INCEPTION_FILE, Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE]
+    return [project_home() / "models" / INCEPTION_FILE, Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE]
 
 
 def find_inception_weights(path: str | Path | None = None) -> Path:
@@ -261,7 +259,7 @@ class ClipImageExtractor:
 
 
 def default_cache_dir() -> Path:
-    return REPO_ROOT / "data" / ".cache" / "metrics"
+    return project_home() / "data" / ".cache" / "metrics"
 
 
 def _safe_name(text: str) -> str:
@@ -316,37 +314,13 @@ class StatsCache:
 # Generating the evaluation images
 
 
-def sample_rng(seed: int, sample: int) -> torch.Generator:
-    """The private generator of one image: its z and noise are a pure function of (seed, sample number).
-
-    torch's CPU generator keeps only 32 bits of its seed, so the pair is hashed into 32 bits (SeedSequence)
-    rather than packed into 64, where every seed would have given the same images.
-    """
-    if seed < 0 or sample < 0:
-        raise ValueError(f"seed {seed} and sample number {sample} must be >= 0")
-    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, sample]).generate_state(1)[0]))
-
-
 @torch.no_grad()
 def generate_images(g_ema, cfg, text_encoder, batch: dict, samples: list[int], seed: int) -> torch.Tensor:
-    """G_ema's images for a batch of dataset items (their real masks and fixed captions); sample k draws its z
-    and then its noise maps from sample_rng(seed, k). -> (B,3,S,S) on G's device.
-
-    With TEXT.FIXED_LENGTH off (the reference's batch-dependent T) the word features, and so the images,
-    still depend on the batch's other captions.
-    """
-    device = next(g_ema.parameters()).device
-    feats = text_encoder.encode(list(batch["caption"]))
-    mask = one_hot(batch["labels"]) if cfg.MODEL.MASK_INPUT == "onehot" else batch["mask"]
-    z, noise = [], []
-    for k in samples:
-        rng = sample_rng(seed, k)
-        z.append(torch.randn(1, cfg.MODEL.STYLE_DIM, generator=rng))
-        noise.append(g_ema.make_noise(1, generator=rng))
-    noise = [torch.cat(level).to(device) for level in zip(*noise)]
-    padding = feats.padding.to(device) if feats.padding is not None else None
-    return g_ema(mask.to(device), feats.words.to(device), [torch.cat(z).to(device)], word_padding=padding,
-                 noise=noise)
+    """G_ema's images for a batch of dataset items (their real masks and fixed captions); sample k is drawn
+    with seed generation.image_seed(seed, k), the rule of pixelface.generation. -> (B,3,S,S) on G's device."""
+    seeds = [generation.image_seed(seed, k) for k in samples]
+    return generation.generate(g_ema, text_encoder, generation.batch_mask_input(batch, cfg), list(batch["caption"]),
+                               seeds, batch_size=len(seeds))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -689,8 +663,9 @@ def select_metrics(ctx: EvalContext, names: list[str] | None) -> tuple[list[str]
 
 
 def default_parser_path(cfg) -> Path:
-    """models/parser_<DATA.NAME>.pt, where scripts/train_parser.py's documented command puts it."""
-    return REPO_ROOT / "models" / f"parser_{_safe_name(cfg.DATA.NAME)}.pt"
+    """models/parser_<DATA.NAME>.pt in the project home, where scripts/train_parser.py's documented command
+    puts it."""
+    return project_home() / "models" / f"parser_{_safe_name(cfg.DATA.NAME)}.pt"
 
 
 def evaluate_generator(g_ema, cfg, text_encoder, *, split: str = "test", num: int = 1000,
@@ -702,6 +677,7 @@ def evaluate_generator(g_ema, cfg, text_encoder, *, split: str = "test", num: in
 
     device: where the extractors and the parser run (G and the text encoder stay where they are).
     parser_path: default models/parser_<DATA.NAME>.pt. cache_dir: real statistics (default data/.cache/metrics).
+    Both defaults, and models/ below, are in project_home().
     inception_path: the Inception weights (default: models/ or the torch hub cache).
     Returns {"metrics": {name: float}, "skipped": {metric: why}, "settings": {...}, "samples": [{sample, id,
     caption}]}; the training hook logs result["metrics"].
@@ -771,3 +747,29 @@ def write_reports(out_dir: str | Path, reports: dict[str, dict], overwrite: bool
     write_bytes_atomic(targets[0], (json.dumps(reports, indent=1) + "\n").encode())
     write_bytes_atomic(targets[1], table.encode())
     return table
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Per-image measures (scripts/manipulate.py reports them for each reconstruction and edit)
+
+
+def psnr(image: torch.Tensor, reference: torch.Tensor) -> float:
+    """PSNR in dB between two images in [-1,1], measured on their 8-bit renderings."""
+    mse = (to_uint8(image).float() - to_uint8(reference).float()).square().mean()
+    return float("inf") if mse == 0 else float(10 * torch.log10(255.0 ** 2 / mse))
+
+
+@torch.no_grad()
+def lpips_distance(net, image: torch.Tensor, reference: torch.Tensor) -> float:
+    """LPIPS between two (3,S,S) images in [-1,1] with a network from lpips_network."""
+    device = next(net.parameters()).device
+    return float(net(image[None].to(device).clamp(-1, 1), reference[None].to(device).clamp(-1, 1)))
+
+
+@torch.no_grad()
+def clip_similarity(text_encoder, images: torch.Tensor, captions: list[str]) -> list[float]:
+    """Cosine similarity in the checkpoint's CLIP space of each (3,S,S) image to its caption."""
+    image_emb = F.normalize(text_encoder.encode_image(images.clamp(-1, 1).to(text_encoder.device), normalize=True),
+                            dim=-1)
+    text_emb = text_encoder.embed_text(captions)
+    return [float(s) for s in (image_emb * text_emb).sum(-1).cpu()]

@@ -20,18 +20,20 @@ from pathlib import Path
 
 import torch
 import torchvision
+from PIL import Image
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from . import distributed as dist
-from . import losses
+from . import generation, losses
+from .generation import batch_mask_input
+from .images import to_uint8
 from .checkpoint import atomic_save, load_checkpoint, FORMAT
 from .config import ConfigError, to_yaml, _to_plain
 from .datasets import FaceDataset
-from .files import write_text_atomic
+from .files import atomic_write, write_text_atomic
 from .discriminator import Discriminator
 from .generator import Generator
-from .masks import one_hot
 from .metrics import METRICS, evaluate_generator
 from .text_encoder import TextEncoder, pin_weights_hash
 
@@ -75,11 +77,6 @@ def _adam(net, lr: float, beta2: float, reg_interval: int) -> torch.optim.Adam:
     return torch.optim.Adam(net.parameters(), lr=lr * c, betas=(0.0, beta2 ** c))
 
 
-def mask_input(batch: dict, cfg) -> torch.Tensor:
-    """The mask as the networks take it: palette colours (reference) or a 19-channel one-hot."""
-    return one_hot(batch["labels"]) if cfg.MODEL.MASK_INPUT == "onehot" else batch["mask"]
-
-
 def ema_beta(cfg, batch_total: int, nimg: int) -> float:
     """Per-step EMA decay from a half-life in images; 1.25 kimg at batch 4 gives the reference 0.5^(32/1e4)."""
     halflife = cfg.TRAIN.EMA_HALFLIFE_KIMG * 1000
@@ -107,9 +104,12 @@ def _set_rng_state(state: dict, device) -> None:
 
 
 def save_grid(rows: list[torch.Tensor], path: Path) -> None:
-    """Rows of (N,3,H,W) images in [-1,1] as one PNG grid, one row per tensor."""
-    grid = torch.cat([r.detach().float().cpu().clamp(-1, 1) for r in rows])
-    torchvision.utils.save_image(grid, path, nrow=rows[0].shape[0], normalize=True, value_range=(-1, 1))
+    """Rows of (N,3,H,W) images in [-1,1] as one PNG grid, one row per tensor, in torchvision's layout (2 px
+    black lines, also around the edge); each cell holds the pixels scripts/sample.py writes for that image."""
+    cells = to_uint8(torch.cat([r.detach().float().cpu() for r in rows]))
+    grid = torchvision.utils.make_grid(cells, nrow=rows[0].shape[0])
+    picture = Image.fromarray(grid.permute(1, 2, 0).numpy())
+    atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))
 
 
 class Trainer:
@@ -155,6 +155,13 @@ class Trainer:
         # which costs nothing measurable, but it warns about it on every run.
         warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         self.G_train, self.D_train = ddp(self.G), ddp(self.D)
+        # TRAIN.COMPILE: the main phases call compiled wrappers (same parameters); R1 and path length
+        # differentiate twice, which compiled graphs do not support, so they keep the eager modules.
+        # Static shapes: the batch is fixed, and symbolic shapes trip inductor on G's folds; a new word
+        # count (TEXT.FIXED_LENGTH false) costs one recompilation.
+        compiled = (lambda m: torch.compile(m, dynamic=False)) if cfg.TRAIN.COMPILE else (lambda m: m)
+        self.G_main, self.D_main = compiled(self.G_train), compiled(self.D_train)
+        self.G_fake, self.D_judge = compiled(self.G), compiled(self.D)   # no synced gradients needed
         self.stop_requested = False
         self.stats: dict[str, list[float]] = {}
 
@@ -267,23 +274,24 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ samples
     def _grid_inputs(self):
-        """Fixed test masks, captions, z and noise: the same grid is drawn at every snapshot."""
+        """Fixed test items and seeds: the same grid is drawn at every snapshot. Image k has the seed
+        image_seed(SEED, k), so scripts/sample.py redraws it from the item's mask and caption."""
         test = FaceDataset(self.cfg, "test", train=False)
         n = min(self.cfg.TRAIN.GRID_SIZE, len(test))
         items = [test[i] for i in range(n)]
         batch = {k: (torch.stack([it[k] for it in items]) if torch.is_tensor(items[0][k]) else [it[k] for it in items])
                  for k in items[0]}
-        gen = torch.Generator().manual_seed(self.cfg.SEED)
-        z = torch.randn(n, self.cfg.MODEL.STYLE_DIM, generator=gen)
-        noise = self.G_ema.make_noise(n, generator=gen)
-        return batch, z, noise
+        return batch, [generation.image_seed(self.cfg.SEED, k) for k in range(n)]
+
+    def grid_images(self, grid) -> torch.Tensor:
+        """G_ema's (N,3,S,S) images of the grid, on the training device."""
+        batch, seeds = grid
+        return generation.generate(self.G_ema, self.text, batch_mask_input(batch, self.cfg), list(batch["caption"]),
+                                   seeds)  # one at a time: bit-equal to scripts/sample.py
 
     @torch.no_grad()
     def sample_grid(self, grid, name: str, writer=None) -> None:
-        batch, z, noise = grid
-        feats = self.text.encode(batch["caption"])
-        fake = self.G_ema(mask_input(batch, self.cfg).to(self.device), feats.words, [z.to(self.device)],
-                          word_padding=feats.padding, noise=[n.to(self.device) for n in noise])
+        fake = self.grid_images(grid)
         path = self.run_dir / "samples" / f"{name}.png"
         save_grid([fake], path)
         if writer is not None:
@@ -291,7 +299,7 @@ class Trainer:
                                                                    nrow=fake.shape[0]), self.progress.nimg)
 
     def _save_grid_reference(self, grid) -> None:
-        batch, _, _ = grid
+        batch, _ = grid
         folder = self.run_dir / "samples"
         folder.mkdir(parents=True, exist_ok=True)
         save_grid([batch["mask"], batch["image"]], folder / "reals.png")
@@ -320,16 +328,16 @@ class Trainer:
         self.G.requires_grad_(False)
         self.D.requires_grad_(True)
         with torch.no_grad(), self._autocast():
-            fake = self.G(masks, feats.words, self._z(images.shape[0]), word_padding=feats.padding)
+            fake = self.G_fake(masks, feats.words, self._z(images.shape[0]), word_padding=feats.padding)
         mismatch_on_real = self.cfg.TRAIN.MISMATCH_ON == "real"
         with self._no_sync(self.D_train), self._autocast():  # real half: accumulate locally, sync below
-            logit, cond = self.D_train(images, masks, [feats.sentence, wrong] if mismatch_on_real else [feats.sentence])
+            logit, cond = self.D_main(images, masks, [feats.sentence, wrong] if mismatch_on_real else [feats.sentence])
             loss_real = losses.d_real_loss(logit, cond[0])
             if mismatch_on_real:
                 loss_real = loss_real + losses.d_mismatch_loss(cond[1])
         self.scaler.scale(loss_real).backward()
         with self._autocast():
-            f_logit, f_cond = self.D_train(fake, masks, [feats.sentence] if mismatch_on_real else [feats.sentence, wrong])
+            f_logit, f_cond = self.D_main(fake, masks, [feats.sentence] if mismatch_on_real else [feats.sentence, wrong])
             loss_fake = losses.d_fake_loss(f_logit, f_cond[0])
             if not mismatch_on_real:
                 loss_fake = loss_fake + losses.d_mismatch_loss(f_cond[1])
@@ -356,8 +364,8 @@ class Trainer:
         self.D.requires_grad_(False)
         cfg = self.cfg.TRAIN
         with self._autocast():
-            fake = self.G_train(masks, feats.words, self._z(masks.shape[0]), word_padding=feats.padding)
-            logit, cond = self.D(fake, masks, [feats.sentence])
+            fake = self.G_main(masks, feats.words, self._z(masks.shape[0]), word_padding=feats.padding)
+            logit, cond = self.D_judge(fake, masks, [feats.sentence])
             loss = losses.generator_adversarial_loss(logit, cond[0])
         self._record(**{"loss/G": loss.detach()})
         if cfg.RECON_WEIGHT > 0:
@@ -402,7 +410,7 @@ class Trainer:
     def train_step(self, batch) -> None:
         cfg, p = self.cfg.TRAIN, self.progress
         images = batch["image"].to(self.device)
-        masks = mask_input(batch, self.cfg).to(self.device)
+        masks = batch_mask_input(batch, self.cfg).to(self.device)
         feats = self.text.encode(batch["caption"])
         wrong = losses.rotate(feats.sentence)
         ok = self.d_main(images, masks, feats, wrong)

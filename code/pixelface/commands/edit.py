@@ -1,0 +1,206 @@
+"""Edit a given face: invert it into the generator, then change its description and/or its mask.
+
+    pixelface-edit --ckpt runs/synthface-00000/checkpoints/ckpt-000100000.pt \\
+        --image face.png --mask face_mask.png --caption "she has brown straight hair" \\
+        --edit-text "she has blond straight hair" --edit-mask short_hair.png \\
+        --edit "she has black hair" short_hair.png --out edits/
+
+(in a checkout also `python scripts/manipulate.py ...`, the same command).
+
+The mask comes from --mask, the dataset (--from-dataset SPLIT --id ID, which also gives the image and, without
+--caption, its caption) or a face parser (--parser: this project's, or face-parsing.PyTorch's 79999_iter.pth).
+Inversion fits W+ and the noise maps (optionally followed by --pti-steps of generator fine-tuning) and is saved
+as inversion.pt; pass it back with --inversion to make more edits without inverting again. Writes original.png,
+reconstruction.png, edit_<k>.png, strip.png (images on top, their masks below) and report.json (reconstruction
+PSNR, LPIPS when available, CLIP similarity of each edit to its text). Existing files are kept unless --force.
+"""
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from pixelface import cli, editing, inputs, metrics
+from pixelface.files import write_json_atomic
+from pixelface.checkpoint import checkpoint_hash, load_generator
+from pixelface.faceparsing import load_any_parser
+from pixelface.masks import MASK_ORDERS, color_tensor
+from pixelface.text_encoder import TextEncoder
+from pixelface.images import picture_grid, save_png
+
+
+class EditAction(argparse.Action):
+    """Collects --edit-text, --edit-mask and --edit into one list of (text or None, mask or None), in order."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        edits = list(getattr(namespace, self.dest) or [])
+        if option_string == "--edit-text":
+            edits.append((values, None))
+        elif option_string == "--edit-mask":
+            edits.append((None, values))
+        else:
+            edits.append(tuple(values))
+        setattr(namespace, self.dest, edits)
+
+
+def source_face(args, cfg, text_encoder, device) -> tuple[torch.Tensor, torch.Tensor, str, dict]:
+    """(image (3,S,S), labels (S,S), cleaned caption, where each came from) of the face to invert."""
+    size = cfg.MODEL.SIZE
+    if args.from_dataset:
+        if args.data_root:
+            cfg.DATA.ROOT = str(Path(args.data_root).resolve())  # relative to where the user stands
+        item = inputs.dataset_items(cfg, args.from_dataset, [args.id])[0]
+        image, labels, caption = item["image"], item["labels"], args.caption or item["caption"]
+        origin = {"image": f"{args.from_dataset}:{args.id}", "mask": f"{args.from_dataset}:{args.id}"}
+    else:
+        if not args.caption:
+            raise cli.InputError("--caption is required: describe the face in --image")
+        image = inputs.read_image(args.image, size)
+        caption = args.caption
+        if args.mask:
+            inputs.check_same_aspect(args.image, args.mask)
+            labels = inputs.read_mask(args.mask, size, cfg.DATA.MASK_SNAP_DISTANCE, cfg.DATA.MASK_MAX_OFF_PALETTE,
+                                       args.mask_order)
+            origin = {"image": args.image, "mask": args.mask}
+        else:
+            labels = load_any_parser(args.parser, device).predict(image[None])[0].cpu()
+            origin = {"image": args.image, "mask": f"predicted by {args.parser}"}
+    return image, labels, inputs.prepare_captions([caption], cfg, text_encoder)[0], origin
+
+
+def read_edits(args, cfg, text_encoder, inversion_caption: str) -> list[dict]:
+    """Each edit's cleaned caption, label map (None: keep) and description, read before any work is done."""
+    edits = []
+    for text, mask in args.edits or []:
+        caption = inputs.prepare_captions([text], cfg, text_encoder)[0] if text is not None else None
+        labels = (inputs.read_mask(mask, cfg.MODEL.SIZE, cfg.DATA.MASK_SNAP_DISTANCE, cfg.DATA.MASK_MAX_OFF_PALETTE,
+                                    args.mask_order) if mask is not None else None)
+        edits.append({"caption": caption, "labels": labels,
+                      "text": caption if caption is not None else inversion_caption, "mask": mask or "original"})
+    return edits
+
+
+def settings_from(args) -> editing.InversionSettings:
+    if args.steps < 1 or args.pti_steps < 0:
+        raise cli.InputError(f"--steps {args.steps} must be >= 1 and --pti-steps {args.pti_steps} >= 0")
+    return editing.InversionSettings(steps=args.steps, perceptual=args.perceptual, finetune_steps=args.pti_steps,
+                                     seed=args.seed)
+
+
+def run(args) -> Path:
+    device = inputs.resolve_device(args.device)
+    g, cfg = load_generator(args.ckpt, device)
+    text_encoder = TextEncoder.from_config(cfg).to(device)
+    ckpt_hash = checkpoint_hash(args.ckpt)
+    settings = settings_from(args)
+    if args.inversion:
+        inversion = editing.load_inversion(args.inversion, ckpt_hash)
+        origin = {"image": f"from {args.inversion}", "mask": f"from {args.inversion}"}
+    else:
+        image, labels, caption, origin = source_face(args, cfg, text_encoder, device)
+    edits = read_edits(args, cfg, text_encoder, inversion.caption if args.inversion else caption)
+
+    out = Path(args.out)
+    names = ["original.png", "reconstruction.png", *(f"edit_{k}.png" for k in range(1, len(edits) + 1)),
+             "strip.png", "report.json", *([] if args.inversion else ["inversion.pt"])]
+    cli.check_free([out / n for n in names], args.force)
+
+    started = time.time()
+    if not args.inversion:
+        inversion = editing.invert(g, text_encoder, cfg, image, labels, caption, settings, progress=True)
+    inverted = time.time()
+    g_edit = editing.generator_for(g, inversion)
+    reconstruction = editing.edit(g_edit, text_encoder, cfg, inversion)
+    results = [editing.edit(g_edit, text_encoder, cfg, inversion, e["caption"], e["labels"]) for e in edits]
+    finished = time.time()
+
+    if not args.inversion:
+        editing.save_inversion(inversion, out / "inversion.pt", ckpt_hash)
+    report = {"checkpoint": str(args.ckpt), "checkpoint_hash": ckpt_hash,
+              "text_encoder": inputs.text_encoder_source(cfg), "caption": inversion.caption, **origin,
+              "inversion": {"file": args.inversion or "inversion.pt", **dataclasses.asdict(inversion.settings),
+                            "loss_start": inversion.losses[0], "loss_end": inversion.losses[-1],
+                            "seconds": None if args.inversion else round(inverted - started, 2)},
+              "edit_seconds": round(finished - inverted, 2),
+              **measure(text_encoder, inversion, reconstruction, results, edits)}
+    write_pictures(out, inversion, reconstruction, results, edits)
+    write_json_atomic(out / "report.json", report)
+    return out
+
+
+def measure(text_encoder, inversion, reconstruction, results, edits) -> dict:
+    net = editing.lpips_network("cpu")
+    recon = {"file": "reconstruction.png", "psnr": round(metrics.psnr(reconstruction, inversion.target), 3),
+             "lpips": None if net is None else round(metrics.lpips_distance(net, reconstruction, inversion.target), 4),
+             "clip_similarity": round(metrics.clip_similarity(text_encoder, reconstruction[None],
+                                                              [inversion.caption])[0], 4)}
+    similarity = (metrics.clip_similarity(text_encoder, torch.stack(results), [e["text"] for e in edits])
+                  if results else [])
+    return {"reconstruction": recon,
+            "edits": [{"file": f"edit_{k}.png", "caption": e["text"], "mask": e["mask"], "clip_similarity": round(s, 4)}
+                      for k, (e, s) in enumerate(zip(edits, similarity), 1)]}
+
+
+def write_pictures(out: Path, inversion, reconstruction, results, edits) -> None:
+    save_png(inversion.target, out / "original.png")
+    save_png(reconstruction, out / "reconstruction.png")
+    for k, image in enumerate(results, 1):
+        save_png(image, out / f"edit_{k}.png")
+    masks = [inversion.labels, inversion.labels, *(e["labels"] if e["labels"] is not None else inversion.labels
+                                                   for e in edits)]
+    strip = [[inversion.target, reconstruction, *results], [color_tensor(m.cpu()) for m in masks]]
+    save_png(picture_grid(strip), out / "strip.png")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", required=True, help="training checkpoint (its G_ema and config are used)")
+    face = parser.add_mutually_exclusive_group(required=True)
+    face.add_argument("--image", help="the face to edit (RGB, any size; centre-cropped to a square)")
+    face.add_argument("--from-dataset", metavar="SPLIT", choices=("train", "test"),
+                      help="take image, mask and caption from the checkpoint's dataset (with --id)")
+    face.add_argument("--inversion", help="inversion.pt written by an earlier run: edit it without inverting again")
+    mask = parser.add_mutually_exclusive_group()
+    mask.add_argument("--mask", help="the image's mask: palette colours or label ids, any size")
+    mask.add_argument("--parser", metavar="FILE",
+                      help="face parser that predicts the mask instead: this project's (e.g. "
+                           "models/parser_synthface.pt, made by scripts/train_parser.py) or face-parsing.PyTorch's "
+                           "BiSeNet weights 79999_iter.pth")
+    parser.add_argument("--mask-order", choices=MASK_ORDERS, default="celebamask",
+                        help="numbering of label-id mask files (--mask, --edit-mask, --edit): CelebAMask-HQ's "
+                             "(default) or face-parsing.PyTorch's (BiSeNet); colour masks always use the "
+                             "CelebAMask-HQ palette")
+    parser.add_argument("--id", help="image id for --from-dataset")
+    parser.add_argument("--data-root", help="dataset folder for --from-dataset (default: the checkpoint's DATA.ROOT)")
+    parser.add_argument("--caption", help="what the face looks like (required with --image)")
+    parser.add_argument("--edit-text", action=EditAction, dest="edits", metavar="TEXT",
+                        help="an edit: new description, same mask (repeatable)")
+    parser.add_argument("--edit-mask", action=EditAction, dest="edits", metavar="FILE",
+                        help="an edit: new mask, same description (repeatable)")
+    parser.add_argument("--edit", action=EditAction, dest="edits", nargs=2, metavar=("TEXT", "FILE"),
+                        help="an edit of both description and mask (repeatable)")
+    parser.add_argument("--steps", type=int, default=editing.InversionSettings.steps, help="inversion steps")
+    parser.add_argument("--pti-steps", type=int, default=0, help="generator fine-tuning steps after inversion (PTI)")
+    parser.add_argument("--perceptual", choices=("auto", "lpips", "clip", "none"), default="auto",
+                        help="perceptual loss: LPIPS when installed with its weights, else CLIP image features")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the inversion's initial noise maps")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--force", action="store_true", help="overwrite existing output files")
+    args = parser.parse_args(argv)
+    if args.image and not (args.mask or args.parser):
+        parser.error("--image needs its mask: --mask FILE or --parser FILE")
+    if bool(args.from_dataset) != bool(args.id):
+        parser.error("--from-dataset and --id go together")
+    if args.from_dataset and (args.mask or args.parser):
+        parser.error("--from-dataset already gives the mask; drop --mask/--parser")
+    if args.inversion and (args.mask or args.parser or args.caption):
+        parser.error("--inversion already holds the mask and caption; drop --mask/--parser/--caption")
+
+    return cli.run(lambda: print(f"wrote original, reconstruction, {len(args.edits or [])} edits, strip.png and report.json to {run(args)}"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Evaluate one or more generator checkpoints on a split's real masks and captions.
+
+    pixelface-eval --ckpt runs/pixelface-00001/checkpoints/best.pt --num 1000 --out eval/run1
+    pixelface-eval --ckpt a.pt b.pt --metrics fid_clip,clip_score,mask_acc   # comparison table
+
+(in a checkout also `python scripts/evaluate.py ...`, the same command).
+
+Metrics (default: every one this machine and dataset allow; the others are listed as skipped):
+fid, kid (torch-fidelity's Inception; weights from --inception, models/ or the torch hub cache, never
+downloaded), fid_clip (the checkpoint's CLIP, always available), clip_score, r_precision, mask_acc (needs a
+face parser from scripts/train_parser.py), attr_acc (synthface only), diversity (needs two or more seeds).
+Writes <out>/metrics.json and <out>/metrics.md and prints the table.
+"""
+import argparse
+import sys
+
+import torch
+
+from pixelface import cli
+from pixelface.checkpoint import load_generator
+from pixelface.metrics import METRICS, evaluate_generator, markdown_table, report_paths, write_reports
+from pixelface.text_encoder import TextEncoder
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", nargs="+", required=True, help="generator checkpoint(s); several give a table")
+    parser.add_argument("--split", default="test", choices=("test", "train"), help="real masks, captions, images")
+    parser.add_argument("--num", type=int, default=1000, help="images generated per checkpoint")
+    parser.add_argument("--seeds", default="0-3",
+                        help="seeds, e.g. 0-3: the first drives the main set, all of them the diversity")
+    parser.add_argument("--metrics", help=f"comma-separated subset of {', '.join(METRICS)}")
+    parser.add_argument("--out", help="folder for metrics.json and metrics.md (default: only print)")
+    parser.add_argument("--batch", type=int, default=16, help="images per generator call")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    parser.add_argument("--parser", help="face parser (default models/parser_<DATA.NAME>.pt in the project home)")
+    parser.add_argument("--inception", help="Inception weights file for FID/KID")
+    parser.add_argument("--cache",
+                        help="real-statistics cache folder (default data/.cache/metrics in the project home)")
+    parser.add_argument("--force", action="store_true", help="overwrite metrics.json / metrics.md in --out")
+    args = parser.parse_args(argv)
+    if args.num < 2 or args.batch < 1:
+        parser.error("need --num >= 2 and --batch >= 1")
+    names = [n.strip() for n in args.metrics.split(",") if n.strip()] if args.metrics else None
+    return cli.run(evaluate, args, names)
+
+
+def evaluate(args, names) -> None:
+    seeds = cli.parse_seeds(args.seeds)
+    if args.out:
+        report_paths(args.out, args.force)  # fail before hours of generation, not after
+    reports = {}
+    for path in args.ckpt:
+        g_ema, cfg = load_generator(path, args.device)
+        text_encoder = TextEncoder.from_config(cfg).to(args.device)
+        reports[path] = evaluate_generator(
+            g_ema, cfg, text_encoder, split=args.split, num=args.num, metrics=names, seeds=seeds,
+            batch_size=args.batch, device=args.device, parser_path=args.parser, cache_dir=args.cache,
+            inception_path=args.inception)
+        for name, why in reports[path]["skipped"].items():
+            print(f"{path}: skipped {name}: {why}", file=sys.stderr)
+    table = write_reports(args.out, reports, args.force) if args.out else markdown_table(
+        {label: report["metrics"] for label, report in reports.items()})
+    print(table, end="")
+
+if __name__ == "__main__":
+    sys.exit(main())

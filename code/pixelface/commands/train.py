@@ -1,0 +1,96 @@
+"""Train PixelFace+.
+
+    torchrun --nproc_per_node N -m pixelface.commands.train --cfg synthface [--set KEY.SUB=VALUE ...]
+    torchrun --nproc_per_node N code/main.py --cfg cfg/X.yml [--resume auto|PATH]   # the same, in a checkout
+    pixelface-train --cfg cfg/X.yml       # one process, no launcher needed (in a checkout: python code/main.py)
+
+--cfg takes a YAML file or a bare config name (synthface, smoke, ...). The heavy lifting is in
+pixelface.trainer; this command parses options, prepares missing data and weights (rank 0 only), picks the
+run folder (default <project home>/runs) and hands over.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from pixelface import cli
+from pixelface import distributed as dist
+from pixelface.config import describe, load_config, project_home
+from pixelface.prepare import prepare_inputs
+from pixelface.runtime import cores_available, cpu_threads_per_rank, tune_glibc_malloc
+from pixelface.runs import RunLock, new_run_dir, plan_resume, remove_stale_temporaries
+from pixelface.trainer import NonFiniteLossError, Trainer, check_eval_settings, load_resume, write_config
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cfg", help="YAML config overriding the defaults in pixelface/config.py, or a bare config name")
+    p.add_argument("--set", action="append", default=[], metavar="KEY.SUB=VALUE",
+                   help="override one config key (repeatable)")
+    p.add_argument("--out", type=Path, default=project_home() / "runs", help="parent folder of run folders")
+    p.add_argument("--resume", default=None, metavar="auto|PATH",
+                   help="'auto': continue the newest run of this config; or a checkpoint / run folder")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
+    p.add_argument("--help-config", action="store_true", help="list every config key and exit")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    """Exit codes as every CLI here (pixelface.cli): 0 done, or stopped by SIGTERM/SIGINT after a
+    checkpoint; 2 bad input, one line naming it; 3 non-finite losses (after a checkpoint)."""
+    args = parse_args(argv)
+    if args.help_config:
+        print("\n".join(describe()))
+        return 0
+    return cli.run(train, args, extra_errors={NonFiniteLossError: cli.EXIT_NONFINITE})
+
+
+def train(args) -> None:
+    cfg = load_config(args.cfg, args.set)
+    check_eval_settings(cfg)
+    cli.check_output_folder(args.out, create=False)   # a run folder is made only when training starts
+    device_type = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    if device_type == "cpu":
+        tune_glibc_malloc()
+    rank, world, device = dist.init(device_type)
+    lock = None
+    try:
+        if rank == 0:
+            if device_type == "cpu":
+                torch.set_num_threads(cores_available())  # the other ranks only wait meanwhile
+            prepare_inputs(cfg, log=print)
+        dist.barrier()
+        if device_type == "cpu":
+            # N processes on the machine's cores: a share of the threads each, or they fight over the cores.
+            torch.set_num_threads(cpu_threads_per_rank())
+        # Rank 0 decides where the run goes. Nothing in a run folder is written, and no new one is made,
+        # before the data are found and the checkpoint to resume from fits the networks this config builds.
+        plan = dist.broadcast_object(plan_resume(args.out, cfg.CONFIG_NAME, args.resume) if rank == 0 else None)
+        trainer = Trainer(cfg, plan.run_dir, device, progress_bar=not args.no_progress)
+        if plan.checkpoint is not None:
+            load_resume(trainer, plan.checkpoint)
+        run_dir = plan.run_dir
+        if rank == 0:
+            if plan.note:
+                print(plan.note, flush=True)
+            run_dir = run_dir or new_run_dir(args.out, cfg.CONFIG_NAME)
+            lock = RunLock(run_dir).acquire()
+            stale = remove_stale_temporaries(run_dir)
+            if stale:
+                print(f"removed {len(stale)} temporary file(s) left by a killed save", flush=True)
+            write_config(run_dir, cfg)   # after the Trainer, which records the CLIP file's hash in cfg
+            print(f"run folder: {run_dir}", flush=True)
+        trainer.run_dir = dist.broadcast_object(run_dir)
+        if plan.checkpoint is not None:
+            trainer.log(f"resumed from {plan.checkpoint} at {trainer.progress.nimg} images")
+        trainer.run()
+    finally:
+        if lock is not None:
+            lock.release()
+        dist.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""scripts/benchmark.py on cfg/smoke.yml: every phase, the amortised training step and peak memory, for our
+networks and the reference-style transcription in one run."""
+import json
+
+from conftest import REPO_ROOT, load_script
+
+SMOKE = str(REPO_ROOT / "cfg" / "smoke.yml")
+
+
+def test_benchmark_reports_every_phase_against_the_reference(capsys):
+    bench = load_script("benchmark")
+    assert bench.main(["--cfg", SMOKE, "--batch", "4", "--threads", "1", "--repeats", "1", "--reference"]) == 0
+    out = capsys.readouterr()
+    result = json.loads(out.out.strip().splitlines()[-1])
+    phases = result["phases"]
+    assert set(phases) == set(bench.PHASES) | {"train_step"}
+    for name, row in phases.items():
+        assert row["ours"]["cpu_s"] > 0 and row["reference"]["cpu_s"] > 0, name
+        assert row["time_ratio"] > 0, name
+    assert phases["g_forward"]["ours"]["img_per_s"] > 0
+    step, parts = phases["train_step"]["ours"], [phases[p]["ours"]["cpu_s"] for p in ("d_main", "d_reg", "g_main", "g_reg")]
+    r1, pl = result["intervals"]["R1"], result["intervals"]["PL"]
+    assert abs(step["cpu_s"] - (parts[0] + parts[1] / r1 + parts[2] + parts[3] / pl)) < 1e-3
+    assert "train_step" in out.err     # the readable table goes to stderr
+
+
+def test_benchmark_refuses_gpu_options_on_cpu(capsys):
+    bench = load_script("benchmark")
+    try:
+        bench.parse_args(["--amp", "bf16"])
+    except SystemExit as e:
+        assert e.code == 2
+    assert "CUDA options" in capsys.readouterr().err

@@ -1,0 +1,65 @@
+"""One way to generate (pixelface.generation): the training grid, evaluate.py and sample.py draw the same image
+for the same mask, caption and seed."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pixelface import generation, metrics
+from pixelface.datasets import FaceDataset
+from pixelface.checkpoint import load_generator
+from pixelface.images import to_uint8
+from pixelface.runs import latest_checkpoint
+from conftest import load_script
+
+GRID_PAD = 2  # torchvision.utils.make_grid's padding, which trainer.save_grid keeps
+
+
+def grid_cell(path, k: int, size: int) -> np.ndarray:
+    grid = np.asarray(Image.open(path).convert("RGB"))
+    left = GRID_PAD + k * (size + GRID_PAD)
+    return grid[GRID_PAD:GRID_PAD + size, left:left + size]
+
+
+def test_image_seed_is_a_pure_function_of_base_seed_and_index():
+    assert generation.image_seed(3, 5) == generation.image_seed(3, 5)
+    seeds = {generation.image_seed(s, k) for s in range(4) for k in range(50)}
+    assert len(seeds) == 200 and all(0 <= s < 2 ** 32 for s in seeds)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        generation.image_seed(-1, 0)
+
+
+def test_training_grid_evaluation_and_sample_script_draw_the_same_image(ckpt, tmp_path, monkeypatch):
+    g, cfg = load_generator(ckpt)
+    size = cfg.MODEL.SIZE
+    run_dir = ckpt.parent.parent
+    last_grid = sorted((run_dir / "samples").glob("fakes-*.png"))[-1]   # drawn by the checkpoint's G_ema
+    assert latest_checkpoint(run_dir) == ckpt and int(last_grid.stem.split("-")[1]) == int(ckpt.stem.split("-")[1])
+    test = FaceDataset(cfg, "test", train=False)
+    count = 2
+
+    # evaluate.py, one image per forward pass, base seed = the training seed: its images k are the grid's
+    drawn = {}
+    real_generate = metrics.generate_images
+
+    def recording(g_ema, cfg_, encoder, batch, samples, seed):
+        images = real_generate(g_ema, cfg_, encoder, batch, samples, seed)
+        drawn.update({k: image for k, image in zip(samples, images.cpu())})
+        return images
+
+    monkeypatch.setattr(metrics, "generate_images", recording)
+    load_script("evaluate").main(["--ckpt", str(ckpt), "--num", str(count), "--seeds", str(cfg.SEED), "--batch", "1",
+                                  "--metrics", "texture", "--device", "cpu"])
+    assert sorted(drawn) == list(range(count))
+
+    for k in range(count):
+        seed = generation.image_seed(cfg.SEED, k)
+        out = tmp_path / f"sample{k}"
+        assert load_script("sample").main(["--ckpt", str(ckpt), "--from-dataset", "test", "--ids", test.ids[k],
+                                           "--seeds", str(seed), "--out", str(out)]) == 0
+        sampled = np.asarray(Image.open(out / f"000_seed{seed}.png").convert("RGB"))
+        evaluated = to_uint8(drawn[k]).permute(1, 2, 0).numpy()
+        assert np.array_equal(sampled, evaluated), k
+        assert np.array_equal(sampled, grid_cell(last_grid, k, size)), k
+    # and the images differ from one another: the equalities above compare something
+    assert not torch.equal(drawn[0], drawn[1])
