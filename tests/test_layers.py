@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pixelface.layers import (ConvLayer, EqualConv2d, EqualLinear, ModulatedConv2d, StyledConv, ToRGB, blur,
+from pixelface.layers import (ConvLayer, EqualLinear, ModulatedConv2d, StyledConv, ToRGB, blur,
                               blur_kernel, fold, fold_channels_last, fused_leaky_relu, unfold,
                               upsample2x)
 
@@ -99,17 +99,6 @@ def test_equal_linear_matches_formula_and_double_backward():
     pre = x @ (layer.weight * 0.01 / math.sqrt(6)).t() + layer.bias * 0.01
     torch.testing.assert_close(layer(x), F.leaky_relu(pre, 0.2) * math.sqrt(2))
     assert torch.autograd.gradgradcheck(layer, (x,))
-
-
-def test_equal_conv_scales_weights_at_run_time():
-    torch.manual_seed(0)
-    conv = EqualConv2d(3, 4, 3, padding=1).double()
-    with torch.no_grad():
-        conv.bias.normal_()
-    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
-    ref = F.conv2d(x, conv.weight / math.sqrt(3 * 9), conv.bias, padding=1)
-    torch.testing.assert_close(conv(x), ref)
-    torch.testing.assert_close(conv(x, gain=2.0), 2 * ref)
 
 
 def naive_modconv(x, style, conv, demodulate):

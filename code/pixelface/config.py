@@ -85,17 +85,6 @@ def between(lo, hi, hi_open: bool = False) -> Check:
                  else f"expected a value in [{lo}, {hi}{right}", f"in [{lo}, {hi}{right}")
 
 
-def each_of(check: Check) -> Check:
-    """Every item of a list passes `check`."""
-    def problem(values):
-        for v in values:
-            why = check.problem(v)
-            if why:
-                return f"item {v!r}: {why}"
-        return None
-    return Check(problem, f"each {check.text}")
-
-
 PLAIN = Check(plain_name_problem, "a plain name")
 # A relative path inside a folder (DATA.INDEX, DATA.IMAGE_DIR…): never absolute, never '..'.
 INSIDE = Check(lambda v: None if v and not Path(v).is_absolute() and ".." not in Path(v).parts

@@ -141,30 +141,9 @@ def upsample2x(x: torch.Tensor) -> torch.Tensor:
     return F.conv_transpose2d(x, k, stride=2, padding=1, groups=c)
 
 
-class EqualConv2d(nn.Module):
-    """Equalised conv: weight N(0,1) scaled by 1/√(in·k²)."""
-
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, padding: int = 0,
-                 bias: bool = True):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel_size, kernel_size))
-        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
-        self.scale = 1.0 / math.sqrt(in_ch * kernel_size ** 2)
-        self.stride = stride
-        self.padding = padding
-
-    def forward(self, x, gain: float = 1.0):
-        bias = None if self.bias is None else self.bias * gain
-        return F.conv2d(x, self.weight * (self.scale * gain), bias, stride=self.stride,
-                        padding=self.padding)
-
-    def extra_repr(self):
-        out_ch, in_ch, k, _ = self.weight.shape
-        return f"{in_ch}, {out_ch}, k={k}, stride={self.stride}, padding={self.padding}"
-
-
 class ConvLayer(nn.Module):
-    """EqualConv2d (+ blur and stride 2 when downsampling) and a fused leaky ReLU with its own bias.
+    """An equalised conv (weight N(0,1) scaled by 1/√(in·k²); blur and stride 2 when downsampling) and a
+    fused leaky ReLU with its own bias.
 
     Parameters: `weight` (out,in,k,k) and `bias` (out,) — the activation's bias when `activate`, the
     conv's own otherwise (same count as the reference ConvLayer). `out_gain` scales the output; the

@@ -124,12 +124,6 @@ def r_precision(image_emb: torch.Tensor, text_emb: torch.Tensor, k: int, generat
     return hits / n
 
 
-def mask_accuracy(pred_labels: torch.Tensor, true_labels: torch.Tensor,
-                  num_classes: int = NUM_CLASSES) -> dict[str, float]:
-    """{pixel_acc, miou} of predicted against true label maps, pooled over every pixel of every image."""
-    return accuracy_from_confusion(confusion_matrix(pred_labels, true_labels, num_classes))
-
-
 TEXTURE_MIN_PIXELS = 8   # eroded regions smaller than this are too thin to measure a spread in
 
 
