@@ -33,7 +33,7 @@ def run_steps(root: Path, run_dir: Path, compiled: bool) -> dict[str, list[float
     return {k: [float(v) for v in trainer.stats[k]] for k in LOSSES}
 
 
-@pytest.mark.slow
+@pytest.mark.slow      # compiling G and D took 2-10 minutes on 2 shared cores
 def test_compiled_steps_give_the_eager_losses(smoke_root, tmp_path, monkeypatch):
     # Inductor draws its own random numbers unless told to call torch's: then z, noise and the GCMF
     # dropout masks are the eager ones, and only floating-point reassociation differs.
@@ -47,4 +47,4 @@ def test_compiled_steps_give_the_eager_losses(smoke_root, tmp_path, monkeypatch)
     assert [len(eager[k]) for k in LOSSES] == [STEPS, 1, STEPS, STEPS, 2]
     for key in LOSSES:
         assert all(torch.isfinite(torch.tensor(compiled[key]))), key
-        torch.testing.assert_close(compiled[key], eager[key], rtol=2e-3, atol=2e-4, msg=key)
+        torch.testing.assert_close(compiled[key], eager[key], rtol=1e-4, atol=1e-5, msg=key)
