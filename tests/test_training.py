@@ -112,6 +112,21 @@ def test_resume_refuses_a_clip_file_that_changed(smoke_root, tmp_path):
         load_resume(again, path)
 
 
+def test_resume_refuses_another_text_mlp_learning_rate(smoke_root, tmp_path):
+    """Equalised layers store weight/lr_mul: a checkpoint read under another multiplier would compute another
+    function without any shape error, so resume names the key and the value to resume with."""
+    torch.set_num_threads(1)
+    Trainer(smoke_cfg(smoke_root, "TRAIN.TOTAL_KIMG=0.004"), tmp_path / "run", torch.device("cpu"),
+            progress_bar=False).run()
+    path = latest_checkpoint(tmp_path / "run")
+    other = Trainer(smoke_cfg(smoke_root, "MODEL.LR_TEXT_MLP=1"), tmp_path / "run2", torch.device("cpu"),
+                    progress_bar=False)
+    with pytest.raises(ConfigError, match=r"MODEL.LR_TEXT_MLP = 0.01, this config has 1.*--set MODEL.LR_TEXT_MLP=0.01"):
+        load_resume(other, path)
+    same = Trainer(smoke_cfg(smoke_root), tmp_path / "run3", torch.device("cpu"), progress_bar=False)
+    load_resume(same, path)   # the same multipliers load
+
+
 def test_nonfinite_losses_skip_updates_then_stop_with_a_checkpoint(smoke_root, tmp_path, monkeypatch):
     torch.set_num_threads(1)
     nan = lambda *tensors: tensors[0].sum() * float("nan")

@@ -29,7 +29,7 @@ from . import generation, losses
 from .generation import batch_mask_input
 from .images import to_uint8
 from .checkpoint import atomic_save, load_checkpoint, FORMAT
-from .config import ConfigError, to_yaml, _to_plain
+from .config import SCHEMA, ConfigError, to_yaml, _to_plain
 from .datasets import FaceDataset
 from .files import atomic_write, write_text_atomic
 from .discriminator import Discriminator
@@ -549,6 +549,14 @@ def load_resume(trainer: Trainer, ckpt_path: Path) -> None:
         raise ConfigError(f"{ckpt_path} was trained with TEXT.PRETRAINED sha256 {pinned[:12]}..., but "
                           f"{trainer.cfg.TEXT.PRETRAINED} now has {trainer.cfg.TEXT.PRETRAINED_SHA256[:12] or 'none'}...: "
                           f"put the original file back to resume")
+    # Equalised layers store weight/lr_mul: a checkpoint read under another multiplier loads without a shape
+    # error but computes another function, so the multipliers must match (a missing key is its default).
+    saved = (ckpt.get("config") or {}).get("MODEL", {})
+    for key in ("LR_MLP", "LR_TEXT_MLP"):
+        was = saved.get(key, SCHEMA["MODEL"][key][0])
+        if was != trainer.cfg.MODEL[key]:
+            raise ConfigError(f"{ckpt_path} was trained with MODEL.{key} = {was}, this config has "
+                              f"{trainer.cfg.MODEL[key]}: resume with --set MODEL.{key}={was}")
     try:
         trainer.load_state_dict(ckpt)
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
