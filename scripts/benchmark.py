@@ -117,6 +117,8 @@ def build(args):
     overrides = list(args.overrides) + ([f"MODEL.SIZE={args.size}"] if args.size else [])
     cfg = load_config(args.cfg, overrides)
     device = torch.device(args.device)
+    if device.type == "cuda":     # as the trainer sets it, for both sides
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.TRAIN.TF32
     torch.manual_seed(0)
     g = Generator.from_config(cfg).to(device)
     d = Discriminator.from_config(cfg).to(device)
@@ -377,18 +379,22 @@ def print_table(results: dict, device, file=sys.stderr) -> None:
 
 
 def run(args) -> dict:
+    started = time.perf_counter()
     if args.threads:
         torch.set_num_threads(args.threads)
     malloc_tuned = tune_glibc_malloc() if args.tune_malloc else False
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("benchmark: --device cuda asked for, but CUDA is not available")
     cfg, overrides, device, g, d, text, clip_label, data = build(args)
+    print(f"benchmark: networks built in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     nets = [Ours(g, d, args.compile)] + ([Reference(g, d)] if args.reference else [])
     phases = Phases(cfg, args, g, d, text, data)
     results = {}
+    start = time.perf_counter()
     for phase in args.phases:
         results[phase] = measure_phase(getattr(phases, phase), nets, args, device)
-        print(f"benchmark: {phase} {json.dumps(results[phase])}", file=sys.stderr, flush=True)
+        print(f"benchmark: {phase} {json.dumps(results[phase])} (after {time.perf_counter() - start:.0f} s)",
+              file=sys.stderr, flush=True)
     add_train_step(results, cfg)
     add_ratios(results, device)
     if "g_forward" in results:
@@ -400,7 +406,7 @@ def run(args) -> dict:
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "threads": torch.get_num_threads(), "torch": torch.__version__, "size": cfg.MODEL.SIZE,
         "batch": args.batch, "repeats": args.repeats, "overrides": overrides, "malloc_tuned": malloc_tuned,
-        "compile": args.compile, "amp": args.amp, "channels_last": args.channels_last, "clip": clip_label,
+        "compile": args.compile, "amp": args.amp, "tf32": cfg.TRAIN.TF32 if device.type == "cuda" else None, "channels_last": args.channels_last, "clip": clip_label,
         "intervals": {"R1": cfg.TRAIN.R1_INTERVAL, "PL": cfg.TRAIN.PL_INTERVAL},
         "g_params": sum(p.numel() for p in g.parameters()),
         "d_params": sum(p.numel() for p in d.parameters()),   # requires_grad is toggled by the phases

@@ -5,9 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pixelface import layers
 from pixelface.layers import (ConvLayer, EqualLinear, ModulatedConv2d, StyledConv, ToRGB, blur,
-                              blur_kernel, fold, fold_channels_last, fused_leaky_relu, unfold,
-                              upsample2x)
+                              blur_kernel, fold, fold_channels_last, fused_leaky_relu, row_product,
+                              row_products_sum, unfold, upsample2x)
 
 torch.set_num_threads(1)
 
@@ -179,3 +180,42 @@ def test_activated_layers_do_not_record_copy_slices():
     out = StyledConv(4, 4, 8)(x, style, torch.randn(2, 1, 6, 6))
     out = EqualLinear(4, 4, activation=True)(out.permute(0, 2, 3, 1))
     assert "CopySlices" not in _graph_node_names(out)
+
+
+@pytest.mark.parametrize("leaky", [False, True])
+def test_row_product_as_1x1_conv_equals_linear_with_gradients(leaky):
+    """Many float32 rows on CPU take the 1×1-convolution path: same values and gradients as F.linear
+    (up to float32 summation order), a fresh contiguous (N, out) tensor, no CopySlices, and a
+    double backward (path length differentiates through it twice)."""
+    torch.manual_seed(0)
+    x = torch.randn(layers.CONV_ROWS_MIN + 3, 12, requires_grad=True)
+    w = torch.randn(7, 12, requires_grad=True)
+    b = torch.randn(7, requires_grad=True)
+    out = row_product(x, w, b, leaky=leaky)
+    assert out.shape == (x.shape[0], 7) and out.is_contiguous()
+    assert "ConvolutionBackward0" in _graph_node_names(out) and "CopySlices" not in _graph_node_names(out)
+    ref = F.linear(x, w, b)
+    ref = F.leaky_relu(ref, 0.2) if leaky else ref
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    weights = torch.randn_like(ref)
+    grads = torch.autograd.grad((out * weights).sum(), (x, w, b), create_graph=True)
+    ref_grads = torch.autograd.grad((ref * weights).sum(), (x, w, b), create_graph=True)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    second = torch.autograd.grad(grads[0].square().sum(), w)[0]
+    ref_second = torch.autograd.grad(ref_grads[0].square().sum(), w)[0]
+    torch.testing.assert_close(second, ref_second, rtol=1e-4, atol=1e-3)
+
+
+def test_row_products_sum_equals_product_of_concatenation_on_both_paths():
+    torch.manual_seed(0)
+    for rows in (5, layers.CONV_ROWS_MIN):                   # F.linear path, 1×1-conv path
+        parts = [torch.randn(rows, c, requires_grad=True) for c in (3, 5)]
+        weights = [torch.randn(4, c, requires_grad=True) for c in (3, 5)]
+        out = row_products_sum(parts, weights)
+        ref = torch.cat(parts, 1) @ torch.cat(weights, 1).t()
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        grads = torch.autograd.grad(out.sum(), parts + weights)
+        ref_grads = torch.autograd.grad(ref.sum(), parts + weights)
+        for got, want in zip(grads, ref_grads):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-3)

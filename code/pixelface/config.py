@@ -158,7 +158,7 @@ SCHEMA = {
         "MASK_INPUT": _k("color", "'color': 3-channel palette mask (reference); 'onehot': 19-channel label one-hot", one_of("color", "onehot")),
         "GCMF_GATE": _k(False, "add the paper figure's correlation gate to GCMF (our reading; reference code has none)"),
         "GCMF_DROPOUT": _k(0.06, "GCMF attention dropout, applied per element and per word (reference 0.06 each)", between(0, 1, hi_open=True)),
-        "GCMF_CHUNK": _k(16384, "GCMF processes at most this many queries at once (memory bound at 256 px)", POSITIVE),
+        "GCMF_CHUNK": _k(0, "GCMF processes at most this many query rows at once; 0: 16384 on CPU (cache-sized), all at once on GPU (fewer launches)", NON_NEGATIVE),
         "D_SPECTRAL_NORM": _k("torch", "power iteration of D's text-head spectral norm: 'torch' (u then v, training only) or 'reference' (v then u on every call)", one_of("torch", "reference")),
         "POSFOLD_WIDTH": _k(0, "channels per pixel of the positional fold before its two Folds (0: hidden/16, the reference)", NON_NEGATIVE),
         "FOLD_SKIP": _k("none", "also add a linear projection of each stage's per-pixel rows to every fold step's output: 'none' (reference: they pass only through the positional fold), 'mask' (mask features), 'fusion' (mask features and GCMF output)", one_of("none", "mask", "fusion")),

@@ -33,7 +33,7 @@ from torch import nn
 
 from .gcmf import GCMF
 from .layers import (ACT_GAIN, ConstantInput, EqualLinear, PixelNorm, StyledConv, ToRGB, channel_table,
-                     fresh_leaky_relu_, fold_channels_last, unfold)
+                     fold_channels_last, fresh_leaky_relu_, row_product, row_products_sum, unfold)
 from .masks import mask_channels_from_config
 
 FIRST_RES = 16          # the constant input and the first stage live at 16²
@@ -106,14 +106,11 @@ class PointwiseMix(nn.Module):
         for part, weight in shared:
             common = common + self._project(part, weight, rows)
         if rows:
-            # 2-D GEMMs over all rows: the first writes a fresh buffer, the rest accumulate in
-            # place (no temporaries); only then is it viewed as (B,N,out) and offset, out of place
-            # (an in-place op on a view would make autograd record CopySlices)
-            (first, weight), rest = per_sample[0], per_sample[1:]
-            flat = torch.mm(first.reshape(-1, first.shape[-1]), weight.t())
-            for part, weight in rest:
-                flat.addmm_(part.reshape(-1, part.shape[-1]), weight.t())
-            out = flat.view(*first.shape[:-1], -1) + common
+            # one product over all rows, then viewed as (B,N,out) and offset out of place (an
+            # in-place op on a view would make autograd record CopySlices)
+            flat = row_products_sum([p.reshape(-1, p.shape[-1]) for p, _ in per_sample],
+                                    [w for _, w in per_sample])
+            out = flat.view(*per_sample[0][0].shape[:-1], -1) + common
         else:
             out = self._project(*per_sample[0], rows)        # fresh conv output: in place is safe
             for part, weight in per_sample[1:]:
@@ -124,7 +121,7 @@ class PointwiseMix(nn.Module):
     @staticmethod
     def _project(part, weight, rows):
         if rows:
-            return torch.matmul(part, weight.t())
+            return row_product(part.reshape(-1, part.shape[-1]), weight).view(*part.shape[:-1], -1)
         return F.conv2d(part, weight.contiguous()[:, :, None, None])
 
     def extra_repr(self):
@@ -239,7 +236,7 @@ class Generator(nn.Module):
     def __init__(self, size: int = 256, style_dim: int = 512, n_mlp: int = 8, text_dim: int = 512,
                  channel_multiplier: int = 2, channel_max: int = 512, mask_dim: int = 128,
                  mask_channels: int = 3, lr_mlp: float = 0.01, lr_text_mlp: float = 0.01, gcmf_gate: bool = False,
-                 gcmf_dropout: float = 0.06, gcmf_chunk: int = 16384, unfold_init: str = "random",
+                 gcmf_dropout: float = 0.06, gcmf_chunk: int = 0, unfold_init: str = "random",
                  posfold_width: int = 0, fold_skip: str = "none"):
         super().__init__()
         self.size, self.style_dim, self.text_dim = size, style_dim, text_dim

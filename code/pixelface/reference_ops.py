@@ -281,6 +281,6 @@ def reference_discriminator_forward(d, image, mask, sentence=None):
         c_code = sentence.view(-1, head.sentence_dim, 1, 1).repeat(1, 1, 4, 4)
         joint = F.leaky_relu(head.joint_conv(torch.cat((out, c_code), 1)), 0.2)
         cond = head.out(joint).view(-1)
-    flat = out.view(out.shape[0], -1)
+    flat = out.reshape(out.shape[0], -1)    # the reference's .view fails on channels_last tensors
     logit = equal_linear(d.final_linear[1], equal_linear(d.final_linear[0], flat))
     return logit, cond
