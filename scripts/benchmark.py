@@ -29,7 +29,10 @@ mark (/proc/self/clear_refs), measured on the untimed warm-up call.
 --compile wraps our G and D in torch.compile for the phases without double backward (R1 and path length
 stay eager, as in the trainer with TRAIN.COMPILE); the reference side always runs eagerly, as published.
 --tune-malloc keeps freed large blocks in the glibc heap (pixelface.runtime.tune_glibc_malloc), for both
-sides. A readable table goes to stderr.
+sides. --linear-rows adds a side, "ours_linear_rows": our networks with F.linear for the CPU row products
+instead of 1×1 convolutions (pixelface.layers.row_product), interleaved with the others, to measure what
+that path gains. --profile N profiles one more call of each phase per side with torch.profiler and prints
+its N most expensive operators by input shape. A readable table goes to stderr.
 """
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ import time
 
 import torch
 
-from pixelface import cli, losses
+from pixelface import cli, layers, losses
 from pixelface.config import ConfigError, load_config
 from pixelface.discriminator import Discriminator
 from pixelface.generator import Generator
@@ -71,7 +74,12 @@ def parse_args(argv=None):
     p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"), help="CUDA autocast dtype")
     p.add_argument("--channels-last", action="store_true", help="CUDA: channels_last networks and inputs")
     p.add_argument("--no-memory", action="store_true", help="skip the per-phase peak-memory call")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="after timing, profile one call of each phase per side (torch.profiler) and print "
+                        "its N most expensive operators by input shape to stderr")
     p.add_argument("--tune-malloc", action="store_true", help="CPU: keep freed large blocks in the glibc heap")
+    p.add_argument("--linear-rows", action="store_true",
+                   help="CPU: also time ours with F.linear for row products instead of 1x1 convolutions")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, repeatable")
     args = p.parse_args(argv)
@@ -82,6 +90,8 @@ def parse_args(argv=None):
         p.error(f"unknown phases {sorted(unknown)}; choose from {', '.join(PHASES)}")
     if args.device == "cpu" and (args.amp != "none" or args.channels_last):
         p.error("--amp and --channels-last are CUDA options")
+    if args.linear_rows and (args.device != "cpu" or args.compile):
+        p.error("--linear-rows compares eager CPU paths (row products always use F.linear on GPU)")
     return args
 
 
@@ -134,6 +144,17 @@ def build(args):
     return cfg, overrides, device, g, d, text, clip_label, data
 
 
+@contextlib.contextmanager
+def row_products(linear: bool):
+    """With `linear`, our row products use F.linear on CPU too, inside the block (restored after)."""
+    saved = layers.CONV_ROWS_MIN
+    layers.CONV_ROWS_MIN = sys.maxsize if linear else saved
+    try:
+        yield
+    finally:
+        layers.CONV_ROWS_MIN = saved
+
+
 class Ours:
     """Our networks as the trainer calls them (compiled for the main phases with --compile)."""
 
@@ -151,6 +172,20 @@ class Ours:
 
     def discriminate(self, image, masks, sentences, main=True):
         return (self.d_main if main else self.d)(image, masks, sentences)
+
+
+class OursLinearRows(Ours):
+    """Ours with F.linear for row products on CPU (--linear-rows), to measure the 1×1-convolution path."""
+
+    name = "ours_linear_rows"
+
+    def generate(self, *args, **kwargs):
+        with row_products(linear=True):      # the graph built here decides the backward too
+            return super().generate(*args, **kwargs)
+
+    def discriminate(self, *args, **kwargs):
+        with row_products(linear=True):
+            return super().discriminate(*args, **kwargs)
 
 
 class Reference:
@@ -342,6 +377,22 @@ def measure_phase(phase_fn, nets, args, device) -> dict:
     return out
 
 
+def profile_phase(phase_fn, net, phase: str, device, rows: int) -> None:
+    """One call (after the timed ones, so warm) under torch.profiler: total time and the `rows` operators
+    with the most self time, grouped by input shapes, to stderr."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities, record_shapes=True) as prof:
+        phase_fn(net)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"benchmark: profile of {phase}, {net.name}", file=sys.stderr)
+    print(prof.key_averages(group_by_input_shape=True).table(sort_by=key, row_limit=rows,
+                                                             max_name_column_width=40,
+                                                             max_shapes_column_width=80), file=sys.stderr)
+
+
 def add_train_step(results: dict, cfg) -> None:
     """train_step = d_main + d_reg/R1_INTERVAL + g_main + g_reg/PL_INTERVAL, per side; peak = the largest."""
     parts = {"d_main": 1.0, "d_reg": 1.0 / cfg.TRAIN.R1_INTERVAL, "g_main": 1.0, "g_reg": 1.0 / cfg.TRAIN.PL_INTERVAL}
@@ -359,6 +410,8 @@ def add_train_step(results: dict, cfg) -> None:
 def add_ratios(results: dict, device) -> None:
     key = "cpu_s" if device.type == "cpu" else "wall_s"
     for row in results.values():
+        if "ours_linear_rows" in row and row["ours_linear_rows"][key] > 0:
+            row["linear_rows_ratio"] = round(row["ours"][key] / row["ours_linear_rows"][key], 3)
         if "reference" in row and row["reference"][key] > 0:
             row["time_ratio"] = round(row["ours"][key] / row["reference"][key], 3)
             peaks = row["ours"]["peak_mb"], row["reference"]["peak_mb"]
@@ -374,8 +427,9 @@ def print_table(results: dict, device, file=sys.stderr) -> None:
         ref = row.get("reference", {})
         cells = [row["ours"][key], ref.get(key, ""), row.get("time_ratio", ""), row["ours"]["peak_mb"],
                  ref.get("peak_mb", ""), row.get("peak_ratio", "")]
+        extra = f"  ours / ours with F.linear rows {row['linear_rows_ratio']}" if "linear_rows_ratio" in row else ""
         print(f"{phase:<20} " + " ".join(f"{'' if c is None else c:>{w}}" for c, w in
-                                          zip(cells, (12, 12, 7, 9, 9, 7))), file=file)
+                                          zip(cells, (12, 12, 7, 9, 9, 7))) + extra, file=file)
 
 
 def run(args) -> dict:
@@ -387,7 +441,8 @@ def run(args) -> dict:
         raise SystemExit("benchmark: --device cuda asked for, but CUDA is not available")
     cfg, overrides, device, g, d, text, clip_label, data = build(args)
     print(f"benchmark: networks built in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
-    nets = [Ours(g, d, args.compile)] + ([Reference(g, d)] if args.reference else [])
+    nets = ([Ours(g, d, args.compile)] + ([OursLinearRows(g, d, False)] if args.linear_rows else [])
+            + ([Reference(g, d)] if args.reference else []))
     phases = Phases(cfg, args, g, d, text, data)
     results = {}
     start = time.perf_counter()
@@ -395,6 +450,10 @@ def run(args) -> dict:
         results[phase] = measure_phase(getattr(phases, phase), nets, args, device)
         print(f"benchmark: {phase} {json.dumps(results[phase])} (after {time.perf_counter() - start:.0f} s)",
               file=sys.stderr, flush=True)
+    if args.profile:
+        for phase in args.phases:
+            for net in nets:
+                profile_phase(getattr(phases, phase), net, phase, device, args.profile)
     add_train_step(results, cfg)
     add_ratios(results, device)
     if "g_forward" in results:
@@ -406,7 +465,9 @@ def run(args) -> dict:
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "threads": torch.get_num_threads(), "torch": torch.__version__, "size": cfg.MODEL.SIZE,
         "batch": args.batch, "repeats": args.repeats, "overrides": overrides, "malloc_tuned": malloc_tuned,
-        "compile": args.compile, "amp": args.amp, "tf32": cfg.TRAIN.TF32 if device.type == "cuda" else None, "channels_last": args.channels_last, "clip": clip_label,
+        "linear_rows": args.linear_rows, "compile": args.compile, "amp": args.amp,
+        "tf32": cfg.TRAIN.TF32 if device.type == "cuda" else None, "channels_last": args.channels_last,
+        "clip": clip_label,
         "intervals": {"R1": cfg.TRAIN.R1_INTERVAL, "PL": cfg.TRAIN.PL_INTERVAL},
         "g_params": sum(p.numel() for p in g.parameters()),
         "d_params": sum(p.numel() for p in d.parameters()),   # requires_grad is toggled by the phases

@@ -2,7 +2,10 @@
 networks and the reference-style transcription in one run."""
 import json
 
+import pytest
+
 from conftest import REPO_ROOT, load_script
+from pixelface import layers
 
 SMOKE = str(REPO_ROOT / "cfg" / "smoke.yml")
 
@@ -22,6 +25,21 @@ def test_benchmark_reports_every_phase_against_the_reference(capsys):
     r1, pl = result["intervals"]["R1"], result["intervals"]["PL"]
     assert abs(step["cpu_s"] - (parts[0] + parts[1] / r1 + parts[2] + parts[3] / pl)) < 1e-3
     assert "train_step" in out.err     # the readable table goes to stderr
+
+
+def test_linear_rows_side_and_profile(capsys):
+    bench = load_script("benchmark")
+    before = layers.CONV_ROWS_MIN
+    assert bench.main(["--cfg", SMOKE, "--batch", "2", "--threads", "1", "--repeats", "1", "--no-memory",
+                       "--phases", "g_forward_backward", "--linear-rows", "--profile", "5"]) == 0
+    out = capsys.readouterr()
+    assert "profile of g_forward_backward, ours_linear_rows" in out.err and "Input Shapes" in out.err
+    row = json.loads(out.out.strip().splitlines()[-1])["phases"]["g_forward_backward"]
+    assert row["ours_linear_rows"]["cpu_s"] > 0 and row["linear_rows_ratio"] > 0
+    assert "ours / ours with F.linear rows" in out.err
+    assert layers.CONV_ROWS_MIN == before
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--linear-rows", "--compile"])
 
 
 def test_benchmark_refuses_gpu_options_on_cpu(capsys):
