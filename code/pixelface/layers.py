@@ -89,10 +89,10 @@ def row_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
                 leaky: bool = False) -> torch.Tensor:
     """x (N, in) @ weight (out, in)ᵀ + bias, then optionally an in-place leaky ReLU: a fresh (N, out).
 
-    Many rows on CPU go through oneDNN as a 1×1 convolution over a channels_last view of the rows:
-    forward+backward measured 1.3x (128 -> 128, GCMF) to 1.8x (384 -> 32) faster than F.linear's
-    GEMMs at 262,144 rows on 2 threads (scripts/benchmark.py's profile, README "Networks and speed").
-    The activation runs on the fresh product before it is viewed back (no in-place op on a view).
+    Many rows on CPU go through oneDNN as a 1×1 convolution over a channels_last view of the rows,
+    whose kernels beat F.linear's GEMM for these tall, narrow products (`scripts/benchmark.py
+    --linear-rows` measures the difference; README "Networks and speed"). The activation runs on the
+    fresh product before it is viewed back (no in-place op on a view).
     """
     if _as_conv(x):
         y = F.conv2d(_rows_as_image(x.contiguous()), weight.contiguous()[:, :, None, None], bias)
