@@ -193,7 +193,7 @@ def test_row_product_as_1x1_conv_equals_linear_with_gradients(leaky):
     b = torch.randn(7, requires_grad=True)
     out = row_product(x, w, b, leaky=leaky)
     assert out.shape == (x.shape[0], 7) and out.is_contiguous()
-    assert "ConvolutionBackward0" in _graph_node_names(out) and "CopySlices" not in _graph_node_names(out)
+    assert "_Conv2dBackward" in _graph_node_names(out) and "CopySlices" not in _graph_node_names(out)
     ref = F.linear(x, w, b)
     ref = F.leaky_relu(ref, 0.2) if leaky else ref
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
@@ -219,3 +219,40 @@ def test_row_products_sum_equals_product_of_concatenation_on_both_paths():
         ref_grads = torch.autograd.grad(ref.sum(), parts + weights)
         for got, want in zip(grads, ref_grads):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("stride,padding,groups,kernel", [(1, 1, 1, 3), (2, 0, 1, 3), (2, 1, 2, 4), (1, 0, 3, 1),
+                                                          (2, 1, 6, 4)])
+def test_conv2d_first_and_second_order_gradients_equal_torch(stride, padding, groups, kernel):
+    """layers.conv2d computes F.conv2d and its first- and second-order gradients (float64 checks, odd sizes
+    whose strided output drops a row), with the bias; groups 6 is depthwise."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 9, 8, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 6 // groups, kernel, kernel, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+
+    def ours(x, w, b):
+        return layers.conv2d(x, w, b, stride=stride, padding=padding, groups=groups)
+
+    def torchs(x, w, b):
+        return F.conv2d(x, w, b, stride=stride, padding=padding, groups=groups)
+
+    torch.testing.assert_close(ours(x, w, b), torchs(x, w, b))
+    assert torch.autograd.gradcheck(ours, (x, w, b))
+    assert torch.autograd.gradgradcheck(ours, (x, w, b))
+
+
+def test_r1_style_double_backward_uses_no_convolution_double_backward():
+    """The second-order pass runs plain convolutions: PyTorch's ConvolutionBackwardBackward (whose
+    weight term convolves with a whole-feature-map kernel) never appears, and the result equals torch's."""
+    torch.manual_seed(0)
+    layer = ConvLayer(3, 4, 3, downsample=True)
+    images = torch.randn(2, 3, 16, 16, requires_grad=True)
+    (grad,) = torch.autograd.grad(layer(images).sum(), images, create_graph=True)
+    assert "ConvolutionBackwardBackward0" not in _graph_node_names(grad)
+    penalty_grads = torch.autograd.grad(grad.square().sum(), layer.weight)
+    weight = layer.weight * (layer.scale * math.sqrt(2))
+    ref_out = F.leaky_relu(F.conv2d(blur(images, layer.blur_pad), weight, layer.bias * math.sqrt(2), stride=2), 0.2)
+    (ref_grad,) = torch.autograd.grad(ref_out.sum(), images, create_graph=True)
+    torch.testing.assert_close(grad, ref_grad)
+    torch.testing.assert_close(penalty_grads[0], torch.autograd.grad(ref_grad.square().sum(), layer.weight)[0])

@@ -33,7 +33,7 @@ from torch import nn
 
 from .gcmf import GCMF
 from .layers import (ACT_GAIN, ConstantInput, EqualLinear, PixelNorm, StyledConv, ToRGB, channel_table,
-                     fold_channels_last, fresh_leaky_relu_, row_product, row_products_sum, unfold)
+                     conv2d, fold_channels_last, fresh_leaky_relu_, row_product, row_products_sum, unfold)
 from .masks import mask_channels_from_config
 
 FIRST_RES = 16          # the constant input and the first stage live at 16²
@@ -122,7 +122,7 @@ class PointwiseMix(nn.Module):
     def _project(part, weight, rows):
         if rows:
             return row_product(part.reshape(-1, part.shape[-1]), weight).view(*part.shape[:-1], -1)
-        return F.conv2d(part, weight.contiguous()[:, :, None, None])
+        return conv2d(part, weight.contiguous()[:, :, None, None])
 
     def extra_repr(self):
         return f"in_widths={self.in_widths}, out={self.weight.shape[0]}"

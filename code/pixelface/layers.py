@@ -65,6 +65,82 @@ def fresh_leaky_relu_(y: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------
+# Convolution with cheap second-order gradients
+
+class _Conv2d(torch.autograd.Function):
+    """F.conv2d (no bias, dilation 1) whose backward is made of ordinary first-order ops.
+
+    R1 and path length differentiate through the backward of every convolution. PyTorch's own double
+    backward of a convolution expresses the weight term as a convolution whose kernel is the whole
+    feature map (shapes like [C, B, 256, 256] * [C, B, 256, 256] in a profile), which is slow on CPU and
+    can be far slower on GPU. Here the input gradient is a transposed convolution and the weight
+    gradient a function (_Conv2dWeightGrad) whose own backward is two plain convolutions, so second-order
+    gradients run on the usual forward/backward kernels. Without create_graph, one fused
+    convolution_backward call computes both gradients, as F.conv2d's backward does.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride: int, padding: int, groups: int):
+        if torch.is_autocast_enabled(x.device.type):     # autocast does not reach into the backward
+            dtype = torch.get_autocast_dtype(x.device.type)
+            x, weight = x.to(dtype), weight.to(dtype)
+            bias = None if bias is None else bias.to(dtype)
+        ctx.save_for_backward(x, weight)
+        ctx.conf = (stride, padding, groups)
+        return F.conv2d(x, weight, bias, stride, padding, 1, groups)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        stride, padding, groups = ctx.conf
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        if not torch.is_grad_enabled():            # first order only: the fused native call
+            grads = torch.ops.aten.convolution_backward(
+                grad, x, weight, [weight.shape[0]] if need_b else None, [stride] * 2, [padding] * 2, [1, 1],
+                False, [0, 0], groups, [need_x, need_w, need_b])
+            return (*grads, None, None, None)
+        grad_x = _input_grad(grad, weight, x.shape, stride, padding, groups) if need_x else None
+        grad_w = _Conv2dWeightGrad.apply(grad, x, weight, stride, padding, groups) if need_w else None
+        grad_b = grad.sum((0, 2, 3)) if need_b else None
+        return grad_x, grad_w, grad_b, None, None, None
+
+
+class _Conv2dWeightGrad(torch.autograd.Function):
+    """∂conv2d/∂weight contracted with `grad`; differentiable in `grad` and `x` by plain convolutions."""
+
+    @staticmethod
+    def forward(ctx, grad, x, weight, stride: int, padding: int, groups: int):
+        ctx.save_for_backward(grad, x)
+        ctx.conf = (stride, padding, groups)
+        return torch.ops.aten.convolution_backward(
+            grad, x, weight, None, [stride] * 2, [padding] * 2, [1, 1], False, [0, 0], groups,
+            [False, True, False])[1]
+
+    @staticmethod
+    def backward(ctx, grad_grad_w):
+        grad, x = ctx.saved_tensors
+        stride, padding, groups = ctx.conf
+        # grad_w = Σ grad ⊗ x is bilinear: its derivative in grad is conv2d(x, ·), in x the input gradient
+        d_grad = _Conv2d.apply(x, grad_grad_w, None, stride, padding, groups) if ctx.needs_input_grad[0] else None
+        d_x = _input_grad(grad, grad_grad_w, x.shape, stride, padding, groups) if ctx.needs_input_grad[1] else None
+        return d_grad, d_x, None, None, None, None
+
+
+def _input_grad(grad, weight, x_shape, stride, padding, groups):
+    """∂conv2d/∂x contracted with `grad`: the transposed convolution, with the output padding that
+    restores x's size when the stride dropped trailing rows or columns."""
+    k = weight.shape[-2:]
+    extra = [x_shape[i + 2] - ((grad.shape[i + 2] - 1) * stride - 2 * padding + k[i]) for i in range(2)]
+    return F.conv_transpose2d(grad, weight, None, stride, padding, extra, groups)
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride: int = 1,
+           padding: int = 0, groups: int = 1) -> torch.Tensor:
+    """F.conv2d (dilation 1) with cheap second-order gradients (see _Conv2d)."""
+    return _Conv2d.apply(x, weight, bias, stride, padding, groups)
+
+
+# ------------------------------------------------------------------------------------------------
 # Products over many rows
 
 # On CPU, float32 products over at least this many rows run as 1×1 convolutions (see row_product).
@@ -95,7 +171,7 @@ def row_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     fresh product before it is viewed back (no in-place op on a view).
     """
     if _as_conv(x):
-        y = F.conv2d(_rows_as_image(x.contiguous()), weight.contiguous()[:, :, None, None], bias)
+        y = conv2d(_rows_as_image(x.contiguous()), weight.contiguous()[:, :, None, None], bias)
         return _image_as_rows(fresh_leaky_relu_(y) if leaky else y)
     y = F.linear(x, weight, bias)
     return fresh_leaky_relu_(y) if leaky else y
@@ -106,9 +182,9 @@ def row_products_sum(parts, weights) -> torch.Tensor:
     the rest accumulate into it in place (no temporaries, no concatenation)."""
     (first, weight), rest = (parts[0], weights[0]), list(zip(parts[1:], weights[1:]))
     if _as_conv(first):
-        acc = F.conv2d(_rows_as_image(first.contiguous()), weight.contiguous()[:, :, None, None])
+        acc = conv2d(_rows_as_image(first.contiguous()), weight.contiguous()[:, :, None, None])
         for part, weight in rest:
-            acc.add_(F.conv2d(_rows_as_image(part.contiguous()), weight.contiguous()[:, :, None, None]))
+            acc.add_(conv2d(_rows_as_image(part.contiguous()), weight.contiguous()[:, :, None, None]))
         return _image_as_rows(acc)
     acc = torch.mm(first, weight.t())
     for part, weight in rest:      # in-place ops escape autocast: cast as mm was cast
@@ -177,8 +253,8 @@ def blur(x: torch.Tensor, padding: int, stride: int = 1) -> torch.Tensor:
     stride 2 computes only the samples a following stride-2 1×1 conv would keep.
     """
     c = x.shape[1]
-    k = blur_kernel(x.device, x.dtype).expand(c, 1, 4, 4)
-    return F.conv2d(x, k, stride=stride, padding=padding, groups=c)
+    k = blur_kernel(x.device, x.dtype).expand(c, 1, 4, 4).contiguous()
+    return conv2d(x, k, stride=stride, padding=padding, groups=c)
 
 
 def upsample2x(x: torch.Tensor) -> torch.Tensor:
@@ -219,11 +295,11 @@ class ConvLayer(nn.Module):
         weight = self.weight * (self.scale * gain)
         bias = None if self.bias is None else self.bias * gain
         if self.downsample and self.weight.shape[-1] == 1:
-            y = F.conv2d(blur(x, self.blur_pad, stride=2), weight, bias)
+            y = conv2d(blur(x, self.blur_pad, stride=2), weight, bias)
         elif self.downsample:
-            y = F.conv2d(blur(x, self.blur_pad), weight, bias, stride=2)
+            y = conv2d(blur(x, self.blur_pad), weight, bias, stride=2)
         else:
-            y = F.conv2d(x, weight, bias, padding=self.padding)
+            y = conv2d(x, weight, bias, padding=self.padding)
         return fresh_leaky_relu_(y) if self.activate else y
 
     def extra_repr(self):
@@ -267,7 +343,7 @@ class ModulatedConv2d(nn.Module):
         b, c, h, w = x.shape
         weight = self.sample_weights(style, gain)
         out_ch = weight.shape[1]
-        y = F.conv2d(x.reshape(1, b * c, h, w), weight.reshape(b * out_ch, c, *weight.shape[3:]),
+        y = conv2d(x.reshape(1, b * c, h, w), weight.reshape(b * out_ch, c, *weight.shape[3:]),
                      padding=self.padding, groups=b)
         return y.view(b, out_ch, *y.shape[2:])
 
