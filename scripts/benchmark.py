@@ -71,8 +71,8 @@ def parse_args(argv=None):
     p.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
     p.add_argument("--reference", action="store_true", help="also time the reference-style transcription")
     p.add_argument("--compile", action="store_true", help="torch.compile our G and D (main phases)")
-    p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"), help="CUDA autocast dtype")
-    p.add_argument("--channels-last", action="store_true", help="CUDA: channels_last networks and inputs")
+    p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"), help="autocast dtype (CPU: bf16 only)")
+    p.add_argument("--channels-last", action="store_true", help="channels_last networks and inputs (both sides)")
     p.add_argument("--no-memory", action="store_true", help="skip the per-phase peak-memory call")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="after timing, profile one call of each phase per side (torch.profiler) and print "
@@ -88,8 +88,8 @@ def parse_args(argv=None):
         p.error("--batch and --repeats must be positive")
     if unknown := set(args.phases) - set(PHASES):
         p.error(f"unknown phases {sorted(unknown)}; choose from {', '.join(PHASES)}")
-    if args.device == "cpu" and (args.amp != "none" or args.channels_last):
-        p.error("--amp and --channels-last are CUDA options")
+    if args.device == "cpu" and args.amp == "fp16":
+        p.error("--amp fp16 is a CUDA option (on CPU use bf16)")
     if args.linear_rows and (args.device != "cpu" or args.compile):
         p.error("--linear-rows compares eager CPU paths (row products always use F.linear on GPU)")
     return args

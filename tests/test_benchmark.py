@@ -42,10 +42,10 @@ def test_linear_rows_side_and_profile(capsys):
         bench.parse_args(["--linear-rows", "--compile"])
 
 
-def test_benchmark_refuses_gpu_options_on_cpu(capsys):
+def test_benchmark_refuses_fp16_on_cpu_and_takes_bf16(capsys):
     bench = load_script("benchmark")
-    try:
-        bench.parse_args(["--amp", "bf16"])
-    except SystemExit as e:
-        assert e.code == 2
-    assert "CUDA options" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        bench.parse_args(["--amp", "fp16"])
+    assert e.value.code == 2
+    assert "--amp fp16 is a CUDA option" in capsys.readouterr().err
+    assert bench.parse_args(["--amp", "bf16", "--channels-last"]).amp == "bf16"

@@ -135,8 +135,6 @@ def test_bad_inputs_raise_clear_errors():
     queries, words = inputs()
     with pytest.raises(ValueError, match="batch mismatch"):
         m(queries, words[:1])
-    with pytest.raises(ValueError, match="every word"):
-        m(queries, words, torch.tensor([[True] * 5, [False] * 5]))
     with pytest.raises(ValueError, match="word_padding"):
         m(queries, words, torch.zeros(2, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="dropout"):

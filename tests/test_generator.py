@@ -254,6 +254,19 @@ def test_batch_mismatch_raises():
         g(mask[:, :, :32, :32], words, [z])
 
 
+def test_word_padding_must_leave_a_word_in_every_sample():
+    g = tiny()
+    mask, words, z = tiny_inputs(g, b=2)
+    padding = torch.zeros(words.shape[:2], dtype=torch.bool)
+    padding[1, 1:] = True
+    assert torch.isfinite(g(mask, words, [z], word_padding=padding)).all()   # one word left is enough
+    padding[1, 0] = True
+    with pytest.raises(ValueError, match="masks every word of some sample"):
+        g(mask, words, [z], word_padding=padding)
+    with pytest.raises(ValueError, match=r"word_padding must be \(B,T\)"):
+        g(mask, words, [z], word_padding=padding[:1])
+
+
 # ------------------------------------------------------------------------------------------------
 # Training signal
 

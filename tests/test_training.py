@@ -163,6 +163,37 @@ def test_reconstruction_loss_alone_moves_the_generator_only_when_weighted(smoke_
         assert 0 < trainer.stats["loss/recon"][0] < 2   # a mean |fake - real| of images in [-1, 1]
 
 
+def test_bf16_autocast_trains_on_cpu(smoke_root, tmp_path, monkeypatch):
+    """TRAIN.AMP=bf16 on CPU: the main phases run under autocast (D scores in bfloat16), R1 and path length
+    in float32 as on a GPU, and every step updates both networks with finite losses."""
+    torch.set_num_threads(1)
+    trainer = Trainer(smoke_cfg(smoke_root, "TRAIN.AMP=bf16", "TRAIN.TOTAL_KIMG=0.008", "TRAIN.SNAPSHOT_KIMG=0"),
+                      tmp_path, torch.device("cpu"), progress_bar=False)
+    seen = {"real": [], "r1": []}
+    real_loss, r1_penalty = losses.d_real_loss, losses.r1_penalty
+
+    def record_real(logit, cond):
+        seen["real"].append(logit.dtype)
+        return real_loss(logit, cond)
+
+    def record_r1(logit, inputs):
+        seen["r1"].append(logit.dtype)
+        return r1_penalty(logit, inputs)
+
+    monkeypatch.setattr(losses, "d_real_loss", record_real)
+    monkeypatch.setattr(losses, "r1_penalty", record_r1)
+    finite, check = [], trainer._finite_or_skip
+    monkeypatch.setattr(trainer, "_finite_or_skip", lambda *a: finite.append(check(*a)) or finite[-1])
+    g_before = [p.detach().clone() for p in trainer.G.parameters()]
+    d_before = [p.detach().clone() for p in trainer.D.parameters()]
+    trainer.run()
+    assert seen["real"] == [torch.bfloat16] * 4 and seen["r1"] == [torch.float32]
+    assert trainer.progress.nimg == 8 and len(finite) == 4 + 1 + 4 + 2 and all(finite)
+    assert all(torch.isfinite(p).all() for p in trainer.G.parameters())
+    assert sum(not torch.equal(a, b) for a, b in zip(g_before, trainer.G.parameters())) > len(g_before) // 2
+    assert sum(not torch.equal(a, b) for a, b in zip(d_before, trainer.D.parameters())) > len(d_before) // 2
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

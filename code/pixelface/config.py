@@ -184,7 +184,7 @@ SCHEMA = {
         "MISMATCH_ON": _k("fake", "image paired with rotated text in the D mismatch term: 'fake' (reference) or 'real'", one_of("fake", "real")),
         "EMA_HALFLIFE_KIMG": _k(1.25, "G_ema half-life in thousands of images (1.25 reproduces the reference at batch 4)", NON_NEGATIVE),
         "EMA_RAMPUP": _k(0.0, "if > 0, half-life is at most this fraction of the images seen so far", NON_NEGATIVE),
-        "AMP": _k("none", "autocast on GPU: 'none', 'bf16' or 'fp16'", one_of("none", "bf16", "fp16")),
+        "AMP": _k("none", "autocast in the main phases: 'none', 'bf16' (GPU, or a CPU with AMX/AVX512-BF16) or 'fp16' (GPU)", one_of("none", "bf16", "fp16")),
         "TF32": _k(True, "allow TF32 matmuls on GPU"),
         "CHANNELS_LAST": _k(False, "channels_last memory format on GPU"),
         "COMPILE": _k(False, "torch.compile G and D for the main D and G phases; R1 and path length need double backward, which compiled graphs lack, and stay eager (the first steps are slow while it compiles)"),

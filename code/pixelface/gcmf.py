@@ -164,8 +164,8 @@ class GCMF(nn.Module):
         if word_padding.shape != words.shape[:2] or word_padding.dtype != torch.bool:
             raise ValueError(f"word_padding must be a bool tensor of shape {tuple(words.shape[:2])}, "
                              f"got {word_padding.dtype} {tuple(word_padding.shape)}")
-        if bool(word_padding.all(dim=1).any()):
-            raise ValueError("word_padding masks every word of some sample; nothing to attend to")
+        # A sample whose words are all padding has nothing to attend to (its softmax is NaN). The
+        # generator rejects it once per forward; checking here would stall the GPU at every stage.
 
     def extra_repr(self):
         return f"dim={self.dim}, gate={self.gate is not None}, dropout={self.dropout}, chunk={self.chunk}"

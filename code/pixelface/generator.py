@@ -110,7 +110,7 @@ class PointwiseMix(nn.Module):
             # in-place op on a view would make autograd record CopySlices)
             flat = row_products_sum([p.reshape(-1, p.shape[-1]) for p, _ in per_sample],
                                     [w for _, w in per_sample])
-            out = flat.view(*per_sample[0][0].shape[:-1], -1) + common
+            out = flat.view(*per_sample[0][0].shape[:-1], -1) + common.to(flat.dtype)   # no autocast promotion
         else:
             out = self._project(*per_sample[0], rows)        # fresh conv output: in place is safe
             for part, weight in per_sample[1:]:
@@ -435,3 +435,5 @@ class Generator(nn.Module):
         if word_padding is not None and tuple(word_padding.shape) != tuple(words.shape[:2]):
             raise ValueError(f"word_padding must be (B,T) = {tuple(words.shape[:2])}, got "
                              f"{tuple(word_padding.shape)}")
+        if word_padding is not None and bool(word_padding.all(dim=1).any()):   # one sync per forward
+            raise ValueError("word_padding masks every word of some sample; GCMF has nothing to attend to")

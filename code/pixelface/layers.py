@@ -59,6 +59,11 @@ def fused_leaky_relu(x: torch.Tensor, bias: torch.Tensor | None = None, gain: fl
     return _BiasLeakyReLU.apply(x, bias, gain)
 
 
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """x in float32 if autocast made it bf16/fp16; float32 and float64 pass unchanged."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+
+
 def fresh_leaky_relu_(y: torch.Tensor) -> torch.Tensor:
     """In-place leaky ReLU for a tensor no other op saved (gain already folded into its producer)."""
     return F.leaky_relu_(y, NEG_SLOPE)
@@ -366,9 +371,11 @@ class StyledConv(nn.Module):
         y = self.conv(x, style, gain=ACT_GAIN)
         # The conv result is a view (of the grouped conv output): the first op must not be in
         # place, or autograd would record costly CopySlices; the rest then run in place.
-        y = y + (self.bias * ACT_GAIN).view(1, -1, 1, 1)
+        # Under autocast y is bf16/fp16: cast the float32 terms down, or the sum (and every later
+        # op) would be promoted to float32, at the cost of full-size conversion copies.
+        y = y + (self.bias * ACT_GAIN).to(y.dtype).view(1, -1, 1, 1)
         if noise is not None:
-            y.add_(noise * (self.noise_weight * ACT_GAIN))
+            y.add_((noise * (self.noise_weight * ACT_GAIN)).to(y.dtype))
         return fresh_leaky_relu_(y)
 
 
@@ -384,9 +391,12 @@ class ToRGB(nn.Module):
         b, c, h, w = x.shape
         weight = self.conv.sample_weights(style).flatten(2)             # (B,3,in)
         rgb = torch.baddbmm(self.bias.view(1, -1, 1), weight, x.reshape(b, c, h * w))
-        rgb = rgb.view(b, -1, h, w)
+        # The 3-channel image path stays in float32 under autocast (as in StyleGAN2-ADA): summed over
+        # every stage in bf16 it would carry about one 8-bit grey level of rounding error.
+        rgb = at_least_float32(rgb.view(b, -1, h, w))
         if skip is not None:
-            rgb = rgb + upsample2x(skip)
+            with torch.autocast(rgb.device.type, enabled=False):
+                rgb = rgb + upsample2x(skip)
         return rgb
 
 
