@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py --cfg cfg/mmceleba.yml --size 256 --batch 4 --threads 1 --tune-malloc --reference
     python scripts/benchmark.py --cfg cfg/mmceleba.yml --size 256 --batch 4 --threads 1 --tune-malloc --reference --compile
+    python scripts/benchmark.py --cfg cfg/mmceleba.yml --size 256 --batch 4 --tune-malloc --reference --amp bf16
     python scripts/benchmark.py --cfg cfg/mmceleba.yml --device cuda --batch 32 --amp bf16 --channels-last --reference
 
 Phases (median of --repeats after a warm-up; with --reference each repeat runs ours and the

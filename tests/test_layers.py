@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from pixelface import layers
+from pixelface.generator import PointwiseMix
 from pixelface.layers import (ConvLayer, EqualLinear, ModulatedConv2d, StyledConv, ToRGB, blur,
                               blur_kernel, fold, fold_channels_last, fused_leaky_relu, row_product,
                               row_products_sum, unfold, upsample2x)
@@ -171,6 +172,21 @@ def _graph_node_names(tensor):
         names.add(type(node).__name__)
         stack.extend(n for n, _ in node.next_functions)
     return names
+
+
+def test_autocast_keeps_activations_low_precision_and_the_image_path_float32():
+    """Under bf16 autocast a float32 parameter added to an activation must not promote it (that costs a
+    full-size conversion copy per layer); ToRGB's 3-channel image path stays float32."""
+    torch.manual_seed(0)
+    conv, to_rgb = StyledConv(8, 8, 16), ToRGB(8, 16)
+    mix = PointwiseMix((8, 4), 8)
+    x, style = torch.randn(2, 8, 8, 8), torch.randn(2, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv(x, style, noise=torch.randn(2, 1, 8, 8))
+        rgb = to_rgb(y, style, skip=torch.randn(2, 3, 4, 4))
+        rows = mix(torch.randn(2, 16, 8), torch.randn(1, 16, 4))
+    assert y.dtype == torch.bfloat16 and rows.dtype == torch.bfloat16
+    assert rgb.dtype == torch.float32
 
 
 def test_activated_layers_do_not_record_copy_slices():
