@@ -272,10 +272,13 @@ def test_hair_colour_text_edit_moves_the_hair_toward_the_requested_colour(traine
         edited = editing.edit(g, encoder, cfg, inversion, caption=request)
         before.append(float((mean_hair_colour(reconstruction, labels) - target).norm()))
         after.append(float((mean_hair_colour(edited, labels) - target).norm()))
-    # The mean hair colour of all faces but at most one gets closer to the synthface colour the new caption
-    # asks for, and on average by at least a fifth of the way. A model that ignores its text leaves the hair
-    # where it was (after == before); the trained fixture moves it about half of the way.
-    assert sum(a < b for a, b in zip(after, before)) >= HAIR_EDIT_FACES - 1, (before, after)
+    # The mean hair colour of at least half of the faces gets closer to the synthface colour the new caption
+    # asks for, and over all faces by at least a fifth of the way. A model that ignores its text leaves the
+    # hair where it was (after == before). The fixture's training is bit-for-bit repeatable on one machine,
+    # but CPUs with other kernels (AMD EPYC vs Intel Sapphire Rapids) train different models: measured on
+    # both, the summed distance fell to 0.61-0.72x, while the faces that got closer were 6/6 on EPYC and 3/6
+    # on Sapphire Rapids (brown -> blond and gray -> black barely moved there; black -> blond moved 40-60%).
+    assert sum(a < b for a, b in zip(after, before)) >= HAIR_EDIT_FACES // 2, (before, after)
     assert sum(after) < 0.8 * sum(before), (before, after)
 
 
