@@ -41,6 +41,7 @@ import argparse
 import contextlib
 import ctypes
 import json
+import platform
 import statistics
 import sys
 import time
@@ -305,6 +306,19 @@ class Phases:
 # Measurement
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo, else platform.processor()): the CPU ratios depend on it,
+    since the two sides spend their time in different kernels (convolutions vs copies)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def _rss_mb(field: str) -> float | None:
     try:
         with open("/proc/self/status") as f:
@@ -464,6 +478,7 @@ def run(args) -> dict:
     print_table(results, device)
     return {
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "cpu": cpu_model(),
         "threads": torch.get_num_threads(), "torch": torch.__version__, "size": cfg.MODEL.SIZE,
         "batch": args.batch, "repeats": args.repeats, "overrides": overrides, "malloc_tuned": malloc_tuned,
         "linear_rows": args.linear_rows, "compile": args.compile, "amp": args.amp,
