@@ -55,9 +55,11 @@ def train(cfg_path: str, overrides: list[str], run_dir: Path, nproc: int) -> Non
 
 
 def speed(run_dir: Path) -> float:
-    """Training img/s of the run's last session (stats.jsonl's last row averages since the session began)."""
-    lines = (run_dir / "stats.jsonl").read_text().splitlines()
-    return json.loads(lines[-1])["img_per_s"] if lines else float("nan")
+    """Training img/s over the whole run: every log window's images over its training seconds
+    (stats.jsonl rows; sample grids, evaluations and snapshots excluded)."""
+    rows = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+    seconds = sum(r["train_s"] for r in rows)
+    return sum(r["img_per_s"] * r["train_s"] for r in rows) / seconds if seconds else float("nan")
 
 
 def table_rows(reports: dict) -> dict:

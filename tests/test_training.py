@@ -22,7 +22,8 @@ from pixelface.synthface import write_dataset
 from pixelface.text_encoder import TextEncoder
 from pixelface.runs import latest_checkpoint, plan_resume
 from pixelface.generation import batch_mask_input
-from pixelface.trainer import NonFiniteLossError, Trainer, load_resume, write_config
+from pixelface import trainer as trainer_module
+from pixelface.trainer import NonFiniteLossError, Throughput, Trainer, load_resume, write_config
 
 SMOKE = REPO_ROOT / "cfg" / "smoke.yml"
 MAIN = REPO_ROOT / "code" / "main.py"
@@ -301,3 +302,22 @@ def test_periodic_evaluation_logs_metrics_and_keeps_the_best(smoke_root, tmp_pat
     assert all({"fid_clip", "clip_score"} <= r.keys() for r in rows)
     best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")["progress"]
     assert best["best"] == min(r["fid_clip"] for r in rows)
+    # the speed log: each window's training rate, with the evaluation that followed a log line (at
+    # 0.008 kimg, with a sample grid and a snapshot) timed as the next window's maintenance
+    stats = {r["kimg"]: r for r in map(json.loads, (tmp_path / "stats.jsonl").read_text().splitlines())}
+    assert list(stats) == [0.004, 0.008, 0.012, 0.016]
+    assert all(r["img_per_s"] > 0 and r["train_s"] > 0 and r["maintenance_s"] >= 0 for r in stats.values())
+    assert stats[0.012]["maintenance_s"] > stats[0.008]["maintenance_s"]
+
+
+def test_throughput_leaves_maintenance_out_of_the_training_rate(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(trainer_module.time, "time", lambda: clock[0])
+    throughput = Throughput(nimg=40)
+    clock[0] += 4.0                       # 4 s of training
+    with throughput.maintenance():
+        clock[0] += 30.0                  # an evaluation
+    clock[0] += 6.0                       # 6 more s of training
+    assert throughput.window(nimg=240) == {"img_per_s": 20.0, "train_s": 10.0, "maintenance_s": 30.0}
+    clock[0] += 2.0                       # the next window starts where the last one ended
+    assert throughput.window(nimg=260) == {"img_per_s": 10.0, "train_s": 2.0, "maintenance_s": 0.0}

@@ -112,6 +112,33 @@ def save_grid(rows: list[torch.Tensor], path: Path) -> None:
     atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))
 
 
+class Throughput:
+    """Training speed per log window, with the window's maintenance (sample grids, evaluation,
+    snapshots) timed apart, as StyleGAN2-ADA separates sec/kimg from maintenance: a rate averaged over
+    everything since start would fall whenever an evaluation ran, whatever the training steps cost."""
+
+    def __init__(self, nimg: int):
+        self.restart(nimg)
+
+    def restart(self, nimg: int) -> None:
+        self.started, self.nimg, self.maintenance_s = time.time(), nimg, 0.0
+
+    @contextlib.contextmanager
+    def maintenance(self):
+        began = time.time()
+        try:
+            yield
+        finally:
+            self.maintenance_s += time.time() - began
+
+    def window(self, nimg: int) -> dict:
+        """{img_per_s, train_s, maintenance_s} since the last call (or the start); starts the next window."""
+        train_s = max(time.time() - self.started - self.maintenance_s, 1e-9)
+        row = {"img_per_s": (nimg - self.nimg) / train_s, "train_s": train_s, "maintenance_s": self.maintenance_s}
+        self.restart(nimg)
+        return row
+
+
 class Trainer:
     """Holds the networks, optimisers and counters of one run; `run()` trains to TRAIN.TOTAL_KIMG."""
 
@@ -251,7 +278,7 @@ class Trainer:
         for k, v in values.items():
             self.stats.setdefault(k, []).append(v.detach().float() if torch.is_tensor(v) else float(v))
 
-    def _flush_stats(self, writer, started: float, nimg_at_start: int) -> None:
+    def _flush_stats(self, writer, throughput: Throughput) -> None:
         """Average the recorded values over steps and ranks; log a line and write scalars."""
         names = sorted(self.stats)
         means = torch.stack([torch.as_tensor(sum(self.stats[n]) / len(self.stats[n]), device=self.device)
@@ -259,8 +286,8 @@ class Trainer:
         means = dist.all_reduce_mean(means).cpu()
         self.stats.clear()
         p = self.progress
-        speed = (p.nimg - nimg_at_start) / max(time.time() - started, 1e-9)
-        row = {"kimg": p.nimg / 1000, "step": p.step, "img_per_s": speed, **dict(zip(names, means.tolist()))}
+        timing = throughput.window(p.nimg)
+        row = {"kimg": p.nimg / 1000, "step": p.step, **timing, **dict(zip(names, means.tolist()))}
         if self.rank == 0:
             with open(self.run_dir / "stats.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -270,7 +297,8 @@ class Trainer:
             writer.add_scalar("lr/G", self.opt_G.param_groups[0]["lr"], p.nimg)
             writer.add_scalar("lr/D", self.opt_D.param_groups[0]["lr"], p.nimg)
             short = " ".join(f"{k}={v:.3f}" for k, v in row.items() if k.startswith("loss/"))
-            self.log(f"kimg {row['kimg']:.2f} step {p.step} {speed:.1f} img/s {short}")
+            self.log(f"kimg {row['kimg']:.2f} step {p.step} {timing['img_per_s']:.1f} img/s "
+                     f"(+{timing['maintenance_s']:.0f} s maintenance) {short}")
 
     # ------------------------------------------------------------------------------------ samples
     def _grid_inputs(self):
@@ -451,7 +479,7 @@ class Trainer:
             if p.nimg == 0:
                 self.sample_grid(grid, f"fakes-{0:09d}", writer)
         previous = signal.signal(signal.SIGTERM, self._request_stop)
-        started, nimg_at_start = time.time(), p.nimg
+        throughput = Throughput(p.nimg)
         bar = _progress_bar(total, p.nimg) if self.show_progress else None
         self.log(f"training to {total} images: batch {cfg.TRAIN.BATCH_SIZE} x {self.world} ranks, "
                  f"G {sum(q.numel() for q in self.G.parameters()):,} / D "
@@ -468,7 +496,7 @@ class Trainer:
                         raise NonFiniteLossError(
                             f"{p.nonfinite_streak} consecutive steps had non-finite losses; stopped at "
                             f"{p.nimg} images (TRAIN.MAX_NONFINITE_SKIPS={cfg.TRAIN.MAX_NONFINITE_SKIPS})")
-                    self._periodic(before, total, grid, writer, started, nimg_at_start)
+                    self._periodic(before, total, grid, writer, throughput)
                     if dist.any_rank(self.stop_requested, self.device):
                         self.save_checkpoint("SIGTERM")
                         self.log("stopped by SIGTERM; resume with --resume auto")
@@ -487,16 +515,17 @@ class Trainer:
             if writer is not None:
                 writer.close()
 
-    def _periodic(self, before, total, grid, writer, started, nimg_at_start) -> None:
+    def _periodic(self, before, total, grid, writer, throughput: Throughput) -> None:
         t, now, last = self.cfg.TRAIN, self.progress.nimg, self.progress.nimg >= total
         if _crossed(before, now, t.LOG_KIMG) or last:
-            self._flush_stats(writer, started, nimg_at_start)
-        if (_crossed(before, now, t.SAMPLE_KIMG) or last) and self.rank == 0:
-            self.sample_grid(grid, f"fakes-{now:09d}", writer)
-        if _crossed(before, now, t.EVAL_KIMG) or (last and t.EVAL_KIMG > 0):
-            self._evaluate(writer)
-        if _crossed(before, now, t.SNAPSHOT_KIMG):
-            self.save_checkpoint("snapshot")
+            self._flush_stats(writer, throughput)
+        with throughput.maintenance():       # counted in the next log window, apart from training
+            if (_crossed(before, now, t.SAMPLE_KIMG) or last) and self.rank == 0:
+                self.sample_grid(grid, f"fakes-{now:09d}", writer)
+            if _crossed(before, now, t.EVAL_KIMG) or (last and t.EVAL_KIMG > 0):
+                self._evaluate(writer)
+            if _crossed(before, now, t.SNAPSHOT_KIMG):
+                self.save_checkpoint("snapshot")
 
     def _evaluate(self, writer) -> None:
         """Rank 0 evaluates G_ema while the others wait at a barrier (long process-group timeout)."""
