@@ -312,7 +312,7 @@ def test_periodic_evaluation_logs_metrics_and_keeps_the_best(smoke_root, tmp_pat
 
 def test_throughput_leaves_maintenance_out_of_the_training_rate(monkeypatch):
     clock = [100.0]
-    monkeypatch.setattr(trainer_module.time, "time", lambda: clock[0])
+    monkeypatch.setattr(trainer_module.time, "monotonic", lambda: clock[0])
     throughput = Throughput(nimg=40)
     clock[0] += 4.0                       # 4 s of training
     with throughput.maintenance():

@@ -115,25 +115,26 @@ def save_grid(rows: list[torch.Tensor], path: Path) -> None:
 class Throughput:
     """Training speed per log window, with the window's maintenance (sample grids, evaluation,
     snapshots) timed apart, as StyleGAN2-ADA separates sec/kimg from maintenance: a rate averaged over
-    everything since start would fall whenever an evaluation ran, whatever the training steps cost."""
+    everything since start would fall whenever an evaluation ran, whatever the training steps cost.
+    Monotonic time: a wall-clock adjustment mid-window would otherwise show up as a speed change."""
 
     def __init__(self, nimg: int):
         self.restart(nimg)
 
     def restart(self, nimg: int) -> None:
-        self.started, self.nimg, self.maintenance_s = time.time(), nimg, 0.0
+        self.started, self.nimg, self.maintenance_s = time.monotonic(), nimg, 0.0
 
     @contextlib.contextmanager
     def maintenance(self):
-        began = time.time()
+        began = time.monotonic()
         try:
             yield
         finally:
-            self.maintenance_s += time.time() - began
+            self.maintenance_s += time.monotonic() - began
 
     def window(self, nimg: int) -> dict:
         """{img_per_s, train_s, maintenance_s} since the last call (or the start); starts the next window."""
-        train_s = max(time.time() - self.started - self.maintenance_s, 1e-9)
+        train_s = max(time.monotonic() - self.started - self.maintenance_s, 1e-9)
         row = {"img_per_s": (nimg - self.nimg) / train_s, "train_s": train_s, "maintenance_s": self.maintenance_s}
         self.restart(nimg)
         return row
