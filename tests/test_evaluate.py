@@ -57,7 +57,8 @@ def run(setup, tmp_path, **kwargs):
 def test_every_available_metric_is_computed_and_the_rest_say_why_not(setup, tmp_path):
     report = run(setup, tmp_path)
     values = report["metrics"]
-    for key in ("fid_clip", "clip_score", "r_precision", "mask_pixel_acc", "mask_miou", "diversity"):
+    for key in ("fid_clip", "clip_score", "r_precision", "mask_pixel_acc", "mask_miou", "diversity", "fid_parser",
+                "sharpness_ratio", "seed_spread"):
         assert key in values and isinstance(values[key], float), key
     assert values["fid_clip"] >= 0 and -100 <= values["clip_score"] <= 100
     assert 0 <= values["r_precision"] <= 1 and 0 <= values["mask_pixel_acc"] <= 1 and values["diversity"] > 0
@@ -126,6 +127,48 @@ def test_attribute_scorer_reads_real_synthface_and_judges_fakes(setup, tmp_path)
     assert sum(counts.values()) == settings["attr_judged"]["hair_color"]
     assert sum(values[k] * counts[k] for k in colours) / sum(counts.values()) == \
         pytest.approx(values["attr_acc/hair_color"])
+
+
+class IgnoresZ(torch.nn.Module):
+    """The generator with z and noise zeroed: every seed gives the same image."""
+
+    def __init__(self, g):
+        super().__init__()
+        self.g, self.style_dim = g, g.style_dim
+
+    def make_noise(self, *args, **kwargs):
+        return self.g.make_noise(*args, **kwargs)
+
+    def forward(self, masks, words, styles, noise=None, **kwargs):
+        return self.g(masks, words, [torch.zeros_like(styles[0])], noise=[torch.zeros_like(n) for n in noise], **kwargs)
+
+
+def test_seed_spread_is_zero_when_z_is_ignored_and_positive_when_it_is_not(setup, tmp_path):
+    cfg, g_ema, text_encoder, parser_path = setup
+    report = run(setup, tmp_path, split="train", num=4, metrics=["seed_spread"])
+    values = report["metrics"]
+    assert values["seed_spread"] > 0 and values["seed_spread_real/background"] > 0
+    assert values["seed_spread"] == pytest.approx(
+        (values["seed_spread/background"] + values["seed_spread/cloth"]) / 2)
+    assert report["settings"]["seed_spread_seeds"] == metrics.SPREAD_SEEDS
+    still = run((cfg, IgnoresZ(g_ema).eval(), text_encoder, parser_path), tmp_path, split="train", num=4,
+                metrics=["seed_spread"])["metrics"]
+    assert still["seed_spread"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_sharpness_and_parser_distance_compare_fakes_with_the_real_faces(setup, tmp_path):
+    values = run(setup, tmp_path, split="train", num=8, metrics=["sharpness", "fid_parser"])["metrics"]
+    assert values["sharpness_real"] > 0
+    assert values["sharpness_ratio"] == pytest.approx(values["sharpness"] / values["sharpness_real"])
+    assert values["fid_parser"] > 0
+
+
+def test_unasked_attributes_are_counted_apart_from_the_stated_ones(setup, tmp_path):
+    report = run(setup, tmp_path, split="train", num=12, metrics=["attr_acc"])
+    unasked_real = report["settings"]["attr_unasked_real"]
+    assert unasked_real and set(unasked_real) <= {"lipstick", "heavy_makeup", "rosy_cheeks", "pale_skin", "beard"}
+    assert all(0 <= v <= 1 for v in unasked_real.values())
+    assert {k.partition("/")[2] for k in report["metrics"] if k.startswith("attr_unasked/")} == set(unasked_real)
 
 
 def test_texture_metric_reads_real_faces_and_fakes(setup, tmp_path):

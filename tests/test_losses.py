@@ -3,6 +3,8 @@ import torch
 import torch.nn.functional as F
 
 from pixelface import losses
+from pixelface.caption_regions import named_region_masks, named_regions
+from pixelface.masks import LABEL_ID
 from pixelface.config import load_config
 from pixelface.trainer import _adam, ema_beta
 
@@ -38,6 +40,48 @@ def test_clip_weight_schedule_is_opt_in():
     assert losses.clip_weight(1.0, False, 0) == 1.0
     assert losses.clip_weight(1.0, True, 0) == pytest.approx(0.03)
     assert losses.clip_weight(2.0, True, 1000) == 2.0
+
+
+def test_recon_weight_fades_linearly_to_zero_and_stays_off():
+    assert losses.recon_weight(100.0, 0.0, 50.0) == 100.0               # no fade: constant
+    assert losses.recon_weight(100.0, 8.0, 0.0) == 100.0
+    assert losses.recon_weight(100.0, 8.0, 2.0) == pytest.approx(75.0)
+    assert losses.recon_weight(100.0, 8.0, 8.0) == 0.0
+    assert losses.recon_weight(100.0, 8.0, 30.0) == 0.0
+
+
+def test_captions_name_the_regions_whose_colour_they_state():
+    assert named_regions("she has brown hair and wears lipstick") == ["hair", "u_lip", "l_lip"]
+    assert named_regions("the man has black hair he has no beard") == ["hair", "skin"]
+    assert named_regions("this person has rosy cheeks and wavy hair") == ["skin"]   # a style, not a colour
+    assert named_regions("this person is smiling") == []
+
+
+def test_named_region_loss_weighs_each_named_region_alike_and_ignores_the_rest():
+    labels = torch.zeros(2, 8, 8, dtype=torch.long)
+    labels[:, :4] = LABEL_ID["hair"]
+    labels[:, 7, :2] = LABEL_ID["u_lip"]                     # 2 lip pixels against 32 of hair
+    real = torch.zeros(2, 3, 8, 8)
+    fake = real.clone()
+    fake[0, :, 7, :2] = 1.0                                  # sample 0: lips off by 1
+    fake[:, :, 5:7] = 0.7                                    # background off everywhere: never named
+    regions = named_region_masks(["she wears lipstick and has brown hair", "she is smiling"], labels)
+    assert regions.shape == (2, 3, 8, 8) and regions[1].sum() == 0
+    # named pairs of sample 0: hair (error 0), u_lip (error 1), l_lip (absent from the mask): mean 0.5
+    assert losses.named_region_loss(fake, real, regions).item() == pytest.approx(0.5)
+    assert losses.named_region_loss(fake, real, regions[:, :0]).item() == 0.0
+
+
+def test_mode_seeking_rewards_image_distance_per_z_distance_up_to_its_cap():
+    z_a, z_b = torch.zeros(2, 4), torch.full((2, 4), 2.0)                 # mean |z_a - z_b| = 2
+    same = torch.ones(2, 3, 8, 8)
+    assert losses.mode_seeking_loss(same, same.clone(), z_a, z_b, cap=1.0).item() == 0.0
+    apart = torch.cat([torch.full((1, 3, 8, 8), 0.5), torch.full((1, 3, 8, 8), 4.0)])
+    # ratios 0.5/2 = 0.25 and 4/2 = 2 -> capped at 1: mean 0.625, as a loss to minimise
+    assert losses.mode_seeking_loss(same + apart, same, z_a, z_b, cap=1.0).item() == pytest.approx(-0.625)
+    fake = (same + apart).requires_grad_(True)
+    losses.mode_seeking_loss(fake, same, z_a, z_b, cap=1.0).backward()
+    assert fake.grad[0].abs().sum() > 0 and fake.grad[1].abs().sum() == 0   # no reward past the cap
 
 
 def test_r1_of_a_linear_critic_is_its_squared_weight_norm():

@@ -5,8 +5,9 @@ import torch
 
 from pixelface import metrics
 from pixelface.masks import accuracy_from_confusion, confusion_matrix
-from pixelface.metrics import (MissingWeightsError, StatsCache, clip_score, feature_stats, frechet_distance, kid,
-                               pairwise_distance_diversity, r_precision, region_texture)
+from pixelface.metrics import (MissingWeightsError, StatsCache, clip_score, color_spread, feature_stats,
+                               frechet_distance, high_frequency_energy, kid, pairwise_distance_diversity,
+                               r_precision, region_colors, region_texture)
 
 
 def pooled_accuracy(pred, true) -> dict[str, float]:
@@ -138,6 +139,36 @@ def test_region_texture_refuses_mismatched_sizes():
     image, labels = _two_region_face()
     with pytest.raises(ValueError, match="differ in size"):
         region_texture(image[..., :8], labels)
+
+
+def test_high_frequency_energy_is_zero_for_flat_images_and_falls_with_blur():
+    flat = torch.full((2, 3, 16, 16), 0.3)
+    assert high_frequency_energy(flat).tolist() == pytest.approx([0.0, 0.0], abs=1e-6)
+    image, _ = _two_region_face()
+    sharp = high_frequency_energy(image).item()
+    blurred = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(image, (1, 1, 1, 1), mode="replicate"), 3, 1)
+    assert sharp > 0 and high_frequency_energy(blurred).item() < 0.5 * sharp
+    checker = ((torch.arange(16)[:, None] + torch.arange(16)[None]) % 2).float().expand(1, 3, 16, 16) * 0.2
+    assert high_frequency_energy(image + checker).item() > 1.4 * sharp
+
+
+def test_region_colors_are_eroded_region_means_and_nan_where_too_small():
+    image, labels = _two_region_face()
+    image[:, :, :, 7] = 1.0                    # the edge column of region 0 is eroded away
+    colors = region_colors(image, labels, [0, 17, 5])
+    assert colors.shape == (1, 3, 3)
+    assert colors[0, 0].tolist() == pytest.approx([0.5 * 127.5] * 3, abs=1e-3)
+    assert colors[0, 1].tolist() == pytest.approx([1.6 * 127.5] * 3, abs=1e-3)
+    assert colors[0, 2].isnan().all()          # no pixel of label 5
+
+
+def test_color_spread_is_the_root_mean_channel_variance_ignoring_unmeasured_rows():
+    colors = torch.tensor([[0.0, 0.0, 0.0], [2.0, 4.0, 6.0], [float("nan")] * 3])
+    # per channel, sample variance of two values a, b is (a-b)^2/2: 2, 8, 18 -> mean 28/3
+    assert color_spread(colors).item() == pytest.approx((28 / 3) ** 0.5)
+    assert color_spread(colors[:1]).isnan()    # one measured row has no spread
+    same = torch.tensor([[5.0, 6.0, 7.0]] * 4)
+    assert color_spread(same).item() == pytest.approx(0.0)
 
 
 def test_pairwise_diversity_is_zero_for_copies_and_one_for_orthogonal_samples():

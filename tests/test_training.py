@@ -164,6 +164,61 @@ def test_reconstruction_loss_alone_moves_the_generator_only_when_weighted(smoke_
         assert 0 < trainer.stats["loss/recon"][0] < 2   # a mean |fake - real| of images in [-1, 1]
 
 
+def test_faded_reconstruction_loss_is_off_after_its_fade(smoke_root, tmp_path):
+    torch.set_num_threads(1)
+    cfg = smoke_cfg(smoke_root, "TRAIN.RECON_WEIGHT=5", "TRAIN.RECON_FADE_KIMG=0.1", "TRAIN.CLIP_WEIGHT=0")
+    trainer = Trainer(cfg, tmp_path, torch.device("cpu"), progress_bar=False)
+    batch = next(iter(trainer._loader()))
+    feats = trainer.text.encode(batch["caption"])
+    trainer.progress.nimg = 50
+    assert trainer.g_main(batch["image"], batch_mask_input(batch, cfg), feats)
+    assert len(trainer.stats["loss/recon"]) == 1
+    trainer.progress.nimg = 100
+    assert trainer.g_main(batch["image"], batch_mask_input(batch, cfg), feats)
+    assert len(trainer.stats["loss/recon"]) == 1     # faded out: not computed any more
+
+
+def test_mode_seeking_pairs_each_condition_with_another_z_and_moves_the_generator(smoke_root, tmp_path):
+    torch.set_num_threads(1)
+    cfg = smoke_cfg(smoke_root, "TRAIN.MODE_SEEKING_WEIGHT=1", "TRAIN.CLIP_WEIGHT=0", "TRAIN.BATCH_SIZE=5")
+    trainer = Trainer(cfg, tmp_path, torch.device("cpu"), progress_bar=False)
+    batch = next(iter(trainer._loader()))
+    images, masks = batch["image"], batch_mask_input(batch, cfg)
+    feats = trainer.text.encode(batch["caption"])
+    seen = {}
+    real_g = trainer.G_main
+
+    def spy(masks_in, words, z, **kwargs):
+        seen.update(masks=masks_in, words=words, z=z[0])
+        return real_g(masks_in, words, z, **kwargs)
+    before = [p.detach().clone() for p in trainer.G.parameters()]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(losses, "generator_adversarial_loss", lambda logit, cond: 0 * (logit.sum() + cond.sum()))
+        trainer.G_main = spy
+        assert trainer.g_main(images, masks, feats)
+    # items 2, 3 repeat items 0, 1 (same mask and words, other z); the odd fifth item is kept
+    assert torch.equal(seen["masks"][2:4], masks[:2]) and torch.equal(seen["masks"][4], masks[4])
+    assert torch.equal(seen["words"][2:4], feats.words[:2])
+    assert not torch.equal(seen["z"][:2], seen["z"][2:4])
+    assert trainer.stats["loss/mode_seeking"][0] < 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.G.parameters()))
+
+
+def test_named_region_loss_reaches_the_generator_through_a_training_step(smoke_root, tmp_path):
+    torch.set_num_threads(1)
+    cfg = smoke_cfg(smoke_root, "TRAIN.RECON_NAMED_WEIGHT=10", "TRAIN.MODE_SEEKING_WEIGHT=1", "TRAIN.CLIP_WEIGHT=0",
+                    "TRAIN.BATCH_SIZE=4")
+    trainer = Trainer(cfg, tmp_path, torch.device("cpu"), progress_bar=False)
+    batch = next(iter(trainer._loader()))
+    batch["caption"] = ["she has blond hair and wears lipstick"] * 4   # every sample names hair and lips
+    before = [p.detach().clone() for p in trainer.G.parameters()]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(losses, "generator_adversarial_loss", lambda logit, cond: 0 * (logit.sum() + cond.sum()))
+        trainer.train_step(batch)
+    assert 0 < trainer.stats["loss/recon_named"][0] < 2
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.G.parameters()))
+
+
 def test_bf16_autocast_trains_on_cpu(smoke_root, tmp_path, monkeypatch):
     """TRAIN.AMP=bf16 on CPU: the main phases run under autocast (D scores in bfloat16), R1 and path length
     in float32 as on a GPU, and every step updates both networks with finite losses."""

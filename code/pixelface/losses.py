@@ -48,6 +48,35 @@ def reconstruction_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return (fake - real).abs().mean()
 
 
+def named_region_loss(fake: torch.Tensor, real: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between G's image and the real face inside each region the caption names,
+    averaged over the (sample, region) pairs present: a 10-pixel pair of lips weighs as much as the hair.
+    regions (B,R,H,W) from caption_regions.named_region_masks; 0 when no caption names a region present.
+
+    Not in the paper (TRAIN.RECON_NAMED_WEIGHT): unlike the whole-image L1 it leaves everything no caption
+    states (background, clothes, skin tone) to z, so those colours keep their spread."""
+    area = regions.sum((2, 3))                                                       # (B,R)
+    if not bool((area > 0).any()):
+        return fake.sum() * 0
+    error = torch.einsum("brhw,bchw->br", regions, (fake - real).abs()) / (3 * area.clamp(min=1))
+    return error[area > 0].mean()
+
+
+def recon_weight(base: float, fade_kimg: float, kimg: float) -> float:
+    """RECON_WEIGHT, faded linearly to 0 over the first `fade_kimg` kimg when fade_kimg > 0."""
+    return base * max(0.0, 1.0 - kimg / fade_kimg) if fade_kimg > 0 else base
+
+
+def mode_seeking_loss(fake_a: torch.Tensor, fake_b: torch.Tensor, z_a: torch.Tensor, z_b: torch.Tensor,
+                      cap: float) -> torch.Tensor:
+    """Diversity-sensitive term (Yang et al. 2019, DSGAN; Mao et al. 2019, MSGAN): minus the mean absolute image
+    distance per unit of mean absolute z distance, per pair of samples of the same condition, capped at `cap`.
+    Not in the paper: a conditional generator whose mask and caption fix most of the picture otherwise learns
+    to ignore z (pix2pix's observation), and the colours no caption states stop varying."""
+    ratio = (fake_a - fake_b).abs().flatten(1).mean(1) / (z_a - z_b).abs().mean(1)
+    return -ratio.clamp(max=cap).mean()
+
+
 def clip_loss(logits_per_image: torch.Tensor) -> torch.Tensor:
     """Image->text contrastive CE over the local batch (the reference uses only this direction)."""
     labels = torch.arange(logits_per_image.shape[0], device=logits_per_image.device)

@@ -26,9 +26,9 @@ from pixelface.datasets import FaceDataset
 from pixelface import generation
 from pixelface.files import write_bytes_atomic
 from pixelface.images import to_uint8
-from pixelface.masks import NUM_CLASSES, accuracy_from_confusion, confusion_matrix, one_hot
+from pixelface.masks import LABEL_ID, NUM_CLASSES, accuracy_from_confusion, confusion_matrix, one_hot
 from pixelface.parser import load_parser
-from pixelface.synthface import caption_attributes, score_attributes
+from pixelface.synthface import COLOR_ONLY, caption_attributes, predict_attributes
 
 # ---------------------------------------------------------------------------------------------------------------
 # Formulas: plain functions of features, embeddings and label maps
@@ -151,6 +151,39 @@ def region_texture(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (std * valid).sum(1) / valid.sum(1)
 
 
+def high_frequency_energy(images: torch.Tensor) -> torch.Tensor:
+    """(B,) mean squared difference between each image and its 3x3 box blur, in 8-bit levels squared: what a
+    blur removes. Smooth or smudged faces score low; flat regions with crisp edges score as their edges
+    dictate; noise or a checkerboard scores high. images (B,3,H,W) in [-1,1]."""
+    levels = (images.float().clamp(-1, 1) + 1) * 127.5
+    blurred = F.avg_pool2d(F.pad(levels, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    return (levels - blurred).square().mean((1, 2, 3))
+
+
+def region_colors(images: torch.Tensor, labels: torch.Tensor, label_ids: list[int]) -> torch.Tensor:
+    """(B,R,3) mean colour in 8-bit levels of each listed region, eroded by one pixel so that edges blended with
+    a neighbour do not count; NaN where the eroded region has fewer than TEXTURE_MIN_PIXELS pixels."""
+    if images.shape[-2:] != labels.shape[-2:]:
+        raise ValueError(f"images {tuple(images.shape)} and label maps {tuple(labels.shape)} differ in size")
+    regions = torch.stack([(labels == i) for i in label_ids], 1).to(images.dtype)     # (B,R,H,W)
+    eroded = -F.max_pool2d(-regions, 3, stride=1, padding=1)
+    levels = (images.clamp(-1, 1) + 1) * 127.5
+    count = eroded.sum((2, 3))
+    means = torch.einsum("brhw,bchw->brc", eroded, levels) / count.clamp(min=1).unsqueeze(-1)
+    return torch.where((count >= TEXTURE_MIN_PIXELS).unsqueeze(-1), means, torch.full_like(means, float("nan")))
+
+
+def color_spread(colors: torch.Tensor) -> torch.Tensor:
+    """colors (...,N,3) with NaN rows for unmeasured ones -> (...) root mean per-channel variance over the N
+    measured rows (NaN with fewer than two)."""
+    valid = ~colors.isnan().any(-1, keepdim=True)
+    n = valid.sum(-2).double()
+    x = torch.where(valid, colors.double(), torch.zeros_like(colors.double()))
+    mean = x.sum(-2) / n.clamp(min=1)
+    var = (torch.where(valid, x - mean.unsqueeze(-2), torch.zeros_like(x)).square().sum(-2) / (n - 1).clamp(min=1))
+    return torch.where(n.squeeze(-1) >= 2, var.mean(-1).sqrt(), torch.full_like(var[..., 0], float("nan")))
+
+
 def pairwise_distance_diversity(features: torch.Tensor) -> float:
     """Mean pairwise cosine distance (1 - cos) between the S samples of each group, averaged over groups.
 
@@ -246,6 +279,18 @@ class ClipImageExtractor:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         emb = self.encoder.encode_image(images.to(self.encoder.device, torch.float32), normalize=True)
         return F.normalize(emb.float(), dim=-1).cpu()
+
+
+class ParserExtractor:
+    """Level-averaged activations of the dataset's face parser (FaceParser.embed): a feature space trained on
+    real faces only, independent of the generator and of the CLIP its loss uses."""
+
+    def __init__(self, parser_path: Path, device):
+        self.parser = load_parser(parser_path, device)
+        self.name = f"parser-{module_fingerprint(self.parser)}"
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.parser.embed(images).float().cpu()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -346,10 +391,14 @@ class EvalContext:
     _extractors: dict = field(default_factory=dict)
 
     def extractor(self, kind: str):
-        """The 'inception' or 'clip' feature extractor, built once."""
+        """The 'inception', 'clip' or 'parser_features' feature extractor, built once."""
         if kind not in self._extractors:
-            self._extractors[kind] = (InceptionExtractor(self.inception_path, self.device) if kind == "inception"
-                                      else ClipImageExtractor(self.text_encoder, self.cfg.TEXT.MODEL))
+            if kind == "inception":
+                self._extractors[kind] = InceptionExtractor(self.inception_path, self.device)
+            elif kind == "parser_features":
+                self._extractors[kind] = ParserExtractor(self.parser_path, self.device)
+            else:
+                self._extractors[kind] = ClipImageExtractor(self.text_encoder, self.cfg.TEXT.MODEL)
             self.settings.setdefault("extractors", {})[kind] = self._extractors[kind].name
         return self._extractors[kind]
 
@@ -438,12 +487,29 @@ class _TextureCollector:
         return {kind: torch.cat(parts) for kind, parts in self.parts.items()}
 
 
-class _AttributeCollector:
-    """Whether each generated face, and its real source face, shows the colour attributes its caption states."""
+class _SharpnessCollector:
+    """high_frequency_energy of each generated face and of its real source face."""
 
-    def __init__(self, caption_attributes, score_attributes):
-        self.stated, self.score = caption_attributes, score_attributes
+    def __init__(self):
+        self.parts = {"fake": [], "real": []}
+
+    def update(self, images, batch):
+        self.parts["fake"].append(high_frequency_energy(images))
+        self.parts["real"].append(high_frequency_energy(batch["image"].float()))
+
+    def value(self) -> dict[str, torch.Tensor]:
+        return {kind: torch.cat(parts) for kind, parts in self.parts.items()}
+
+
+class _AttributeCollector:
+    """Whether each generated face, and its real source face, shows the colour attributes its caption states
+    (hits), and how often each shows a yes/no attribute that its caption does not mention (unasked): a
+    generator that paints lipstick on every face would score 1 on the stated ones alone."""
+
+    def __init__(self, caption_attributes, predict_attributes):
+        self.stated, self.predict = caption_attributes, predict_attributes
         self.hits = {"fake": {}, "real": {}}
+        self.unasked = {"fake": {}, "real": {}}
 
     def update(self, images, batch):
         fakes = to_uint8(images).permute(0, 2, 3, 1).numpy()
@@ -451,13 +517,20 @@ class _AttributeCollector:
         for fake, real, labels, caption in zip(fakes, reals, batch["labels"].numpy(), batch["caption"]):
             asked = self.stated(caption)
             for kind, image in (("fake", fake), ("real", real)):
-                for name, correct in self.score(image, labels, asked).items():
-                    self.hits[kind].setdefault(name, []).append(bool(correct))
-                    if name == "hair_color":  # also per asked colour: one colour can lag the others
-                        self.hits[kind].setdefault(f"hair_color/{asked[name]}", []).append(bool(correct))
+                shown = self.predict(image, labels)
+                for name in COLOR_ONLY:
+                    if name not in shown:   # a region too small to judge
+                        continue
+                    if name in asked:
+                        correct = shown[name] == asked[name]
+                        self.hits[kind].setdefault(name, []).append(bool(correct))
+                        if name == "hair_color":  # also per asked colour: one colour can lag the others
+                            self.hits[kind].setdefault(f"hair_color/{asked[name]}", []).append(bool(correct))
+                    elif isinstance(shown[name], bool):
+                        self.unasked[kind].setdefault(name, []).append(shown[name])
 
-    def value(self) -> dict[str, dict[str, list[bool]]]:
-        return self.hits
+    def value(self) -> dict[str, dict[str, dict[str, list[bool]]]]:
+        return {"hits": self.hits, "unasked": self.unasked}
 
 
 def _parser_collector(ctx: EvalContext):
@@ -468,12 +541,14 @@ def _parser_collector(ctx: EvalContext):
 
 def _attribute_collector(ctx: EvalContext):
 
-    return _AttributeCollector(caption_attributes, score_attributes)
+    return _AttributeCollector(caption_attributes, predict_attributes)
 
 
 _COLLECTORS = {
     "inception": lambda ctx: _FeatureCollector(ctx.extractor("inception")),
     "clip": lambda ctx: _FeatureCollector(ctx.extractor("clip")),
+    "parser_features": lambda ctx: _FeatureCollector(ctx.extractor("parser_features")),
+    "sharpness": lambda ctx: _SharpnessCollector(),
     "captions": lambda ctx: _CaptionCollector(ctx.text_encoder),
     "parser": _parser_collector,
     "attributes": _attribute_collector,
@@ -485,7 +560,7 @@ def _check_need(ctx: EvalContext, need: str) -> None:
     """Raise the one clear error that says why `need` cannot be met on this machine or dataset."""
     if need == "inception":
         find_inception_weights(ctx.inception_path)
-    elif need == "parser" and not ctx.parser_path.is_file():
+    elif need in ("parser", "parser_features") and not ctx.parser_path.is_file():
         raise FileNotFoundError(f"no face parser at {ctx.parser_path}; train one with scripts/train_parser.py "
                                 f"--out {ctx.parser_path}, or pass another path")
     elif need == "attributes" and not ctx.attributes_path().is_file():
@@ -579,11 +654,15 @@ def _texture(ctx):
 def _attr_acc(ctx):
     """Per colour-only attribute (synthface scorer): share of generated faces that show what their caption
     states, over the faces whose caption states it and whose regions the scorer can judge; attr_acc is the
-    mean over attributes and attr_acc_real the same for the real source faces (the scorer's ceiling)."""
-    hits = ctx.collected["attributes"]
+    mean over attributes and attr_acc_real the same for the real source faces (the scorer's ceiling).
+    attr_unasked/<name>: share of generated faces showing a yes/no attribute their caption does not mention
+    (settings' attr_unasked_real: the same for the real faces, the data's own rate)."""
+    hits, unasked = ctx.collected["attributes"]["hits"], ctx.collected["attributes"]["unasked"]
     fake = {name: float(np.mean(h)) for name, h in sorted(hits["fake"].items())}
     real = {name: float(np.mean(h)) for name, h in sorted(hits["real"].items())}
-    ctx.settings.update(attr_acc_real=real, attr_judged={name: len(h) for name, h in sorted(hits["fake"].items())})
+    ctx.settings.update(attr_acc_real=real, attr_judged={name: len(h) for name, h in sorted(hits["fake"].items())},
+                        attr_unasked_real={name: float(np.mean(h)) for name, h in sorted(unasked["real"].items())})
+    shown_unasked = {f"attr_unasked/{name}": float(np.mean(h)) for name, h in sorted(unasked["fake"].items())}
     if not fake:
         ctx.settings["attr_acc"] = "no caption states a colour attribute the scorer can judge"
         return {}
@@ -591,7 +670,54 @@ def _attr_acc(ctx):
     overall = [name for name in fake if "/" not in name]
     return {"attr_acc": float(np.mean([fake[n] for n in overall])),
             "attr_acc_real": float(np.mean([real[n] for n in overall])),
-            **{f"attr_acc/{name}": value for name, value in fake.items()}}
+            **{f"attr_acc/{name}": value for name, value in fake.items()}, **shown_unasked}
+
+
+@register_metric("fid_parser", needs=("parser_features",))
+def _fid_parser(ctx):
+    """Fréchet distance to the split's real images in the face parser's features (ParserExtractor): a
+    distribution distance in a space that neither the generator nor its CLIP loss was trained on."""
+    return {"fid_parser": _frechet_to_real(ctx, "parser_features")}
+
+
+@register_metric("sharpness", needs=("sharpness",))
+def _sharpness(ctx):
+    """High-frequency energy (high_frequency_energy) of the generated faces and of their real source faces, and
+    their ratio: below 1 the samples are smoother than the data, above 1 noisier."""
+    values = {kind: float(v.double().mean()) for kind, v in ctx.collected["sharpness"].items()}
+    return {"sharpness": values["fake"], "sharpness_real": values["real"],
+            "sharpness_ratio": values["fake"] / max(values["real"], 1e-8)}
+
+
+SPREAD_SEEDS = 8                          # samples per (mask, caption) for seed_spread
+SPREAD_REGIONS = ("background", "cloth")  # regions whose colours no caption states (synthface and MMCelebA)
+SPREAD_REAL = 500                         # real faces whose colours set the data's spread
+
+
+@register_metric("seed_spread")
+def _seed_spread(ctx):
+    """How much the colours that no caption fixes (background, clothes) vary across SPREAD_SEEDS seeds for one
+    mask and caption, over how much they vary across the split's real faces: per region, the root mean
+    per-channel variance of the region's mean colour, averaged over DIVERSITY_GROUPS (mask, caption) pairs;
+    seed_spread is the mean of the regions' ratios. A generator that ignores z scores 0, one that draws these
+    colours as the data does scores about 1."""
+    ids = [LABEL_ID[name] for name in SPREAD_REGIONS]
+    groups = range(min(ctx.num, DIVERSITY_GROUPS))
+    per_seed = []
+    for i in range(SPREAD_SEEDS):
+        parts = [region_colors(images, batch["labels"], ids) for _, batch, images in ctx.generate(groups, ctx.seeds[0] + i)]
+        per_seed.append(torch.cat(parts))                                           # (G,R,3)
+    fake = color_spread(torch.stack(per_seed, 2))                                   # (G,R)
+    reals = [region_colors(batch["image"].float(), batch["labels"], ids)
+             for _, batch in ctx.batches(range(min(len(ctx.dataset), SPREAD_REAL)))]
+    real = color_spread(torch.cat(reals).transpose(0, 1))                          # (R,)
+    ctx.settings.update(seed_spread_groups=len(groups), seed_spread_seeds=SPREAD_SEEDS)
+    out = {}
+    for r, name in enumerate(SPREAD_REGIONS):
+        out[f"seed_spread/{name}"] = float(np.nanmean(fake[:, r].numpy()) / real[r].item())
+        out[f"seed_spread_real/{name}"] = real[r].item()
+    out["seed_spread"] = float(np.mean([out[f"seed_spread/{name}"] for name in SPREAD_REGIONS]))
+    return out
 
 
 @register_metric("diversity", needs=("seeds",))

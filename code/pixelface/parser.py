@@ -67,6 +67,28 @@ class FaceParser(nn.Module):
         return self.head(x)
 
     @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """(B,3,H,W) images in [-1,1] -> (B,D) features for distribution distances: every level's activations
+        averaged over the image (D = the sum of the level widths), at the training resolution. The parser is
+        trained on real faces alone, so this space is independent of the generator and its CLIP."""
+        was_training = self.training
+        self.eval()
+        size = self.arch["image_size"]
+        x = images.to(next(self.parameters()).device, torch.float32)
+        if tuple(x.shape[-2:]) != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        pooled, skips = [], []
+        for i, block in enumerate(self.down):
+            x = block(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+            pooled.append(x.mean((2, 3)))
+        for block, skip in zip(self.up, reversed(skips[:-1])):
+            x = block(torch.cat([F.interpolate(x, scale_factor=2.0, mode="nearest"), skip], 1))
+            pooled.append(x.mean((2, 3)))
+        self.train(was_training)
+        return torch.cat(pooled, 1)
+
+    @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """(B,3,H,W) images in [-1,1] of any size -> (B,H,W) int64 labels, parsed at the training resolution."""
         was_training = self.training

@@ -30,16 +30,17 @@ from .generation import batch_mask_input
 from .images import to_uint8
 from .checkpoint import atomic_save, load_checkpoint, FORMAT
 from .config import SCHEMA, ConfigError, to_yaml, _to_plain
+from .caption_regions import named_region_masks
 from .datasets import FaceDataset
 from .files import atomic_write, write_text_atomic
 from .discriminator import Discriminator
 from .generator import Generator
 from .metrics import METRICS, evaluate_generator
-from .text_encoder import TextEncoder, pin_weights_hash
+from .text_encoder import TextEncoder, TextFeatures, pin_weights_hash
 
 
 # Metrics where a smaller value is a better model; every other metric is better when larger.
-LOWER_IS_BETTER = {"fid", "kid", "fid_clip", "texture_std", "texture_ratio"}
+LOWER_IS_BETTER = {"fid", "kid", "fid_clip", "fid_parser", "texture_std", "texture_ratio"}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -138,6 +139,16 @@ class Throughput:
         row = {"img_per_s": (nimg - self.nimg) / train_s, "train_s": train_s, "maintenance_s": self.maintenance_s}
         self.restart(nimg)
         return row
+
+
+def _repeat_first_half(images, masks, feats, regions=None):
+    """The batch with its second half replaced by a copy of its first half (an odd last item is kept)."""
+    half = masks.shape[0] // 2
+
+    def repeat(x):
+        return None if x is None else torch.cat([x[:half], x[:half], x[2 * half:]])
+    return repeat(images), repeat(masks), TextFeatures(repeat(feats.words), repeat(feats.padding),
+                                                       repeat(feats.sentence), repeat(feats.tokens)), repeat(regions)
 
 
 class Trainer:
@@ -388,19 +399,35 @@ class Trainer:
         self._record(**{"loss/R1": penalty.detach()})
         return self._finite_or_skip(loss.detach(), self.D, self.opt_D)
 
-    def g_main(self, images, masks, feats) -> bool:
+    def g_main(self, images, masks, feats, regions=None) -> bool:
+        """regions: (B,R,S,S) caption-named region masks (caption_regions) when TRAIN.RECON_NAMED_WEIGHT > 0."""
         self.G.requires_grad_(True)
         self.D.requires_grad_(False)
         cfg = self.cfg.TRAIN
+        seeking = cfg.MODE_SEEKING_WEIGHT > 0 and masks.shape[0] >= 2
+        if seeking:   # the second half repeats the first half's conditions, drawn with other z
+            images, masks, feats, regions = _repeat_first_half(images, masks, feats, regions)
+        z = self._z(masks.shape[0])
         with self._autocast():
-            fake = self.G_main(masks, feats.words, self._z(masks.shape[0]), word_padding=feats.padding)
+            fake = self.G_main(masks, feats.words, z, word_padding=feats.padding)
             logit, cond = self.D_judge(fake, masks, [feats.sentence])
             loss = losses.generator_adversarial_loss(logit, cond[0])
         self._record(**{"loss/G": loss.detach()})
-        if cfg.RECON_WEIGHT > 0:
+        recon_weight = losses.recon_weight(cfg.RECON_WEIGHT, cfg.RECON_FADE_KIMG, self.progress.nimg / 1000)
+        if recon_weight > 0:
             recon = losses.reconstruction_loss(fake.float(), images)
-            loss = loss + cfg.RECON_WEIGHT * recon
+            loss = loss + recon_weight * recon
             self._record(**{"loss/recon": recon.detach()})
+        if cfg.RECON_NAMED_WEIGHT > 0:
+            named = losses.named_region_loss(fake.float(), images, regions.to(fake.device))
+            loss = loss + cfg.RECON_NAMED_WEIGHT * named
+            self._record(**{"loss/recon_named": named.detach()})
+        if seeking:
+            half = masks.shape[0] // 2
+            seek = losses.mode_seeking_loss(fake[:half].float(), fake[half:2 * half].float(), z[0][:half],
+                                            z[0][half:2 * half], cfg.MODE_SEEKING_CAP)
+            loss = loss + cfg.MODE_SEEKING_WEIGHT * seek
+            self._record(**{"loss/mode_seeking": seek.detach()})
         weight = losses.clip_weight(cfg.CLIP_WEIGHT, cfg.CLIP_SCHEDULE, self.progress.epoch)
         if weight > 0:
             clip = losses.clip_loss(self.text.logits_per_image(fake.float(), feats.tokens, cfg.CLIP_NORMALIZE))
@@ -445,7 +472,8 @@ class Trainer:
         ok = self.d_main(images, masks, feats, wrong)
         if p.step % cfg.R1_INTERVAL == 0:
             ok &= self.d_reg(images, masks, feats)
-        ok &= self.g_main(images, masks, feats)
+        regions = named_region_masks(batch["caption"], batch["labels"]) if cfg.RECON_NAMED_WEIGHT > 0 else None
+        ok &= self.g_main(images, masks, feats, regions)
         if p.step % cfg.PL_INTERVAL == 0:
             ok &= self.g_reg(masks, feats)
         self.update_ema()
