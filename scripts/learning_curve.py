@@ -25,6 +25,8 @@ def main(argv=None) -> int:
     parser.add_argument("run", type=Path, help="run folder (holds checkpoints/)")
     parser.add_argument("--num", type=int, default=500, help="test images generated per checkpoint")
     parser.add_argument("--metrics", default=DEFAULT_METRICS, help=f"comma-separated subset of {', '.join(METRICS)}")
+    parser.add_argument("--parser", help="face parser (default models/parser_<DATA.NAME>.pt in the project home)")
+    parser.add_argument("--cache", help="real-statistics cache folder (default data/.cache/metrics in the project home)")
     return cli.run(curve, parser.parse_args(argv))
 
 
@@ -42,7 +44,8 @@ def curve(args) -> None:
             continue
         g_ema, cfg = load_generator(path)
         text = text or TextEncoder.from_config(cfg)
-        report = evaluate_generator(g_ema, cfg, text, num=args.num, metrics=names)
+        report = evaluate_generator(g_ema, cfg, text, num=args.num, metrics=names, parser_path=args.parser,
+                                    cache_dir=args.cache)
         row = {"kimg": kimg, **report["metrics"]}
         with open(out, "a") as f:
             f.write(json.dumps(row) + "\n")

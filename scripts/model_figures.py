@@ -46,13 +46,17 @@ BEARD_CAPTIONS = [("he: no beard", "he has brown hair he has no beard"), ("he: +
 
 
 def pick_face(dataset, attributes: dict, gender: str) -> int:
-    """Index of the first test face of `gender` whose mask shows hair, both eyes, lips and no glasses or hat."""
-    for i, image_id in enumerate(dataset.ids):
-        a = attributes[image_id]
-        if (a["gender"] == gender and a["hair_style"] != "bald" and not a["eyeglasses"] and not a["hat"]
-                and not a["mouth_open"]):
-            return i
-    raise cli.InputError(f"no {gender} test face without glasses, hat or a bald head in {dataset.root}")
+    """Index of the first test face of `gender` whose mask shows hair, both eyes and closed lips without glasses
+    or a hat; else the first face of that gender; else the first face."""
+    def clear(a):
+        return a["hair_style"] != "bald" and not (a["eyeglasses"] or a["hat"] or a["mouth_open"])
+    genders = [attributes[image_id]["gender"] for image_id in dataset.ids]
+    for wanted in (lambda i: genders[i] == gender and clear(attributes[dataset.ids[i]]),
+                   lambda i: genders[i] == gender):
+        found = next((i for i in range(len(dataset)) if wanted(i)), None)
+        if found is not None:
+            return found
+    return 0
 
 
 def to_pictures(images: torch.Tensor) -> list:
@@ -79,7 +83,7 @@ def draw_rows(rows: list[tuple[str, list]], titles: list[str], out: Path, cell: 
 
 
 def vs_data_figure(g, text, cfg, dataset, out: Path, count: int = 16) -> None:
-    items = [dataset[i] for i in range(count)]
+    items = [dataset[i % len(dataset)] for i in range(count)]
     labels = torch.stack([it["labels"] for it in items])
     captions = [it["caption"] for it in items]
     fakes = to_pictures(sample(g, text, cfg, labels, captions, [image_seed(0, k) for k in range(count)]))
@@ -130,8 +134,8 @@ def main(argv=None) -> int:
 def figures(args) -> None:
     out = Path(args.out)
     paths = [Path(f"{out}_{name}.png") for name in ("vs_data", "seeds", "attributes")]
+    g, cfg = load_generator(args.ckpt)   # a missing or foreign checkpoint is named before any folder is made
     cli.check_free(paths, args.force)
-    g, cfg = load_generator(args.ckpt)
     text = TextEncoder.from_config(cfg)
     dataset = FaceDataset(cfg, "test", train=False)
     attributes_file = resolve_path(cfg, "DATA.ROOT") / "attributes.json"

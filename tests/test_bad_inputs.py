@@ -288,6 +288,11 @@ CASES = [
     Case("eval-parser-zero", "evaluate", lambda s: ["--ckpt", str(s["ckpt"]), "--num", "4", "--metrics", "mask_acc", "--parser",
                                                     str(write(s["tmp"] / "parser.pt", b""))], "parser.pt"),
     Case("eval-too-few", "evaluate", lambda s: ["--ckpt", str(s["ckpt"]), "--num", "1"], "--num >= 2"),
+    Case("curve-no-checkpoints", "learning_curve", lambda s: [str(s["tmp"]), "--num", "4"], "holds no ckpt-*.pt"),
+    Case("figures-ckpt-missing", "model_figures", lambda s: ["--ckpt", str(s["tmp"] / "no.pt"), "--out", str(s["out"] / "m")],
+         "no.pt does not exist"),
+    Case("figures-existing", "model_figures", lambda s: ["--ckpt", str(s["ckpt"]), "--out", str(s["out"] / "m")], "--force",
+         setup=lambda s: write(s["out"] / "m_seeds.png", b"mine")),
     # --- data tools
     Case("prepare-id-escapes", "prepare_mmceleba", lambda s: ["--celeba-hq", str(s["tmp"]), "--parts", str(s["tmp"]), "--index",
                                                               str(index_with_ids(s, ["../../outside"])), "--out", str(s["out"])],

@@ -3,6 +3,7 @@ import importlib.util
 import json
 
 import pytest
+from PIL import Image
 import torch
 import yaml
 
@@ -205,3 +206,41 @@ def test_cli_compares_checkpoints_in_one_table_and_keeps_existing_reports(setup,
     assert "--force" in capsys.readouterr().err and (out / "metrics.json").read_bytes() == written
     assert load_script().main(args[:-2] + ["--metrics", "fid"]) == 2
     assert "Inception" in capsys.readouterr().err
+
+
+def test_learning_curve_evaluates_each_checkpoint_once(setup, tmp_path, capsys):
+    cfg, g_ema, _, parser_path = setup
+    run = tmp_path / "run"
+    for nimg in (4000, 8000):
+        atomic_save({"format": FORMAT, "config": yaml.safe_load(to_yaml(cfg)), "G_ema": g_ema.state_dict(),
+                     "progress": {"nimg": nimg}}, run / "checkpoints" / f"ckpt-{nimg:09d}.pt")
+    spec = importlib.util.spec_from_file_location("learning_curve", REPO_ROOT / "scripts/learning_curve.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    args = [str(run), "--num", "4", "--metrics", "sharpness,fid_parser", "--parser", str(parser_path),
+            "--cache", str(tmp_path / "cache")]
+    assert script.main(args) == 0
+    rows = [json.loads(line) for line in (run / "curve.jsonl").read_text().splitlines()]
+    assert [r["kimg"] for r in rows] == [4.0, 8.0]
+    assert all({"sharpness_ratio", "fid_parser"} <= set(r) for r in rows)
+    assert rows[0]["sharpness_ratio"] == rows[1]["sharpness_ratio"]      # the same G twice
+    assert script.main(args) == 0                                        # nothing new: nothing appended
+    assert len((run / "curve.jsonl").read_text().splitlines()) == 2
+    assert script.main([str(tmp_path / "empty")]) == 2
+    assert "holds no ckpt-" in capsys.readouterr().err
+
+
+def test_model_figures_draws_three_pictures_and_keeps_existing_ones(setup, tmp_path, capsys):
+    cfg, g_ema, _, _ = setup
+    ckpt = tmp_path / "model.pt"
+    atomic_save({"format": FORMAT, "config": yaml.safe_load(to_yaml(cfg)), "G_ema": g_ema.state_dict()}, ckpt)
+    spec = importlib.util.spec_from_file_location("model_figures", REPO_ROOT / "scripts/model_figures.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "figs" / "m"
+    assert script.main(["--ckpt", str(ckpt), "--out", str(out)]) == 0
+    pictures = [out.parent / f"m_{name}.png" for name in ("vs_data", "seeds", "attributes")]
+    assert all(Image.open(p).size[0] > 300 for p in pictures)
+    before = pictures[0].read_bytes()
+    assert script.main(["--ckpt", str(ckpt), "--out", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err and pictures[0].read_bytes() == before

@@ -54,17 +54,30 @@ class FaceParser(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B,3,H,W) images in [-1,1], H and W divisible by 2**depth -> (B,num_classes,H,W) logits."""
+        return self.head(self.levels(images)[-1])
+
+    def levels(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Every level's activations, down the U-Net then up it; the last feeds the head."""
         step = 2 ** self.arch["depth"]
         if images.shape[-1] % step or images.shape[-2] % step:
             raise ValueError(f"FaceParser: image size {tuple(images.shape[-2:])} must be divisible by {step}")
-        skips = []
+        out = []
         x = images
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else F.max_pool2d(x, 2))
-            skips.append(x)
-        for block, skip in zip(self.up, reversed(skips[:-1])):
+            out.append(x)
+        skips = out[:-1]
+        for block, skip in zip(self.up, reversed(skips)):
             x = block(torch.cat([F.interpolate(x, scale_factor=2.0, mode="nearest"), skip], 1))
-        return self.head(x)
+            out.append(x)
+        return out
+
+    def _at_training_size(self, images: torch.Tensor) -> torch.Tensor:
+        size = self.arch["image_size"]
+        x = images.to(next(self.parameters()).device, torch.float32)
+        if tuple(x.shape[-2:]) != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        return x
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -73,30 +86,16 @@ class FaceParser(nn.Module):
         trained on real faces alone, so this space is independent of the generator and its CLIP."""
         was_training = self.training
         self.eval()
-        size = self.arch["image_size"]
-        x = images.to(next(self.parameters()).device, torch.float32)
-        if tuple(x.shape[-2:]) != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        pooled, skips = [], []
-        for i, block in enumerate(self.down):
-            x = block(x if i == 0 else F.max_pool2d(x, 2))
-            skips.append(x)
-            pooled.append(x.mean((2, 3)))
-        for block, skip in zip(self.up, reversed(skips[:-1])):
-            x = block(torch.cat([F.interpolate(x, scale_factor=2.0, mode="nearest"), skip], 1))
-            pooled.append(x.mean((2, 3)))
+        pooled = torch.cat([level.mean((2, 3)) for level in self.levels(self._at_training_size(images))], 1)
         self.train(was_training)
-        return torch.cat(pooled, 1)
+        return pooled
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """(B,3,H,W) images in [-1,1] of any size -> (B,H,W) int64 labels, parsed at the training resolution."""
         was_training = self.training
         self.eval()
-        size = self.arch["image_size"]
-        x = images.to(next(self.parameters()).device, torch.float32)
-        if tuple(x.shape[-2:]) != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        x = self._at_training_size(images)
         logits = self(x)
         if tuple(logits.shape[-2:]) != tuple(images.shape[-2:]):
             logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
