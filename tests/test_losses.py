@@ -6,7 +6,7 @@ from pixelface import losses
 from pixelface.caption_regions import named_region_masks, named_regions
 from pixelface.masks import LABEL_ID
 from pixelface.config import load_config
-from pixelface.trainer import _adam, ema_beta
+from pixelface.trainer import _adam, ema_beta, lr_factor
 
 
 def test_d_loss_pieces_sum_to_the_reference_formula():
@@ -112,3 +112,13 @@ def test_ema_and_adam_reproduce_the_reference_constants():
     assert opt.param_groups[0]["betas"] == (0.0, pytest.approx(0.99 ** 0.8))
     ramp = load_config(None, ["TRAIN.EMA_RAMPUP=0.05"])
     assert ema_beta(ramp, 4, 100) < ema_beta(ramp, 4, 100000)  # early on, G_ema follows G closely
+
+
+def test_lr_rampdown_is_constant_then_linear_to_the_final_fraction():
+    assert lr_factor(load_config(None), 10 ** 9) == 1.0                         # off: the reference
+    cfg = load_config(None, ["TRAIN.TOTAL_KIMG=20", "TRAIN.LR_RAMPDOWN_KIMG=10", "TRAIN.LR_RAMPDOWN_FINAL=0.2"])
+    assert lr_factor(cfg, 0) == 1.0
+    assert lr_factor(cfg, 10_000) == 1.0
+    assert lr_factor(cfg, 15_000) == pytest.approx(0.6)
+    assert lr_factor(cfg, 20_000) == pytest.approx(0.2)
+    assert lr_factor(cfg, 30_000) == pytest.approx(0.2)                        # past the end: stays there

@@ -178,6 +178,17 @@ def test_faded_reconstruction_loss_is_off_after_its_fade(smoke_root, tmp_path):
     assert len(trainer.stats["loss/recon"]) == 1     # faded out: not computed any more
 
 
+def test_lr_rampdown_sets_both_optimisers_from_the_image_counter(smoke_root, tmp_path):
+    torch.set_num_threads(1)
+    cfg = smoke_cfg(smoke_root, "TRAIN.TOTAL_KIMG=1", "TRAIN.LR_RAMPDOWN_KIMG=1", "TRAIN.LR_RAMPDOWN_FINAL=0.5")
+    trainer = Trainer(cfg, tmp_path, torch.device("cpu"), progress_bar=False)
+    start = {opt: opt.param_groups[0]["lr"] for opt in (trainer.opt_G, trainer.opt_D)}
+    trainer.progress.nimg = 500          # half-way down the rampdown: factor 0.75
+    trainer.train_step(next(iter(trainer._loader())))
+    for opt, lr in start.items():
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.75 * lr)
+
+
 def test_mode_seeking_pairs_each_condition_with_another_z_and_moves_the_generator(smoke_root, tmp_path):
     torch.set_num_threads(1)
     cfg = smoke_cfg(smoke_root, "TRAIN.MODE_SEEKING_WEIGHT=1", "TRAIN.CLIP_WEIGHT=0", "TRAIN.BATCH_SIZE=5")

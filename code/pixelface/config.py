@@ -169,6 +169,8 @@ SCHEMA = {
         "TOTAL_KIMG": _k(25000.0, "training length in thousands of real images shown (all ranks together)", at_least(0, above=True)),
         "LR_G": _k(0.002, "generator learning rate before the lazy-regularisation correction", at_least(0, above=True)),
         "LR_D": _k(0.004, "discriminator learning rate before the lazy-regularisation correction", at_least(0, above=True)),
+        "LR_RAMPDOWN_KIMG": _k(0.0, "if > 0, G's and D's learning rates fall linearly over the last this many kimg of TOTAL_KIMG to LR_RAMPDOWN_FINAL of their value (not in the paper; 0 = constant, the reference)", NON_NEGATIVE),
+        "LR_RAMPDOWN_FINAL": _k(0.1, "learning-rate fraction reached at TOTAL_KIMG when LR_RAMPDOWN_KIMG > 0", between(0, 1)),
         "BETA2": _k(0.99, "Adam beta2 before the lazy-regularisation correction (beta1 is 0)", between(0, 1, hi_open=True)),
         "R1_GAMMA": _k(10.0, "R1 weight gamma", NON_NEGATIVE),
         "R1_INTERVAL": _k(16, "R1 every this many steps (lazy regularisation)", POSITIVE),

@@ -86,6 +86,18 @@ def ema_beta(cfg, batch_total: int, nimg: int) -> float:
     return 0.5 ** (batch_total / max(halflife, 1e-8))
 
 
+def lr_factor(cfg, nimg: int) -> float:
+    """Multiplier of both learning rates after nimg images: 1, then (TRAIN.LR_RAMPDOWN_KIMG > 0) a linear fall
+    to LR_RAMPDOWN_FINAL over the run's last LR_RAMPDOWN_KIMG kimg. Without an L1 anchor, a small G trained at a
+    high rate keeps moving once it is good (docs/diagnosis.md section 11); the rampdown lets it settle."""
+    t = cfg.TRAIN
+    if t.LR_RAMPDOWN_KIMG <= 0:
+        return 1.0
+    start = t.TOTAL_KIMG - t.LR_RAMPDOWN_KIMG
+    done = min(max((nimg / 1000 - start) / t.LR_RAMPDOWN_KIMG, 0.0), 1.0)
+    return 1.0 - done * (1.0 - t.LR_RAMPDOWN_FINAL)
+
+
 def _crossed(before: int, after: int, every_kimg: float) -> bool:
     every = int(round(every_kimg * 1000))
     return every > 0 and before // every != after // every
@@ -178,6 +190,7 @@ class Trainer:
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.opt_G = _adam(self.G, cfg.TRAIN.LR_G, cfg.TRAIN.BETA2, cfg.TRAIN.PL_INTERVAL)
         self.opt_D = _adam(self.D, cfg.TRAIN.LR_D, cfg.TRAIN.BETA2, cfg.TRAIN.R1_INTERVAL)
+        self.base_lr = {opt: opt.param_groups[0]["lr"] for opt in (self.opt_G, self.opt_D)}
         self.progress = Progress()
         self.amp = self._autocast_dtype()
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp is torch.float16)
@@ -469,6 +482,10 @@ class Trainer:
         masks = batch_mask_input(batch, self.cfg).to(self.device)
         feats = self.text.encode(batch["caption"])
         wrong = losses.rotate(feats.sentence)
+        factor = lr_factor(self.cfg, p.nimg)
+        for opt, lr in self.base_lr.items():
+            for group in opt.param_groups:
+                group["lr"] = lr * factor
         ok = self.d_main(images, masks, feats, wrong)
         if p.step % cfg.R1_INTERVAL == 0:
             ok &= self.d_reg(images, masks, feats)
