@@ -1,7 +1,7 @@
 """The one build step pyproject.toml cannot express: ship cfg/*.yml inside the wheel as pixelface/configs/.
 
 cfg/ stays the single source (the README, the tests and `--cfg cfg/X.yml` name it); an installed package
-finds the copies through pixelface.config.find_config. Every other piece of metadata is in pyproject.toml.
+finds the copies through pixelface.core.config.find_config. Every other piece of metadata is in pyproject.toml.
 """
 from pathlib import Path
 

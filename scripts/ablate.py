@@ -17,12 +17,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pixelface import cli
-from pixelface.checkpoint import load_checkpoint, load_generator
-from pixelface.config import load_config
-from pixelface.metrics import evaluate_generator, markdown_table
-from pixelface.text_encoder import TextEncoder
-from pixelface.runs import latest_checkpoint
+from pixelface.core import cli
+from pixelface.core.config import load_config
+from pixelface.evaluation.metrics import evaluate_generator
+from pixelface.evaluation.reports import markdown_table
+from pixelface.networks.checkpoint import load_checkpoint, load_generator
+from pixelface.networks.text_encoder import TextEncoder
+from pixelface.training.runs import latest_checkpoint
 
 METRICS = ["mask_acc", "attr_acc", "texture", "sharpness", "seed_spread", "fid_parser", "fid_clip"]
 COLUMNS = ["mask_pixel_acc", "mask_miou", "attr_acc", "attr_acc/hair_color", "attr_acc/lipstick",

@@ -6,13 +6,13 @@
     python scripts/benchmark.py --cfg cfg/mmceleba.yml --device cuda --batch 32 --amp bf16 --channels-last --reference
 
 Phases (median of --repeats after a warm-up; with --reference each repeat runs ours and the
-reference-style transcription (pixelface.reference_ops) back to back, in alternating order, on the same
+reference-style transcription (pixelface.networks.reference_ops) back to back, in alternating order, on the same
 weights and inputs):
   g_forward           eval G under inference_mode: sampling (its img/s is reported)
   g_forward_backward  train-mode G forward + backward of a scalar on the image
   d_forward_backward  train-mode D forward with one sentence + backward
   d_main, d_reg, g_main, g_reg
-                      the trainer's four phases (pixelface.trainer.Trainer): D on real and fake with the
+                      the trainer's four phases (pixelface.training.trainer.Trainer): D on real and fake with the
                       mismatched caption, R1, G with the adversarial and CLIP losses, path length; each
                       with its backward and Adam step
   train_step          d_main + d_reg / R1_INTERVAL + g_main + g_reg / PL_INTERVAL (lazy regularisation)
@@ -29,9 +29,9 @@ mark (/proc/self/clear_refs), measured on the untimed warm-up call.
 
 --compile wraps our G and D in torch.compile for the phases without double backward (R1 and path length
 stay eager, as in the trainer with TRAIN.COMPILE); the reference side always runs eagerly, as published.
---tune-malloc keeps freed large blocks in the glibc heap (pixelface.runtime.tune_glibc_malloc), for both
+--tune-malloc keeps freed large blocks in the glibc heap (pixelface.core.runtime.tune_glibc_malloc), for both
 sides. --linear-rows adds a side, "ours_linear_rows": our networks with F.linear for the CPU row products
-instead of 1×1 convolutions (pixelface.layers.row_product), interleaved with the others, to measure what
+instead of 1×1 convolutions (pixelface.networks.layers.row_product), interleaved with the others, to measure what
 that path gains. --profile N profiles one more call of each phase per side with torch.profiler and prints
 its N most expensive operators by input shape. A readable table goes to stderr.
 """
@@ -48,14 +48,17 @@ import time
 
 import torch
 
-from pixelface import cli, layers, losses
-from pixelface.config import ConfigError, load_config
-from pixelface.discriminator import Discriminator
-from pixelface.generator import Generator
-from pixelface.masks import NUM_CLASSES
-from pixelface.reference_ops import literal_reference_forward, reference_discriminator_forward, reference_latents
-from pixelface.runtime import tune_glibc_malloc
-from pixelface.text_encoder import TextEncoder
+from pixelface.core import cli
+
+from pixelface.core.config import ConfigError, load_config
+from pixelface.data.masks import NUM_CLASSES
+from pixelface.networks import layers, losses
+from pixelface.networks.discriminator import Discriminator
+from pixelface.networks.generator import Generator
+from pixelface.networks.reference_ops import (literal_reference_forward, reference_discriminator_forward,
+                                              reference_latents)
+from pixelface.core.runtime import tune_glibc_malloc
+from pixelface.networks.text_encoder import TextEncoder
 
 PHASES = ("g_forward", "g_forward_backward", "d_forward_backward", "d_main", "d_reg", "g_main", "g_reg")
 CAPTIONS = ("she has blond hair and a smile", "a man with black hair", "the woman wears lipstick",

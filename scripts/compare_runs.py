@@ -20,7 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pixelface import cli  # noqa: E402
+from pixelface.core import cli  # noqa: E402
 
 PANEL_SETS = {
     "layout": [("mask pixel accuracy", "mask_pixel_acc", (0.85,)), ("mask mIoU", "mask_miou", (0.45,)),

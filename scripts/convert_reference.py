@@ -10,9 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from pixelface import cli
-from pixelface.config import load_config
-from pixelface.convert import convert_file
+from pixelface.core import cli
+from pixelface.core.config import load_config
+from pixelface.training.convert import convert_file
 
 
 def main(argv=None) -> int:

@@ -15,12 +15,12 @@ from pathlib import Path
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio loads (editor_app sets it too)
 
-from pixelface import cli  # noqa: E402
-from pixelface.api import PixelFace, pick_device  # noqa: E402
-from pixelface.faceparsing import load_any_parser  # noqa: E402
+from pixelface.core import cli, errors  # noqa: E402
+from pixelface.editing.api import PixelFace, pick_device  # noqa: E402
+from pixelface.evaluation.faceparsing import load_any_parser  # noqa: E402
 
 try:  # gradio is optional (requirements-editor.txt): without it, say how to get it rather than a traceback
-    from pixelface import editor_app  # noqa: E402
+    from pixelface.editing import editor_app# noqa: E402
 except ModuleNotFoundError as e:
     if e.name != "gradio":
         raise
@@ -31,7 +31,7 @@ def serve(args) -> None:
     """Load the model (and parser), then serve until interrupted. Bad files fail here, before the server
     starts, as one error line."""
     if args.data_root and not Path(args.data_root).is_dir():
-        raise cli.InputError(f"--data-root {args.data_root} is not a folder")
+        raise errors.InputError(f"--data-root {args.data_root} is not a folder")
     device = pick_device(args.device)
     pf = PixelFace.load(args.ckpt, device)
     parser = load_any_parser(args.parser, device) if args.parser else None
@@ -40,7 +40,7 @@ def serve(args) -> None:
     try:
         url = editor_app.launch(app, args.host, args.port, block=False)
     except OSError as e:  # gradio's message names its own launch() arguments: name ours instead
-        raise cli.InputError(f"cannot listen on {args.host}:{args.port} ({str(e).split('. ')[0]}); "
+        raise errors.InputError(f"cannot listen on {args.host}:{args.port} ({str(e).split('. ')[0]}); "
                              f"choose another --port or --host") from None
     print(f"PixelFace+ editor for {args.ckpt} on {url} (Ctrl+C stops it)", flush=True)
     app.block_thread()

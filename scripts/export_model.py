@@ -9,8 +9,8 @@ such a folder wherever it takes a training checkpoint. Existing files are kept u
 import argparse
 import sys
 
-from pixelface import cli
-from pixelface.checkpoint import export_model
+from pixelface.core import cli
+from pixelface.networks.checkpoint import export_model
 
 
 def main(argv=None) -> int:

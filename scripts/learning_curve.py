@@ -12,10 +12,11 @@ import json
 import sys
 from pathlib import Path
 
-from pixelface import cli
-from pixelface.checkpoint import load_checkpoint, load_generator
-from pixelface.metrics import METRICS, evaluate_generator
-from pixelface.text_encoder import TextEncoder
+from pixelface.core import cli
+from pixelface.evaluation.metrics import evaluate_generator
+from pixelface.evaluation.registry import METRICS
+from pixelface.networks.checkpoint import load_checkpoint, load_generator
+from pixelface.networks.text_encoder import TextEncoder
 
 DEFAULT_METRICS = "mask_acc,attr_acc,sharpness,seed_spread,fid_parser"
 

@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pixelface import cli, inputs
-from pixelface.faceparsing import load_any_parser
-from pixelface.files import atomic_write
-from pixelface.images import MAX_PIXELS, to_uint8
-from pixelface.masks import LABELS, NUM_CLASSES, label_to_color
+from pixelface.core import cli, errors
+
+from pixelface.core.files import atomic_write
+from pixelface.data.images import MAX_PIXELS, to_uint8
+from pixelface.data.masks import LABELS, NUM_CLASSES, label_to_color
+from pixelface.editing import inputs
+from pixelface.evaluation.faceparsing import load_any_parser
 
 MAX_SIZE = int(MAX_PIXELS ** 0.5)   # the largest side an input image may have
 OVERLAY_WEIGHT = 0.5                # share of the mask colour in the overlay
@@ -32,11 +34,11 @@ def output_paths(args) -> tuple[Path, Path]:
     overlay = Path(args.overlay) if args.overlay else out.with_name(f"{out.stem}_overlay.png")
     for flag, path in (("--out", out), ("--overlay", overlay)):
         if path.suffix.lower() != ".png":
-            raise cli.InputError(f"{flag} {path}: expected a .png file (JPEG noise would blur the palette colours)")
+            raise errors.InputError(f"{flag} {path}: expected a .png file (JPEG noise would blur the palette colours)")
         if path.resolve() == Path(args.image).resolve():
-            raise cli.InputError(f"{flag} {path} is the photo itself; choose another file")
+            raise errors.InputError(f"{flag} {path} is the photo itself; choose another file")
     if out.resolve() == overlay.resolve():
-        raise cli.InputError(f"--out and --overlay are both {out}; give them different names")
+        raise errors.InputError(f"--out and --overlay are both {out}; give them different names")
     return out, overlay
 
 
@@ -60,7 +62,7 @@ def class_shares(labels: np.ndarray, least: float = 0.01) -> str:
 
 def run(args) -> None:
     if args.size is not None and not 1 <= args.size <= MAX_SIZE:
-        raise cli.InputError(f"--size {args.size}: expected a side between 1 and {MAX_SIZE} pixels")
+        raise errors.InputError(f"--size {args.size}: expected a side between 1 and {MAX_SIZE} pixels")
     out, overlay = output_paths(args)
     device = inputs.resolve_device(args.device)
     width, height = inputs.image_shape(args.image)          # a bad photo or parser file is named before

@@ -2,7 +2,7 @@
 
     python scripts/make_synthetic_faces.py --out data/synthface --num 5000 --size 64 --seed 0
 
-A relative --out (or --preview) is taken relative to the project home (pixelface.config.project_home: the
+A relative --out (or --preview) is taken relative to the project home (pixelface.core.config.project_home: the
 checkout root in a checkout). An --out folder that is not empty is left alone unless --force is given.
 `--preview docs/synthface_grid.png` writes only the README figure (8 varied faces of --seed at 128 px with
 their masks and first captions).
@@ -12,10 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-from pixelface import cli
-from pixelface.files import atomic_write
-from pixelface.config import default_config, project_home
-from pixelface.synthface import preview_grid, write_dataset
+from pixelface.core import cli
+from pixelface.core.config import default_config, project_home
+from pixelface.core.files import atomic_write
+from pixelface.data.synthface import preview_grid, write_dataset
 
 
 def _from_home(path: str) -> Path:

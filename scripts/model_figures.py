@@ -21,14 +21,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from pixelface import cli  # noqa: E402
-from pixelface.checkpoint import load_generator  # noqa: E402
-from pixelface.config import resolve_path  # noqa: E402
-from pixelface.datasets import FaceDataset  # noqa: E402
-from pixelface.files import atomic_write  # noqa: E402
-from pixelface.generation import image_seed, sample  # noqa: E402
-from pixelface.images import to_uint8  # noqa: E402
-from pixelface.text_encoder import TextEncoder  # noqa: E402
+from pixelface.core import cli, errors  # noqa: E402
+from pixelface.core.config import resolve_path  # noqa: E402
+from pixelface.core.files import atomic_write  # noqa: E402
+from pixelface.data.datasets import FaceDataset  # noqa: E402
+from pixelface.data.images import to_uint8  # noqa: E402
+from pixelface.networks.checkpoint import load_generator  # noqa: E402
+from pixelface.networks.generation import image_seed, sample  # noqa: E402
+from pixelface.networks.text_encoder import TextEncoder  # noqa: E402
 
 SEED_STRIP = 8
 # (column title, caption) for the attribute strip; {s} is the subject pronoun of the chosen face.
@@ -140,7 +140,7 @@ def figures(args) -> None:
     dataset = FaceDataset(cfg, "test", train=False)
     attributes_file = resolve_path(cfg, "DATA.ROOT") / "attributes.json"
     if not attributes_file.is_file():
-        raise cli.InputError(f"{attributes_file} does not exist: the attribute strip needs a synthface dataset")
+        raise errors.InputError(f"{attributes_file} does not exist: the attribute strip needs a synthface dataset")
     attributes = json.loads(attributes_file.read_text())
     woman = dataset[pick_face(dataset, attributes, "female")]
     man = dataset[pick_face(dataset, attributes, "male")]

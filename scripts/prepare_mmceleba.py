@@ -9,8 +9,8 @@ import argparse
 import os
 import sys
 
-from pixelface import cli
-from pixelface.datasets import prepare_mmceleba
+from pixelface.core import cli
+from pixelface.data.datasets import prepare_mmceleba
 
 
 def main(argv=None) -> int:

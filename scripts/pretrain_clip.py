@@ -10,9 +10,9 @@ overwritten unless --force is given.
 import argparse
 import sys
 
-from pixelface import cli
-from pixelface.clip_pretrain import pretrain_clip
-from pixelface.config import ConfigError, load_config, resolve_path
+from pixelface.core import cli
+from pixelface.core.config import ConfigError, load_config, resolve_path
+from pixelface.training.clip_pretrain import pretrain_clip
 
 
 def main(argv=None) -> int:

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from pixelface import cli  # noqa: E402
+from pixelface.core import cli, errors  # noqa: E402
 
 GRID_PAD = 2  # torchvision.utils.make_grid's default padding, used by trainer.save_grid
 
@@ -36,7 +36,7 @@ def samples_figure(run: Path, out: Path, items: int) -> None:
     captions = (samples / "captions.txt").read_text().splitlines()
     fakes = sorted(samples.glob("fakes-*.png"))
     if len(fakes) < 2:
-        raise cli.InputError(f"{samples} holds fewer than two fakes-*.png grids")
+        raise errors.InputError(f"{samples} holds fewer than two fakes-*.png grids")
     n = len(captions)
     masks, reals = grid_cells(samples / "reals.png", n, rows=2)
     start, end = grid_cells(fakes[0], n)[0], grid_cells(fakes[-1], n)[0]
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
 def report(args) -> None:
     for needed in ("samples/captions.txt", "samples/reals.png", "stats.jsonl"):
         if not (args.run / needed).is_file():
-            raise cli.InputError(f"{args.run / needed} is missing (is {args.run} a run folder?)")
+            raise errors.InputError(f"{args.run / needed} is missing (is {args.run} a run folder?)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     samples_figure(args.run, Path(f"{args.out}_samples.png"), args.items)
     losses_figure(args.run, Path(f"{args.out}_losses.png"))

@@ -22,15 +22,16 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from pixelface import cli
-from pixelface.checkpoint import load_generator
-from pixelface.config import load_config, resolve_path
-from pixelface.datasets import FaceDataset
-from pixelface.masks import LABEL_ID, NUM_CLASSES, accuracy_from_confusion, confusion_matrix
-from pixelface.metrics import default_parser_path, region_texture
-from pixelface.parser import load_parser
-from pixelface.text_encoder import TextEncoder
-from pixelface.generation import batch_mask_input
+from pixelface.core import cli
+from pixelface.core.config import load_config, resolve_path
+from pixelface.data.datasets import FaceDataset
+from pixelface.data.masks import LABEL_ID, NUM_CLASSES, accuracy_from_confusion, confusion_matrix
+from pixelface.evaluation.formulas import region_texture
+from pixelface.evaluation.metrics import default_parser_path
+from pixelface.evaluation.parser import load_parser
+from pixelface.networks.checkpoint import load_generator
+from pixelface.networks.generation import batch_mask_input
+from pixelface.networks.text_encoder import TextEncoder
 
 COLOURS = ["black", "brown", "blond", "gray"]
 OLIVE_CAST = (-7, 20, -2)   # 8-bit RGB shift: the data's black hair (27, 24, 24) -> G's (20, 44, 22)

@@ -9,9 +9,9 @@ is never overwritten unless --force is given.
 import argparse
 import sys
 
-from pixelface import cli
-from pixelface.config import load_config
-from pixelface.parser import train_parser
+from pixelface.core import cli
+from pixelface.core.config import load_config
+from pixelface.evaluation.parser import train_parser
 
 
 def main(argv=None) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 # Nothing in the test suite may reach for a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # The suite tests the checkout it lives in: relative config paths and models/, runs/, data/ resolve against
-# it (pixelface.config.project_home), whatever PIXELFACE_HOME the caller's shell holds.
+# it (pixelface.core.config.project_home), whatever PIXELFACE_HOME the caller's shell holds.
 os.environ.pop("PIXELFACE_HOME", None)
 # The checkout's root: its cfg/, code/main.py and scripts/ are what the tests run.
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -22,12 +22,12 @@ torch.set_num_threads(1)
 
 import pytest  # noqa: E402
 
-from pixelface.checkpoint import load_generator  # noqa: E402
-from pixelface.config import load_config  # noqa: E402
-from pixelface.synthface import write_dataset  # noqa: E402
-from pixelface.text_encoder import TextEncoder  # noqa: E402
-from pixelface.runs import latest_checkpoint  # noqa: E402
-from pixelface.trainer import Trainer  # noqa: E402
+from pixelface.core.config import load_config  # noqa: E402
+from pixelface.data.synthface import write_dataset  # noqa: E402
+from pixelface.networks.checkpoint import load_generator  # noqa: E402
+from pixelface.networks.text_encoder import TextEncoder  # noqa: E402
+from pixelface.training.runs import latest_checkpoint  # noqa: E402
+from pixelface.training.trainer import Trainer  # noqa: E402
 
 def load_script(name):
     """scripts/<name>.py as a module (the scripts are not a package): tests call its main(argv)."""

@@ -6,11 +6,15 @@ import pytest
 import torch
 from PIL import Image
 
-from pixelface import PixelFace, cli, editing
-from pixelface.api import pick_device
-from pixelface.config import resolve_path
-from pixelface.masks import FACE_PARSING_TO_CELEBAMASK, MaskError, color_to_label
-from pixelface.images import to_pil
+from pixelface import PixelFace
+
+from pixelface.core import errors
+
+from pixelface.core.config import resolve_path
+from pixelface.data.images import to_pil
+from pixelface.data.masks import FACE_PARSING_TO_CELEBAMASK, MaskError, color_to_label
+from pixelface.editing import manipulation
+from pixelface.editing.api import pick_device
 from conftest import load_script
 
 CAPTION = "she has blond hair and wears lipstick"
@@ -37,7 +41,7 @@ def test_load_picks_the_device_and_reads_the_config(ckpt, pf):
     assert pick_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
     assert PixelFace.load(ckpt).device == pick_device("auto")
     assert pf.device == torch.device("cpu") and pf.size == pf.cfg.MODEL.SIZE == 64
-    with pytest.raises(cli.InputError, match="device 'tpu'"):
+    with pytest.raises(errors.InputError, match="device 'tpu'"):
         PixelFace.load(ckpt, device="tpu")
 
 
@@ -72,13 +76,13 @@ def test_a_mask_as_path_pil_or_array_gives_the_same_images(pf, dataset_files):
 
 def test_generate_refuses_bad_arguments(pf, dataset_files):
     mask, _ = dataset_files
-    with pytest.raises(cli.InputError, match="truncation 1.5"):
+    with pytest.raises(errors.InputError, match="truncation 1.5"):
         pf.generate(mask, CAPTION, truncation=1.5)
-    with pytest.raises(cli.InputError, match="seeds"):
+    with pytest.raises(errors.InputError, match="seeds"):
         pf.generate(mask, CAPTION, seeds=[-1])
-    with pytest.raises(cli.InputError, match="at least one sample"):
+    with pytest.raises(errors.InputError, match="at least one sample"):
         pf.generate(mask, CAPTION, seeds=[])
-    with pytest.raises(cli.InputError, match="mask: expected a file path"):
+    with pytest.raises(errors.InputError, match="mask: expected a file path"):
         pf.generate(3.0, CAPTION)
     with pytest.raises(MaskError, match="expected .* label ids or .* colours"):
         pf.generate(np.zeros((8, 8), np.float32), CAPTION)
@@ -87,9 +91,9 @@ def test_generate_refuses_bad_arguments(pf, dataset_files):
 def test_invert_and_edit_return_pictures(pf, dataset_files):
     mask, image = dataset_files
     inversion = pf.invert(Image.open(image), mask, CAPTION, steps=3, perceptual="none")
-    assert isinstance(inversion, editing.Inversion) and len(inversion.losses) == 3
+    assert isinstance(inversion, manipulation.Inversion) and len(inversion.losses) == 3
     reconstruction = pf.edit(inversion)
-    expected = to_pil(editing.edit(pf.generator, pf.text_encoder, pf.cfg, inversion))
+    expected = to_pil(manipulation.edit(pf.generator, pf.text_encoder, pf.cfg, inversion))
     assert np.array_equal(pixels(reconstruction), pixels(expected))
     text_edit = pf.edit(inversion, text="he has black hair")
     mask_edit = pf.edit(inversion, mask=inversion.labels.flip(-1))
@@ -97,7 +101,7 @@ def test_invert_and_edit_return_pictures(pf, dataset_files):
         assert isinstance(picture, Image.Image) and picture.mode == "RGB" and picture.size == (pf.size, pf.size)
     assert not np.array_equal(pixels(text_edit), pixels(reconstruction))
     assert not np.array_equal(pixels(mask_edit), pixels(reconstruction))
-    with pytest.raises(cli.InputError, match="aspect ratios differ"):
+    with pytest.raises(errors.InputError, match="aspect ratios differ"):
         pf.invert(np.zeros((64, 128, 3), np.uint8), mask, CAPTION, steps=1)
 
 

@@ -25,9 +25,9 @@ import torch
 from PIL import Image
 
 from conftest import REPO_ROOT, load_script
-from pixelface.config import load_config
-from pixelface.masks import PALETTE
-from pixelface.trainer import write_config
+from pixelface.core.config import load_config
+from pixelface.data.masks import PALETTE
+from pixelface.training.trainer import write_config
 
 MAIN = REPO_ROOT / "code" / "main.py"
 WATCHED_REPO_FOLDERS = ("data", "models", "cfg")
@@ -335,7 +335,7 @@ def wide_mask(s) -> Path:
 
 def hold_lock(s, run_dir: Path) -> None:
     """Another process holds the run's lock until the test ends."""
-    code = ("import sys, time; from pathlib import Path; from pixelface.runs import RunLock; "
+    code = ("import sys, time; from pathlib import Path; from pixelface.training.runs import RunLock; "
             "RunLock(Path(sys.argv[1])).acquire(); print('locked', flush=True); time.sleep(120)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(run_dir)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"

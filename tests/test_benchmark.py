@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import REPO_ROOT, load_script
-from pixelface import layers
+from pixelface.networks import layers
 
 SMOKE = str(REPO_ROOT / "cfg" / "smoke.yml")
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT
-from pixelface.config import load_config
-from pixelface.synthface import write_dataset
-from pixelface.trainer import Trainer
+from pixelface.core.config import load_config
+from pixelface.data.synthface import write_dataset
+from pixelface.training.trainer import Trainer
 
 SMOKE = REPO_ROOT / "cfg" / "smoke.yml"
 STEPS = 3          # step 0 runs R1 and path length, step 2 path length again (smoke intervals 4 and 2)

@@ -1,8 +1,8 @@
 import pytest
 
-from pixelface import config
-from pixelface.config import (ConfigError, describe, load_config, project_home, require_path, resolve_path, to_yaml,
-                              from_plain)
+from pixelface.core import config
+from pixelface.core.config import (ConfigError, describe, load_config, project_home, require_path, resolve_path,
+                                   to_yaml, from_plain)
 from conftest import REPO_ROOT
 
 

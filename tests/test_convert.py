@@ -12,15 +12,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pixelface.checkpoint import load_checkpoint, load_generator
-from pixelface.config import load_config
-from pixelface.convert import (ConversionError, convert, discriminator_rules, generator_rules,
-                               load_reference, read_reference)
-from pixelface.discriminator import Discriminator
-from pixelface.generator import Generator
-from pixelface.layers import channel_table
-from pixelface.masks import label_to_color
-from pixelface.synthface import make_face, write_dataset
+from pixelface.core.config import load_config
+from pixelface.networks.checkpoint import load_checkpoint, load_generator
+from pixelface.training.convert import (ConversionError, convert, discriminator_rules, generator_rules,
+                                        load_reference, read_reference)
+from pixelface.data.masks import label_to_color
+from pixelface.data.synthface import make_face, write_dataset
+from pixelface.networks.discriminator import Discriminator
+from pixelface.networks.generator import Generator
+from pixelface.networks.layers import channel_table
 from test_generator import literal_reference_forward
 from conftest import REPO_ROOT, load_script
 

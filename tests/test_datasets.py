@@ -5,10 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from pixelface.config import load_config
+from pixelface.core.config import load_config
 from conftest import REPO_ROOT
-from pixelface.datasets import DatasetError, FaceDataset, clean_caption, load_index, resize_and_crop
-from pixelface.masks import PALETTE, MaskError, color_tensor
+from pixelface.data.datasets import DatasetError, FaceDataset, clean_caption, load_index, resize_and_crop
+from pixelface.data.masks import PALETTE, MaskError, color_tensor
 
 REAL_INDEX = REPO_ROOT.parent / "shared/data/dataset2.zip"
 SIZE = 32

@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pixelface.config import load_config
-from pixelface.discriminator import Discriminator, minibatch_stddev, stddev_group
-from pixelface.reference_ops import reference_discriminator_forward
+from pixelface.core.config import load_config
+from pixelface.networks.discriminator import Discriminator, minibatch_stddev, stddev_group
+from pixelface.networks.reference_ops import reference_discriminator_forward
 
 torch.set_num_threads(1)
 

@@ -8,17 +8,21 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pixelface import cli, editing, inputs, metrics
-from pixelface.checkpoint import file_hash
-from pixelface.masks import LABEL_ID, label_to_color
-from pixelface.datasets import FaceDataset
-from pixelface.synthface import HAIR_RGB, caption_attributes, make_face
-from pixelface.images import save_png, to_uint8
+from pixelface.core import errors
+
+from pixelface.editing import inputs, manipulation
+
+from pixelface.data.datasets import FaceDataset
+from pixelface.data.images import save_png, to_uint8
+from pixelface.data.masks import LABEL_ID, label_to_color
+from pixelface.data.synthface import HAIR_RGB, caption_attributes, make_face
+from pixelface.evaluation import measures
+from pixelface.networks.checkpoint import file_hash
 from conftest import load_script
 
 
 HAIR = LABEL_ID["hair"]
-FAST = editing.InversionSettings(steps=40)
+FAST = manipulation.InversionSettings(steps=40)
 
 
 manipulate_script = load_script("manipulate")
@@ -42,7 +46,7 @@ def face(model):
 def inversion(model, face):
     g, cfg, encoder = model
     image, labels, caption = face
-    return editing.invert(g, encoder, cfg, image, labels, caption, FAST)
+    return manipulation.invert(g, encoder, cfg, image, labels, caption, FAST)
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +75,9 @@ def mse(a, b):
 def test_inversion_halves_the_reconstruction_error(model, face, inversion):
     g, cfg, encoder = model
     image, labels, caption = face
-    start = editing.invert(g, encoder, cfg, image, labels, caption, editing.InversionSettings(steps=0))
-    before = mse(editing.edit(g, encoder, cfg, start), image)
-    after = mse(editing.edit(g, encoder, cfg, inversion), image)
+    start = manipulation.invert(g, encoder, cfg, image, labels, caption, manipulation.InversionSettings(steps=0))
+    before = mse(manipulation.edit(g, encoder, cfg, start), image)
+    after = mse(manipulation.edit(g, encoder, cfg, inversion), image)
     assert after < 0.5 * before
     assert len(inversion.losses) == FAST.steps and inversion.losses[-1] < inversion.losses[0]
     assert inversion.latent.shape == (1, g.n_latent, cfg.MODEL.STYLE_DIM)
@@ -83,8 +87,8 @@ def test_inversion_is_deterministic_and_leaves_the_generator_alone(model, face, 
     g, cfg, encoder = model
     image, labels, caption = face
     before = {k: v.clone() for k, v in g.state_dict().items()}
-    again = editing.invert(g, encoder, cfg, image, labels, caption,
-                           editing.InversionSettings(steps=FAST.steps, finetune_steps=5))
+    again = manipulation.invert(g, encoder, cfg, image, labels, caption,
+                           manipulation.InversionSettings(steps=FAST.steps, finetune_steps=5))
     assert torch.equal(again.latent, inversion.latent)
     assert all(torch.equal(v, g.state_dict()[k]) for k, v in before.items())
     assert not any(p.requires_grad for p in g.parameters())
@@ -93,35 +97,35 @@ def test_inversion_is_deterministic_and_leaves_the_generator_alone(model, face, 
 def test_finetuning_lowers_the_error_further(model, face, inversion):
     g, cfg, encoder = model
     image, labels, caption = face
-    tuned = editing.invert(g, encoder, cfg, image, labels, caption,
-                           editing.InversionSettings(steps=FAST.steps, finetune_steps=15))
+    tuned = manipulation.invert(g, encoder, cfg, image, labels, caption,
+                           manipulation.InversionSettings(steps=FAST.steps, finetune_steps=15))
     assert tuned.generator_state is not None and inversion.generator_state is None
-    g_tuned = editing.generator_for(g, tuned)
-    assert mse(editing.edit(g_tuned, encoder, cfg, tuned), image) < mse(editing.edit(g, encoder, cfg, inversion), image)
+    g_tuned = manipulation.generator_for(g, tuned)
+    assert mse(manipulation.edit(g_tuned, encoder, cfg, tuned), image) < mse(manipulation.edit(g, encoder, cfg, inversion), image)
 
 
 def test_saved_inversion_gives_the_same_edits(model, inversion, tmp_path):
     g, cfg, encoder = model
-    editing.save_inversion(inversion, tmp_path / "inv.pt", "abc123")
-    loaded = editing.load_inversion(tmp_path / "inv.pt", "abc123")
+    manipulation.save_inversion(inversion, tmp_path / "inv.pt", "abc123")
+    loaded = manipulation.load_inversion(tmp_path / "inv.pt", "abc123")
     caption = "a woman with blond hair"
-    assert torch.equal(editing.edit(g, encoder, cfg, loaded, caption), editing.edit(g, encoder, cfg, inversion, caption))
-    with pytest.raises(cli.InputError, match="made with checkpoint abc123"):
-        editing.load_inversion(tmp_path / "inv.pt", "fff000")
+    assert torch.equal(manipulation.edit(g, encoder, cfg, loaded, caption), manipulation.edit(g, encoder, cfg, inversion, caption))
+    with pytest.raises(errors.InputError, match="made with checkpoint abc123"):
+        manipulation.load_inversion(tmp_path / "inv.pt", "fff000")
 
 
 def test_text_edit_changes_the_image_and_keeps_the_mask_input(model, inversion):
     g, cfg, encoder = model
-    reconstruction = editing.edit(g, encoder, cfg, inversion)
-    edited = editing.edit(g, encoder, cfg, inversion, caption="a man with gray hair and a beard")
+    reconstruction = manipulation.edit(g, encoder, cfg, inversion)
+    edited = manipulation.edit(g, encoder, cfg, inversion, caption="a man with gray hair and a beard")
     assert (edited - reconstruction).abs().mean() > 1e-3
-    assert torch.equal(editing.edit(g, encoder, cfg, inversion, caption=inversion.caption), reconstruction)
+    assert torch.equal(manipulation.edit(g, encoder, cfg, inversion, caption=inversion.caption), reconstruction)
 
 
 def test_measures():
     a = torch.full((3, 8, 8), 100 / 127.5 - 1)
-    assert metrics.psnr(a, a) == float("inf")
-    assert metrics.psnr(a, a + 1 / 127.5) == pytest.approx(20 * np.log10(255), abs=0.01)  # off by one level
+    assert measures.psnr(a, a) == float("inf")
+    assert measures.psnr(a, a + 1 / 127.5) == pytest.approx(20 * np.log10(255), abs=0.01)  # off by one level
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -257,7 +261,7 @@ def inverted(trained):
     faces = []
     for image, labels, attrs, captions in unseen_faces(cfg.MODEL.SIZE, HAIR_EDIT_FACES):
         caption, request = inputs.prepare_captions(list(hair_caption(attrs, captions)), cfg, encoder)
-        inversion = editing.invert(g, encoder, cfg, image, labels, caption)
+        inversion = manipulation.invert(g, encoder, cfg, image, labels, caption)
         faces.append((labels, request, OPPOSITE_HAIR[attrs["hair_color"]], inversion))
     return faces
 
@@ -268,8 +272,8 @@ def test_hair_colour_text_edit_moves_the_hair_toward_the_requested_colour(traine
     before, after = [], []
     for labels, request, colour, inversion in inverted:
         target = torch.tensor(HAIR_RGB[colour], dtype=torch.float32)
-        reconstruction = editing.edit(g, encoder, cfg, inversion)
-        edited = editing.edit(g, encoder, cfg, inversion, caption=request)
+        reconstruction = manipulation.edit(g, encoder, cfg, inversion)
+        edited = manipulation.edit(g, encoder, cfg, inversion, caption=request)
         before.append(float((mean_hair_colour(reconstruction, labels) - target).norm()))
         after.append(float((mean_hair_colour(edited, labels) - target).norm()))
     # The mean hair colour of at least half of the faces gets closer to the synthface colour the new caption
@@ -290,7 +294,7 @@ def test_mask_edit_changes_the_image_where_the_mask_changed_and_little_elsewhere
         bald[labels == HAIR] = LABEL_ID["background"]
         changed = labels != bald
         near = F.max_pool2d(changed[None, None].float(), 9, 1, 4)[0, 0] > 0  # the changed region and a margin
-        difference = (editing.edit(g, encoder, cfg, inversion, labels=bald)
-                      - editing.edit(g, encoder, cfg, inversion)).abs().mean(0)
+        difference = (manipulation.edit(g, encoder, cfg, inversion, labels=bald)
+                      - manipulation.edit(g, encoder, cfg, inversion)).abs().mean(0)
         # the layout changes where the hair was removed, at least 5x more than away from it
         assert difference[changed].mean() > 5 * difference[~near].mean()

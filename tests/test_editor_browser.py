@@ -1,4 +1,4 @@
-"""The web editor (pixelface.editor_app, served as scripts/editor.py serves it) driven in a real headless
+"""The web editor (pixelface.editing.editor_app, served as scripts/editor.py serves it) driven in a real headless
 Chromium: a painted mask and a caption give one face per seed, a photo is inverted and edited, bad input
 comes back as one line, and the page loads nothing from outside 127.0.0.1.
 
@@ -21,9 +21,11 @@ CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None,
                                 reason=f"{CHROMIUM} missing: apt-get install chromium")
 
-from pixelface import PixelFace, editor_app  # noqa: E402
-from pixelface.config import resolve_path  # noqa: E402
-from pixelface.masks import LABEL_ID, color_to_label  # noqa: E402
+from pixelface import PixelFace  # noqa: E402
+
+from pixelface.core.config import resolve_path  # noqa: E402
+from pixelface.data.masks import LABEL_ID, color_to_label  # noqa: E402
+from pixelface.editing import editor_app
 
 # Chromium without a sandbox (root in a container), a GPU, or any traffic of its own.
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -7,16 +7,18 @@ from PIL import Image
 import torch
 import yaml
 
-from pixelface import metrics
-from pixelface.checkpoint import FORMAT, atomic_save
-from pixelface.config import load_config, to_yaml
+from pixelface.core.config import load_config, to_yaml
+from pixelface.evaluation import extractors, registry
+from pixelface.networks.checkpoint import FORMAT, atomic_save
 from conftest import REPO_ROOT
-from pixelface.datasets import FaceDataset
-from pixelface.generator import Generator
-from pixelface.metrics import MissingWeightsError, evaluate_generator, generate_images
-from pixelface.parser import FaceParser, save_parser
-from pixelface.synthface import write_dataset
-from pixelface.text_encoder import TextEncoder
+from pixelface.data.datasets import FaceDataset
+from pixelface.data.synthface import write_dataset
+from pixelface.evaluation.context import generate_images
+from pixelface.evaluation.extractors import MissingWeightsError
+from pixelface.evaluation.metrics import evaluate_generator
+from pixelface.evaluation.parser import FaceParser, save_parser
+from pixelface.networks.generator import Generator
+from pixelface.networks.text_encoder import TextEncoder
 
 TINY = ["TEXT.MODEL=custom", "TEXT.PRETRAINED=", "TEXT.EMBEDDING_DIM=64", "TEXT.SENTENCE_DIM=32",
         "TEXT.CUSTOM.EMBED_DIM=32", "TEXT.CUSTOM.IMAGE_SIZE=16", "TEXT.CUSTOM.VISION_LAYERS=1",
@@ -34,7 +36,7 @@ def no_downloads(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
     monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    monkeypatch.setattr(metrics, "inception_weight_paths", lambda path=None: [tmp_path / "no-inception.pth"])
+    monkeypatch.setattr(extractors, "inception_weight_paths", lambda path=None: [tmp_path / "no-inception.pth"])
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +88,8 @@ def test_images_depend_on_seed_and_sample_number_not_on_the_batch(setup):
 
 def test_real_statistics_are_cached_and_reused(setup, tmp_path, monkeypatch):
     seen = []
-    original = metrics.ClipImageExtractor.__call__
-    monkeypatch.setattr(metrics.ClipImageExtractor, "__call__",
+    original = extractors.ClipImageExtractor.__call__
+    monkeypatch.setattr(extractors.ClipImageExtractor, "__call__",
                         lambda self, images: seen.append(images.shape[0]) or original(self, images))
     first = run(setup, tmp_path, metrics=["fid_clip"])
     assert sum(seen) == 6 + 3  # fakes, then the three real test images
@@ -151,7 +153,7 @@ def test_seed_spread_is_zero_when_z_is_ignored_and_positive_when_it_is_not(setup
     assert values["seed_spread"] > 0 and values["seed_spread_real/background"] > 0
     assert values["seed_spread"] == pytest.approx(
         (values["seed_spread/background"] + values["seed_spread/cloth"]) / 2)
-    assert report["settings"]["seed_spread_seeds"] == metrics.SPREAD_SEEDS
+    assert report["settings"]["seed_spread_seeds"] == registry.SPREAD_SEEDS
     still = run((cfg, IgnoresZ(g_ema).eval(), text_encoder, parser_path), tmp_path, split="train", num=4,
                 metrics=["seed_spread"])["metrics"]
     assert still["seed_spread"] == pytest.approx(0.0, abs=1e-6)

@@ -6,9 +6,9 @@ import safetensors.torch
 import torch
 from PIL import Image
 
-from pixelface.checkpoint import EXPORT_CONFIG, EXPORT_WEIGHTS, checkpoint_hash, load_generator
-from pixelface.masks import label_to_color
-from pixelface.synthface import make_face
+from pixelface.data.masks import label_to_color
+from pixelface.data.synthface import make_face
+from pixelface.networks.checkpoint import EXPORT_CONFIG, EXPORT_WEIGHTS, checkpoint_hash, load_generator
 from conftest import load_script
 
 

@@ -7,9 +7,9 @@ import torch
 from PIL import Image
 
 from conftest import load_script
-from pixelface.faceparsing import INPUT_SIZE, BiSeNet, load_any_parser, load_faceparsing
-from pixelface.masks import LABEL_ID, PALETTE, to_celebamask
-from pixelface.parser import FaceParser, save_parser
+from pixelface.data.masks import LABEL_ID, PALETTE, to_celebamask
+from pixelface.evaluation.faceparsing import INPUT_SIZE, BiSeNet, load_any_parser, load_faceparsing
+from pixelface.evaluation.parser import FaceParser, save_parser
 
 # A few entries of the state dict of 79999_iter.pth, name -> shape, from the model definition of
 # zllrunning/face-parsing.PyTorch (model.py and resnet.py): ResNet-18 stem and blocks, the attention

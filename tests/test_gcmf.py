@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from pixelface.gcmf import GCMF
+from pixelface.networks.gcmf import GCMF
 
 torch.set_num_threads(1)
 

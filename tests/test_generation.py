@@ -1,15 +1,17 @@
-"""One way to generate (pixelface.generation): the training grid, evaluate.py and sample.py draw the same image
+"""One way to generate (pixelface.networks.generation): the training grid, evaluate.py and sample.py draw the same image
 for the same mask, caption and seed."""
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from pixelface import generation, metrics
-from pixelface.datasets import FaceDataset
-from pixelface.checkpoint import load_generator
-from pixelface.images import to_uint8
-from pixelface.runs import latest_checkpoint
+from pixelface.networks import generation
+
+from pixelface.data.datasets import FaceDataset
+from pixelface.data.images import to_uint8
+from pixelface.evaluation import context
+from pixelface.networks.checkpoint import load_generator
+from pixelface.training.runs import latest_checkpoint
 from conftest import load_script
 
 GRID_PAD = 2  # torchvision.utils.make_grid's padding, which trainer.save_grid keeps
@@ -40,14 +42,14 @@ def test_training_grid_evaluation_and_sample_script_draw_the_same_image(ckpt, tm
 
     # evaluate.py, one image per forward pass, base seed = the training seed: its images k are the grid's
     drawn = {}
-    real_generate = metrics.generate_images
+    real_generate = context.generate_images
 
     def recording(g_ema, cfg_, encoder, batch, samples, seed):
         images = real_generate(g_ema, cfg_, encoder, batch, samples, seed)
         drawn.update({k: image for k, image in zip(samples, images.cpu())})
         return images
 
-    monkeypatch.setattr(metrics, "generate_images", recording)
+    monkeypatch.setattr(context, "generate_images", recording)
     load_script("evaluate").main(["--ckpt", str(ckpt), "--num", str(count), "--seeds", str(cfg.SEED), "--batch", "1",
                                   "--metrics", "texture", "--device", "cpu"])
     assert sorted(drawn) == list(range(count))

@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pixelface.config import load_config
-from pixelface.discriminator import Discriminator
-from pixelface.generator import FoldStep, Generator, PointwiseMix
-from pixelface.layers import StyledConv, ToRGB, channel_table, unfold
-from pixelface.reference_ops import literal_reference_forward, reference_latents
+from pixelface.core.config import load_config
+from pixelface.networks.discriminator import Discriminator
+from pixelface.networks.generator import FoldStep, Generator, PointwiseMix
+from pixelface.networks.layers import StyledConv, ToRGB, channel_table, unfold
+from pixelface.networks.reference_ops import literal_reference_forward, reference_latents
 
 torch.set_num_threads(1)
 

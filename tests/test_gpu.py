@@ -13,9 +13,9 @@ import torch
 import torch.multiprocessing as mp
 
 from conftest import REPO_ROOT
-from pixelface.config import load_config
-from pixelface.runs import latest_checkpoint
-from pixelface.synthface import write_dataset
+from pixelface.core.config import load_config
+from pixelface.data.synthface import write_dataset
+from pixelface.training.runs import latest_checkpoint
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="CUDA is not available: the GPU training and benchmark checks need a GPU")
@@ -54,10 +54,10 @@ def _losses_are_finite(run_dir: Path) -> None:
 def _nccl_worker(rank, world_size, port, root, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
                       LOCAL_RANK=str(rank), HF_HUB_OFFLINE="1")
-    from pixelface.trainer import Trainer
+    from pixelface.training.trainer import Trainer
     device = torch.device("cuda", rank)
     torch.cuda.set_device(device)
-    # pixelface.distributed.init joins a group only for world > 1; join here so one GPU runs nccl too
+    # pixelface.core.distributed.init joins a group only for world > 1; join here so one GPU runs nccl too
     torch.distributed.init_process_group("nccl", rank=rank, world_size=world_size, device_id=device)
     try:
         cfg = load_config(SMOKE, [f"DATA.ROOT={root}", "DATA.SYNTHESIZE=false", *GPU_SETTINGS])

@@ -1,4 +1,4 @@
-"""pixelface.images: one reader for every image and mask, and the callers that go through it."""
+"""pixelface.data.images: one reader for every image and mask, and the callers that go through it."""
 import json
 
 import numpy as np
@@ -6,12 +6,16 @@ import pytest
 import torch
 from PIL import Image
 
-from pixelface import cli, images, inputs
+from pixelface.core import errors
+
+from pixelface.data import images
+
+from pixelface.editing import inputs
 from conftest import REPO_ROOT, load_script
-from pixelface.config import load_config
-from pixelface.datasets import FaceDataset, PrepareError, prepare_mmceleba
-from pixelface.images import ImageReadError, open_image, read_mask_array, read_rgb
-from pixelface.masks import PALETTE
+from pixelface.core.config import load_config
+from pixelface.data.datasets import FaceDataset, PrepareError, prepare_mmceleba
+from pixelface.data.images import ImageReadError, open_image, read_mask_array, read_rgb
+from pixelface.data.masks import PALETTE
 
 ORIENTATION = 0x0112
 
@@ -270,7 +274,7 @@ def test_cli_reports_a_bad_image_as_one_error_line_naming_it(tiny_root, tmp_path
 def test_image_and_mask_of_different_aspect_ratios_are_refused(tmp_path):
     Image.fromarray(_noise(48, 64)).save(tmp_path / "wide.png")
     Image.fromarray(_noise(64, 64)).save(tmp_path / "square.png")
-    with pytest.raises(cli.InputError) as info:
+    with pytest.raises(errors.InputError) as info:
         inputs.check_same_aspect(tmp_path / "wide.png", tmp_path / "square.png")
     message = str(info.value)
     assert f"image {tmp_path / 'wide.png'} is 64x48" in message
@@ -280,11 +284,11 @@ def test_image_and_mask_of_different_aspect_ratios_are_refused(tmp_path):
     Image.fromarray(_noise(100, 1005)).save(tmp_path / "strip_mask.png")
     assert inputs.check_same_aspect(tmp_path / "strip.png", tmp_path / "strip_mask.png") is None
     Image.fromarray(_noise(100, 1020)).save(tmp_path / "strip_mask.png")
-    with pytest.raises(cli.InputError, match="differ by 2.0%"):
+    with pytest.raises(errors.InputError, match="differ by 2.0%"):
         inputs.check_same_aspect(tmp_path / "strip.png", tmp_path / "strip_mask.png")
     # A phone photo whose EXIF turns it upright matches a mask drawn on the upright picture.
     _save_rotated_jpeg(tmp_path / "phone.jpg", _noise(20, 40))
     Image.fromarray(_noise(40, 20)).save(tmp_path / "phone_mask.png")
     assert inputs.check_same_aspect(tmp_path / "phone.jpg", tmp_path / "phone_mask.png") is None
-    with pytest.raises(cli.InputError, match=r"phone.jpg is 20x40 but mask .*square.png is 64x64"):
+    with pytest.raises(errors.InputError, match=r"phone.jpg is 20x40 but mask .*square.png is 64x64"):
         inputs.check_same_aspect(tmp_path / "phone.jpg", tmp_path / "square.png")

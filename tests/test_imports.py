@@ -12,7 +12,7 @@ PACKAGE = REPO_ROOT / "code" / "pixelface"
 # Deferred imports of optional third-party packages are fine; deferred project imports are not, except
 # these (module, imported module), each with its reason:
 DEFERRED_PROJECT_IMPORTS_ALLOWED = {
-    ("__init__", "api"): "`import pixelface` stays light; PixelFace loads torch and the networks on first use",
+    ("__init__", "editing.api"): "`import pixelface` stays light; PixelFace loads torch and the networks on first use",
 }
 
 
@@ -89,39 +89,58 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_no_import_cycles_and_no_deferred_project_imports():
     graph, deferred = import_graph()
-    assert {"generator", "trainer", "metrics", "editing", "cli", "files", "commands.train"} <= set(graph)
-    assert "metrics" in graph["parser"] or "parser" in graph["metrics"]      # the graph sees real edges
-    assert "trainer" in graph["commands.train"]                              # ... and a subpackage's edges
+    assert {"networks.generator", "training.trainer", "evaluation.metrics", "editing.manipulation", "core.cli",
+            "core.files", "commands.train"} <= set(graph)
+    assert "evaluation.registry" in graph["evaluation.metrics"]              # the graph sees real edges
+    assert "training.trainer" in graph["commands.train"]                     # ... across folders too
     assert not deferred, f"project imports inside functions: {deferred}"
     assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph))}"
 
 
-# The package's layers, bottom first (README "What is where" draws them): a module imports only from its own
-# layer or the ones below it.
-LAYERS = [
-    ("foundations", {"config", "files", "cli", "masks", "caption_regions", "distributed", "runtime", "layers", "losses"}),
-    ("pixels and data", {"images", "datasets", "synthface"}),
-    ("networks", {"gcmf", "generator", "discriminator", "text_encoder", "checkpoint", "parser", "faceparsing",
-                  "clip_pretrain", "reference_ops"}),
-    ("generating and measuring", {"generation", "metrics"}),
-    ("training and editing", {"trainer", "prepare", "runs", "convert", "inputs", "editing"}),
-    ("entry points", {"__init__", "api", "commands", "editor_app"}),
-]
+# The package's layers, bottom first: one folder each (README "What is where"). A module imports only from its
+# own folder or the folders below it; nothing but the package's __init__ lives outside a folder.
+LAYERS = ["core", "data", "networks", "evaluation", "training", "editing", "commands"]
 
 
 def layer_of(module: str) -> int | None:
-    """Index in LAYERS of a module; a subpackage's modules ('synthface.render') share their package's layer."""
-    top = module.split(".")[0]
-    return next((i for i, (_, members) in enumerate(LAYERS) if top in members), None)
+    """Index in LAYERS of a module's folder ('data.synthface.render' -> 'data'); the package's own __init__ sits
+    on top (it re-exports the API)."""
+    if module == "__init__":
+        return len(LAYERS)
+    folder = module.split(".")[0]
+    return LAYERS.index(folder) if folder in LAYERS and "." in module or module in LAYERS else None
 
 
-def test_every_module_has_a_layer_and_imports_only_downward():
+def test_every_module_sits_in_a_layer_folder_and_imports_only_downward():
     graph, _ = import_graph()
     unplaced = sorted(m for m in graph if layer_of(m) is None)
-    assert not unplaced, f"modules in no layer of LAYERS: {unplaced}"
-    upward = [f"{m} ({LAYERS[layer_of(m)][0]}) -> {t} ({LAYERS[layer_of(t)][0]})"
+    assert not unplaced, f"modules outside the layer folders {LAYERS}: {unplaced}"
+    name = lambda i: LAYERS[i] if i < len(LAYERS) else "pixelface/__init__"
+    upward = [f"{m} ({name(layer_of(m))}) -> {t} ({name(layer_of(t))})"
               for m, targets in sorted(graph.items()) for t in sorted(targets) if layer_of(t) > layer_of(m)]
     assert not upward, f"imports from a higher layer: {upward}"
+
+
+def test_layer_of_places_folders_and_rejects_loose_modules():
+    assert layer_of("core.config") == 0 and layer_of("data.synthface.render") == 1
+    assert layer_of("commands") == LAYERS.index("commands")
+    assert layer_of("trainer") is None                 # a module outside every folder
+    assert layer_of("__init__") == len(LAYERS)
+
+
+def private_imports() -> list[str]:
+    """'module imports name from other' for every `from X import _name` of a private name across modules."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        package = list(path.relative_to(PACKAGE).parent.parts)
+        for name, _ in project_imports(ast.parse(path.read_text()), package):
+            if name.rsplit(".", 1)[-1].startswith("_") and not name.endswith("__"):
+                found.append(f"{module_name(path)} imports {name}")
+    return found
+
+
+def test_no_module_imports_a_private_name_of_another():
+    assert not private_imports(), private_imports()
 
 
 def test_find_cycle_sees_a_cycle():
@@ -130,7 +149,7 @@ def test_find_cycle_sees_a_cycle():
 
 
 # Modules that need an optional dependency (requirements-editor.txt) to import at all.
-OPTIONAL_DEPENDENCY = {"editor_app": "gradio"}
+OPTIONAL_DEPENDENCY = {"editing.editor_app": "gradio"}
 
 IMPORT_EACH_ALONE = r"""
 import importlib, importlib.util, os, sys
@@ -166,7 +185,7 @@ def test_every_module_imports_alone_in_a_fresh_interpreter():
         if dependency and importlib.util.find_spec(dependency) is None:
             continue
         modules.append("pixelface" if name == "__init__" else f"pixelface.{name}")
-    assert "pixelface.generation" in modules and "pixelface.commands.train" in modules
+    assert "pixelface.networks.generation" in modules and "pixelface.commands.train" in modules
     done = subprocess.run([sys.executable, "-c", IMPORT_EACH_ALONE, *modules], capture_output=True, text=True,
                           timeout=600, env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from conftest import REPO_ROOT, load_script
-from pixelface.masks import label_to_color
-from pixelface.synthface import make_face
+from pixelface.data.masks import label_to_color
+from pixelface.data.synthface import make_face
 
 BUILD_INPUTS = ("pyproject.toml", "setup.py", "MANIFEST.in", "cfg", "code")
 COMMANDS = ("pixelface-train", "pixelface-sample", "pixelface-edit", "pixelface-eval")
@@ -25,7 +25,7 @@ CAPTION = "a woman with blond hair"
 # Printed by the installed copy: what it imports and where it puts things.
 REPORT = """
 import json, pixelface
-from pixelface.config import checkout_root, load_config, project_home, resolve_path
+from pixelface.core.config import checkout_root, load_config, project_home, resolve_path
 cfg = load_config("smoke")
 print(json.dumps({"package": pixelface.__file__, "checkout": str(checkout_root()), "home": str(project_home()),
                   "source": cfg._source, "data_root": str(resolve_path(cfg, "DATA.ROOT"))}))

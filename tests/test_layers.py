@@ -5,11 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pixelface import layers
-from pixelface.generator import PointwiseMix
-from pixelface.layers import (ConvLayer, EqualLinear, ModulatedConv2d, StyledConv, ToRGB, blur,
-                              blur_kernel, fold, fold_channels_last, fused_leaky_relu, row_product,
-                              row_products_sum, unfold, upsample2x)
+from pixelface.networks import layers
+from pixelface.networks.generator import PointwiseMix
+from pixelface.networks.layers import (ConvLayer, EqualLinear, ModulatedConv2d, StyledConv, ToRGB, blur, blur_kernel,
+                                       fold, fold_channels_last, fused_leaky_relu, row_product, row_products_sum,
+                                       unfold, upsample2x)
 
 torch.set_num_threads(1)
 

@@ -2,11 +2,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pixelface import losses
-from pixelface.caption_regions import named_region_masks, named_regions
-from pixelface.masks import LABEL_ID
-from pixelface.config import load_config
-from pixelface.trainer import _adam, ema_beta, lr_factor
+from pixelface.core.config import load_config
+from pixelface.data.caption_regions import named_region_masks, named_regions
+from pixelface.data.masks import LABEL_ID
+from pixelface.networks import losses
+from pixelface.training.trainer import adam_optimizer, ema_beta, lr_factor
 
 
 def test_d_loss_pieces_sum_to_the_reference_formula():
@@ -107,7 +107,7 @@ def test_path_length_of_a_linear_map():
 def test_ema_and_adam_reproduce_the_reference_constants():
     cfg = load_config(None)
     assert ema_beta(cfg, 4, 0) == pytest.approx(0.5 ** (32 / 10000))
-    opt = _adam(torch.nn.Linear(2, 2), 0.002, 0.99, 4)
+    opt = adam_optimizer(torch.nn.Linear(2, 2), 0.002, 0.99, 4)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.0016)
     assert opt.param_groups[0]["betas"] == (0.0, pytest.approx(0.99 ** 0.8))
     ramp = load_config(None, ["TRAIN.EMA_RAMPUP=0.05"])

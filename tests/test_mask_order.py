@@ -7,13 +7,16 @@ import pytest
 import torch
 from PIL import Image
 
-from pixelface import cli, inputs
-from pixelface.cli import InputWarning
-from pixelface.config import ConfigError, load_config
-from pixelface.datasets import FaceDataset
-from pixelface.masks import (FACE_PARSING_LABELS, FACE_PARSING_TO_CELEBAMASK, LABEL_ID, LABELS, NUM_CLASSES, PALETTE,
-                             MaskError, color_to_label, guess_mask_order, label_to_color, to_celebamask)
-from pixelface.synthface import make_face, write_dataset
+from pixelface.core import errors
+
+from pixelface.core.config import ConfigError, load_config
+from pixelface.core.errors import InputWarning
+from pixelface.data.datasets import FaceDataset
+from pixelface.editing import inputs
+from pixelface.data.masks import (FACE_PARSING_LABELS, FACE_PARSING_TO_CELEBAMASK, LABEL_ID, LABELS, NUM_CLASSES,
+                                  PALETTE, MaskError, color_to_label, guess_mask_order, label_to_color,
+                                  to_celebamask)
+from pixelface.data.synthface import make_face, write_dataset
 
 # CelebAMask-HQ id -> face-parsing id: writes a CelebAMask-HQ map the way a BiSeNet parser would.
 TO_FACE_PARSING = np.argsort(FACE_PARSING_TO_CELEBAMASK)
@@ -73,7 +76,7 @@ def test_face_parsing_masks_read_as_their_celebamask_equivalent(tmp_path, face_l
         assert torch.equal(inputs.read_mask(tmp_path / "colour.png", 32, mask_order="faceparsing"), expected)
     with pytest.warns(InputWarning):
         assert not torch.equal(inputs.read_mask(tmp_path / "faceparsing.png", 32), expected)
-    with pytest.raises(cli.InputError, match="mask order 'bisenet'"):
+    with pytest.raises(errors.InputError, match="mask order 'bisenet'"):
         inputs.read_mask(tmp_path / "colour.png", 32, mask_order="bisenet")
 
 

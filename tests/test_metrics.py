@@ -3,11 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from pixelface import metrics
-from pixelface.masks import accuracy_from_confusion, confusion_matrix
-from pixelface.metrics import (MissingWeightsError, StatsCache, clip_score, color_spread, feature_stats,
-                               frechet_distance, high_frequency_energy, kid, pairwise_distance_diversity,
-                               r_precision, region_colors, region_texture)
+from pixelface.data.masks import accuracy_from_confusion, confusion_matrix
+from pixelface.evaluation import extractors, stats_cache
+from pixelface.evaluation.extractors import MissingWeightsError
+from pixelface.evaluation.formulas import (clip_score, color_spread, feature_stats, frechet_distance,
+                                           high_frequency_energy, kid, pairwise_distance_diversity, r_precision,
+                                           region_colors, region_texture)
+from pixelface.evaluation.stats_cache import StatsCache
 
 
 def pooled_accuracy(pred, true) -> dict[str, float]:
@@ -205,11 +207,11 @@ def test_damaged_cache_entry_is_recomputed(tmp_path):
 
 
 def test_stats_key_names_dataset_split_extractor_size_and_count(tmp_path):
-    from pixelface.config import load_config
+    from pixelface.core.config import load_config
     cfg = load_config(overrides=["DATA.NAME=synthface", f"DATA.ROOT={tmp_path}", "DATA.IMAGE_SIZE=64"])
-    key = metrics.real_stats_key(cfg, "test", ["1", "2", "3"], "clip-custom-ab12")
+    key = stats_cache.real_stats_key(cfg, "test", ["1", "2", "3"], "clip-custom-ab12")
     assert key.startswith("synthface-test-clip-custom-ab12-64px-n3-")
-    assert metrics.real_stats_key(cfg, "test", ["1", "2", "4"], "clip-custom-ab12") != key
+    assert stats_cache.real_stats_key(cfg, "test", ["1", "2", "4"], "clip-custom-ab12") != key
 
 
 # ------------------------------------------------------------------------------------------------ Inception weights
@@ -217,20 +219,20 @@ def test_missing_inception_weights_raise_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("PIXELFACE_HOME", str(tmp_path / "repo"))   # no models/ in the project home
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     with pytest.raises(MissingWeightsError) as error:
-        metrics.InceptionExtractor()
+        extractors.InceptionExtractor()
     message = str(error.value)
-    assert metrics.INCEPTION_URL in message and str(tmp_path / "hub" / "checkpoints") in message
+    assert extractors.INCEPTION_URL in message and str(tmp_path / "hub" / "checkpoints") in message
     with pytest.raises(MissingWeightsError, match="elsewhere.pth"):
-        metrics.InceptionExtractor(tmp_path / "elsewhere.pth")
+        extractors.InceptionExtractor(tmp_path / "elsewhere.pth")
 
 
 def test_inception_weights_are_found_in_the_torch_hub_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("PIXELFACE_HOME", str(tmp_path / "repo"))   # no models/ in the project home
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    cached = tmp_path / "hub" / "checkpoints" / metrics.INCEPTION_FILE
+    cached = tmp_path / "hub" / "checkpoints" / extractors.INCEPTION_FILE
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"")
-    assert metrics.find_inception_weights() == cached
+    assert extractors.find_inception_weights() == cached
 
 
 @pytest.mark.slow
@@ -241,7 +243,7 @@ def test_inception_extractor_gives_2048_features_from_a_local_file(tmp_path, mon
         patch.setattr(tf_inception, "load_state_dict_from_url", lambda *a, **k: None)
         patch.setattr(tf_inception.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None)
         net = tf_inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    path = tmp_path / metrics.INCEPTION_FILE
+    path = tmp_path / extractors.INCEPTION_FILE
     torch.save(net.state_dict(), path)
-    features = metrics.InceptionExtractor(path)(torch.rand(2, 3, 32, 32) * 2 - 1)
+    features = extractors.InceptionExtractor(path)(torch.rand(2, 3, 32, 32) * 2 - 1)
     assert features.shape == (2, 2048) and torch.isfinite(features).all()

@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from pixelface.config import load_config
+from pixelface.core.config import load_config
 from conftest import REPO_ROOT
-from pixelface.masks import LABEL_ID, accuracy_from_confusion, confusion_matrix, label_to_color
-from pixelface.parser import (FaceParser, class_weights, evaluate_parser, fit_parser, flip_batch, label_frequencies,
-                              load_parser, train_parser)
+from pixelface.data.masks import LABEL_ID, accuracy_from_confusion, confusion_matrix, label_to_color
+from pixelface.evaluation.parser import (FaceParser, class_weights, evaluate_parser, fit_parser, flip_batch,
+                                         label_frequencies, load_parser, train_parser)
 
 SIZE = 16
 # Each part gets its own colour, so the labels can be read off the image.
@@ -124,7 +124,7 @@ def toy_root(tmp_path_factory):
 
 
 def test_label_frequencies_count_pixels_of_sampled_items(toy_root):
-    from pixelface.datasets import FaceDataset
+    from pixelface.data.datasets import FaceDataset
     dataset = FaceDataset(toy_cfg(toy_root), "train", train=False)
     everything = label_frequencies(dataset, len(dataset), seed=0)
     assert everything.sum() == len(dataset) * SIZE * SIZE

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixelface.config import load_config
+from pixelface.core.config import load_config
 from conftest import REPO_ROOT
-from pixelface.datasets import FaceDataset, PrepareError, prepare_mmceleba
-from pixelface.masks import LABEL_ID, color_to_label
+from pixelface.data.datasets import FaceDataset, PrepareError, prepare_mmceleba
+from pixelface.data.masks import LABEL_ID, color_to_label
 
 IDS = {"train": ["0", "1", "2"], "test": ["3"]}
 PARTS = 32  # CelebAMask-HQ part masks are half the CelebA-HQ image size, as here

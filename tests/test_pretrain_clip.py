@@ -8,12 +8,12 @@ import torch
 import yaml
 from PIL import Image
 
-from pixelface.clip_pretrain import CaptionTokens, clip_input, load_images, pretrain_clip, retrieval_metrics
-from pixelface.config import load_config
+from pixelface.core.config import load_config
+from pixelface.training.clip_pretrain import CaptionTokens, clip_input, load_images, pretrain_clip, retrieval_metrics
 from conftest import REPO_ROOT
-from pixelface.datasets import FaceDataset
-from pixelface.masks import label_to_color
-from pixelface.text_encoder import TextEncoder
+from pixelface.data.datasets import FaceDataset
+from pixelface.data.masks import label_to_color
+from pixelface.networks.text_encoder import TextEncoder
 
 SIZE = 16
 HAIR = {"black": (20, 20, 20), "blond": (230, 200, 90), "red": (200, 40, 30)}

@@ -8,11 +8,15 @@ import pytest
 import torch
 from PIL import Image
 
-from pixelface import cli, generation, inputs
-from pixelface.checkpoint import atomic_save, file_hash
-from pixelface.masks import MaskError, label_to_color
-from pixelface.synthface import make_face
-from pixelface.images import to_uint8
+from pixelface.core import cli, errors
+
+from pixelface.networks import generation
+
+from pixelface.data.images import to_uint8
+from pixelface.data.masks import MaskError, label_to_color
+from pixelface.data.synthface import make_face
+from pixelface.editing import inputs
+from pixelface.networks.checkpoint import atomic_save, file_hash
 from conftest import load_script
 
 @pytest.fixture(scope="module")
@@ -41,7 +45,7 @@ def test_parse_seeds():
     assert cli.parse_seeds("0-3,7, 10-11") == [0, 1, 2, 3, 7, 10, 11]
     assert cli.parse_seeds("5") == [5]
     for bad in ("", "a", "3-1", "1-", "-2", str(2 ** 32), "0-3,2", "0-4000000000"):
-        with pytest.raises(cli.InputError, match="seeds"):
+        with pytest.raises(errors.InputError, match="seeds"):
             cli.parse_seeds(bad)
 
 
@@ -49,7 +53,7 @@ def test_pair_conditions():
     assert inputs.pair_conditions(2, 2) == [(0, 0), (1, 1)]
     assert inputs.pair_conditions(1, 3) == [(0, 0), (0, 1), (0, 2)]
     assert inputs.pair_conditions(3, 1) == [(0, 0), (1, 0), (2, 0)]
-    with pytest.raises(cli.InputError, match="2 masks and 3 captions"):
+    with pytest.raises(errors.InputError, match="2 masks and 3 captions"):
         inputs.pair_conditions(2, 3)
 
 
@@ -101,7 +105,7 @@ def test_batched_generation_matches_one_at_a_time_to_rounding(model, face_files)
     batched = generation.sample(g, encoder, cfg, masks, captions, seeds, batch_size=2)  # batches of 2, 2 and 1
     assert batched.shape == single.shape and torch.allclose(batched, single, atol=1e-4)
     assert (to_uint8(batched).int() - to_uint8(single).int()).abs().max() <= 1
-    with pytest.raises(cli.InputError, match="batch size 0"):
+    with pytest.raises(errors.InputError, match="batch size 0"):
         generation.sample(g, encoder, cfg, masks, captions, seeds, batch_size=0)
 
 
@@ -133,10 +137,10 @@ def test_text_encoder_source_names_the_weights_file_and_its_hash(model, tmp_path
 def test_caption_cleaning_warns_and_refuses(model):
     _, cfg, encoder = model
     assert inputs.prepare_captions(["She has BLOND hair!"], cfg, encoder) == ["she has blond hair"]
-    with pytest.raises(cli.InputError, match="empty"):
+    with pytest.raises(errors.InputError, match="empty"):
         inputs.prepare_captions(["  !? "], cfg, encoder)
     long = " ".join(["smiling"] * 40)
-    with pytest.warns(cli.InputWarning) as caught:
+    with pytest.warns(errors.InputWarning) as caught:
         (cleaned,) = inputs.prepare_captions([long], cfg, encoder)
     assert len(cleaned.split()) == cfg.DATA.WORDS_NUM
     messages = " ".join(str(w.message) for w in caught)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixelface import synthface as sf
+from pixelface.data import synthface as sf
 from conftest import REPO_ROOT
-from pixelface.masks import LABEL_ID, PALETTE, color_to_label
+from pixelface.data.masks import LABEL_ID, PALETTE, color_to_label
 
 SHAPE_FLIPS = {
     "hair_style": "bangs", "eyeglasses": True, "hat": True, "mouth_open": True, "smiling": True, "earrings": True,

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pixelface.config import ConfigError, load_config
-from pixelface.text_encoder import CLIP_FORMAT, TextEncoder, build_custom_clip, custom_arch, pin_weights_hash
+from pixelface.core.config import ConfigError, load_config
+from pixelface.networks.text_encoder import CLIP_FORMAT, TextEncoder, build_custom_clip, custom_arch, pin_weights_hash
 
 TINY = ["TEXT.MODEL=custom", "TEXT.PRETRAINED=", "TEXT.EMBEDDING_DIM=64", "TEXT.SENTENCE_DIM=32",
         "TEXT.CUSTOM.EMBED_DIM=32", "TEXT.CUSTOM.IMAGE_SIZE=32", "TEXT.CUSTOM.VISION_LAYERS=1",

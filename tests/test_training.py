@@ -13,17 +13,17 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from pixelface import losses
-from pixelface.checkpoint import file_hash, load_checkpoint, load_generator
-from pixelface.clip_pretrain import pretrain_clip
-from pixelface.config import ConfigError, load_config
+from pixelface.core.config import ConfigError, load_config
+from pixelface.networks import losses
+from pixelface.networks.checkpoint import file_hash, load_checkpoint, load_generator
+from pixelface.training.clip_pretrain import pretrain_clip
 from conftest import REPO_ROOT
-from pixelface.synthface import write_dataset
-from pixelface.text_encoder import TextEncoder
-from pixelface.runs import latest_checkpoint, plan_resume
-from pixelface.generation import batch_mask_input
-from pixelface import trainer as trainer_module
-from pixelface.trainer import NonFiniteLossError, Throughput, Trainer, load_resume, write_config
+from pixelface.data.synthface import write_dataset
+from pixelface.networks.generation import batch_mask_input
+from pixelface.networks.text_encoder import TextEncoder
+from pixelface.training import trainer as trainer_module
+from pixelface.training.runs import latest_checkpoint, plan_resume
+from pixelface.training.trainer import NonFiniteLossError, Throughput, Trainer, load_resume, write_config
 
 SMOKE = REPO_ROOT / "cfg" / "smoke.yml"
 MAIN = REPO_ROOT / "code" / "main.py"
@@ -271,7 +271,7 @@ def _ddp_worker(rank, world, port, root, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank), HF_HUB_OFFLINE="1")
     torch.set_num_threads(1)
-    from pixelface import distributed as dist
+    from pixelface.core import distributed as dist
     dist.init("cpu")
     (Path(out) / "run").mkdir(exist_ok=True)
     trainer = Trainer(smoke_cfg(root, "TRAIN.SNAPSHOT_KIMG=0"), Path(out) / "run", torch.device("cpu"),

@@ -22,13 +22,17 @@ from pathlib import Path
 
 import torch
 
-from pixelface import cli, editing, inputs, metrics
-from pixelface.files import write_json_atomic
-from pixelface.checkpoint import checkpoint_hash, load_generator
-from pixelface.faceparsing import load_any_parser
-from pixelface.masks import MASK_ORDERS, color_tensor
-from pixelface.text_encoder import TextEncoder
-from pixelface.images import picture_grid, save_png
+from pixelface.core import cli, errors
+
+from pixelface.editing import inputs, manipulation
+
+from pixelface.core.files import write_json_atomic
+from pixelface.data.images import picture_grid, save_png
+from pixelface.data.masks import MASK_ORDERS, color_tensor
+from pixelface.evaluation import measures
+from pixelface.evaluation.faceparsing import load_any_parser
+from pixelface.networks.checkpoint import checkpoint_hash, load_generator
+from pixelface.networks.text_encoder import TextEncoder
 
 
 class EditAction(argparse.Action):
@@ -56,7 +60,7 @@ def source_face(args, cfg, text_encoder, device) -> tuple[torch.Tensor, torch.Te
         origin = {"image": f"{args.from_dataset}:{args.id}", "mask": f"{args.from_dataset}:{args.id}"}
     else:
         if not args.caption:
-            raise cli.InputError("--caption is required: describe the face in --image")
+            raise errors.InputError("--caption is required: describe the face in --image")
         image = inputs.read_image(args.image, size)
         caption = args.caption
         if args.mask:
@@ -82,10 +86,10 @@ def read_edits(args, cfg, text_encoder, inversion_caption: str) -> list[dict]:
     return edits
 
 
-def settings_from(args) -> editing.InversionSettings:
+def settings_from(args) -> manipulation.InversionSettings:
     if args.steps < 1 or args.pti_steps < 0:
-        raise cli.InputError(f"--steps {args.steps} must be >= 1 and --pti-steps {args.pti_steps} >= 0")
-    return editing.InversionSettings(steps=args.steps, perceptual=args.perceptual, finetune_steps=args.pti_steps,
+        raise errors.InputError(f"--steps {args.steps} must be >= 1 and --pti-steps {args.pti_steps} >= 0")
+    return manipulation.InversionSettings(steps=args.steps, perceptual=args.perceptual, finetune_steps=args.pti_steps,
                                      seed=args.seed)
 
 
@@ -96,7 +100,7 @@ def run(args) -> Path:
     ckpt_hash = checkpoint_hash(args.ckpt)
     settings = settings_from(args)
     if args.inversion:
-        inversion = editing.load_inversion(args.inversion, ckpt_hash)
+        inversion = manipulation.load_inversion(args.inversion, ckpt_hash)
         origin = {"image": f"from {args.inversion}", "mask": f"from {args.inversion}"}
     else:
         image, labels, caption, origin = source_face(args, cfg, text_encoder, device)
@@ -109,15 +113,15 @@ def run(args) -> Path:
 
     started = time.time()
     if not args.inversion:
-        inversion = editing.invert(g, text_encoder, cfg, image, labels, caption, settings, progress=True)
+        inversion = manipulation.invert(g, text_encoder, cfg, image, labels, caption, settings, progress=True)
     inverted = time.time()
-    g_edit = editing.generator_for(g, inversion)
-    reconstruction = editing.edit(g_edit, text_encoder, cfg, inversion)
-    results = [editing.edit(g_edit, text_encoder, cfg, inversion, e["caption"], e["labels"]) for e in edits]
+    g_edit = manipulation.generator_for(g, inversion)
+    reconstruction = manipulation.edit(g_edit, text_encoder, cfg, inversion)
+    results = [manipulation.edit(g_edit, text_encoder, cfg, inversion, e["caption"], e["labels"]) for e in edits]
     finished = time.time()
 
     if not args.inversion:
-        editing.save_inversion(inversion, out / "inversion.pt", ckpt_hash)
+        manipulation.save_inversion(inversion, out / "inversion.pt", ckpt_hash)
     report = {"checkpoint": str(args.ckpt), "checkpoint_hash": ckpt_hash,
               "text_encoder": inputs.text_encoder_source(cfg), "caption": inversion.caption, **origin,
               "inversion": {"file": args.inversion or "inversion.pt", **dataclasses.asdict(inversion.settings),
@@ -131,12 +135,12 @@ def run(args) -> Path:
 
 
 def measure(text_encoder, inversion, reconstruction, results, edits) -> dict:
-    net = editing.lpips_network("cpu")
-    recon = {"file": "reconstruction.png", "psnr": round(metrics.psnr(reconstruction, inversion.target), 3),
-             "lpips": None if net is None else round(metrics.lpips_distance(net, reconstruction, inversion.target), 4),
-             "clip_similarity": round(metrics.clip_similarity(text_encoder, reconstruction[None],
+    net = manipulation.lpips_network("cpu")
+    recon = {"file": "reconstruction.png", "psnr": round(measures.psnr(reconstruction, inversion.target), 3),
+             "lpips": None if net is None else round(measures.lpips_distance(net, reconstruction, inversion.target), 4),
+             "clip_similarity": round(measures.clip_similarity(text_encoder, reconstruction[None],
                                                               [inversion.caption])[0], 4)}
-    similarity = (metrics.clip_similarity(text_encoder, torch.stack(results), [e["text"] for e in edits])
+    similarity = (measures.clip_similarity(text_encoder, torch.stack(results), [e["text"] for e in edits])
                   if results else [])
     return {"reconstruction": recon,
             "edits": [{"file": f"edit_{k}.png", "caption": e["text"], "mask": e["mask"], "clip_similarity": round(s, 4)}
@@ -181,7 +185,7 @@ def main(argv=None) -> int:
                         help="an edit: new mask, same description (repeatable)")
     parser.add_argument("--edit", action=EditAction, dest="edits", nargs=2, metavar=("TEXT", "FILE"),
                         help="an edit of both description and mask (repeatable)")
-    parser.add_argument("--steps", type=int, default=editing.InversionSettings.steps, help="inversion steps")
+    parser.add_argument("--steps", type=int, default=manipulation.InversionSettings.steps, help="inversion steps")
     parser.add_argument("--pti-steps", type=int, default=0, help="generator fine-tuning steps after inversion (PTI)")
     parser.add_argument("--perceptual", choices=("auto", "lpips", "clip", "none"), default="auto",
                         help="perceptual loss: LPIPS when installed with its weights, else CLIP image features")

@@ -18,10 +18,12 @@ import sys
 
 import torch
 
-from pixelface import cli
-from pixelface.checkpoint import load_generator
-from pixelface.metrics import METRICS, evaluate_generator, markdown_table, report_paths, write_reports
-from pixelface.text_encoder import TextEncoder
+from pixelface.core import cli
+from pixelface.evaluation.metrics import evaluate_generator
+from pixelface.evaluation.registry import METRICS
+from pixelface.evaluation.reports import markdown_table, report_paths, write_reports
+from pixelface.networks.checkpoint import load_generator
+from pixelface.networks.text_encoder import TextEncoder
 
 
 def main(argv=None) -> int:

@@ -17,25 +17,29 @@ from pathlib import Path
 
 import torch
 
-from pixelface import cli, generation, inputs
-from pixelface.files import write_json_atomic, write_text_atomic
-from pixelface.checkpoint import checkpoint_hash, load_generator
-from pixelface.masks import MASK_ORDERS, color_tensor
-from pixelface.text_encoder import TextEncoder
-from pixelface.images import picture_grid, save_png
+from pixelface.core import cli, errors
+
+from pixelface.networks import generation
+
+from pixelface.core.files import write_json_atomic, write_text_atomic
+from pixelface.data.images import picture_grid, save_png
+from pixelface.data.masks import MASK_ORDERS, color_tensor
+from pixelface.editing import inputs
+from pixelface.networks.checkpoint import checkpoint_hash, load_generator
+from pixelface.networks.text_encoder import TextEncoder
 
 
 def read_text_file(path: str) -> list[str]:
     """One caption per non-blank line."""
     file = Path(path)
     if not file.is_file():
-        raise cli.InputError(f"caption file {file} does not exist")
+        raise errors.InputError(f"caption file {file} does not exist")
     try:
         captions = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
     except UnicodeDecodeError as e:
-        raise cli.InputError(f"caption file {file} is not UTF-8 text ({e})") from None
+        raise errors.InputError(f"caption file {file} is not UTF-8 text ({e})") from None
     if not captions:
-        raise cli.InputError(f"caption file {file} holds no captions")
+        raise errors.InputError(f"caption file {file} holds no captions")
     return captions
 
 
@@ -59,7 +63,7 @@ def gather_conditions(args, cfg, text_encoder) -> tuple[list[tuple[str, torch.Te
     elif dataset_captions is not None:
         raw = dataset_captions  # each dataset mask with its own caption
     else:
-        raise cli.InputError("no captions: give --text or --text-file (or --from-dataset to use its captions)")
+        raise errors.InputError("no captions: give --text or --text-file (or --from-dataset to use its captions)")
     return masks, inputs.prepare_captions(raw, cfg, text_encoder)
 
 
@@ -90,9 +94,9 @@ def write_outputs(paths: dict, images: torch.Tensor, masks, captions, pairs, see
 def run(args) -> Path:
     seeds = cli.parse_seeds(args.seeds)
     if not 0.0 <= args.truncation <= 1.0:
-        raise cli.InputError(f"--truncation {args.truncation}: expected a value in [0, 1]")
+        raise errors.InputError(f"--truncation {args.truncation}: expected a value in [0, 1]")
     if args.batch_size < 1:
-        raise cli.InputError(f"--batch-size {args.batch_size}: expected at least 1")
+        raise errors.InputError(f"--batch-size {args.batch_size}: expected at least 1")
     device = inputs.resolve_device(args.device)
     g, cfg = load_generator(args.ckpt, device)
     text_encoder = TextEncoder.from_config(cfg).to(device)

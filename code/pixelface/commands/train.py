@@ -5,7 +5,7 @@
     pixelface-train --cfg cfg/X.yml       # one process, no launcher needed (in a checkout: python code/main.py)
 
 --cfg takes a YAML file or a bare config name (synthface, smoke, ...). The heavy lifting is in
-pixelface.trainer; this command parses options, prepares missing data and weights (rank 0 only), picks the
+pixelface.training.trainer; this command parses options, prepares missing data and weights (rank 0 only), picks the
 run folder (default <project home>/runs) and hands over.
 """
 import argparse
@@ -14,18 +14,18 @@ from pathlib import Path
 
 import torch
 
-from pixelface import cli
-from pixelface import distributed as dist
-from pixelface.config import describe, load_config, project_home
-from pixelface.prepare import prepare_inputs
-from pixelface.runtime import cores_available, cpu_threads_per_rank, tune_glibc_malloc
-from pixelface.runs import RunLock, new_run_dir, plan_resume, remove_stale_temporaries
-from pixelface.trainer import NonFiniteLossError, Trainer, check_eval_settings, load_resume, write_config
+from pixelface.core import cli
+from pixelface.core import distributed as dist
+from pixelface.core.config import describe, load_config, project_home
+from pixelface.core.runtime import cores_available, cpu_threads_per_rank, tune_glibc_malloc
+from pixelface.training.prepare import prepare_inputs
+from pixelface.training.runs import RunLock, new_run_dir, plan_resume, remove_stale_temporaries
+from pixelface.training.trainer import NonFiniteLossError, Trainer, check_eval_settings, load_resume, write_config
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cfg", help="YAML config overriding the defaults in pixelface/config.py, or a bare config name")
+    p.add_argument("--cfg", help="YAML config overriding the defaults in pixelface/core/config.py, or a bare config name")
     p.add_argument("--set", action="append", default=[], metavar="KEY.SUB=VALUE",
                    help="override one config key (repeatable)")
     p.add_argument("--out", type=Path, default=project_home() / "runs", help="parent folder of run folders")
@@ -38,7 +38,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    """Exit codes as every CLI here (pixelface.cli): 0 done, or stopped by SIGTERM/SIGINT after a
+    """Exit codes as every CLI here (pixelface.core.cli): 0 done, or stopped by SIGTERM/SIGINT after a
     checkpoint; 2 bad input, one line naming it; 3 non-finite losses (after a checkpoint)."""
     args = parse_args(argv)
     if args.help_config:

@@ -1,0 +1,1 @@
+"""Pixels and data: images, masks and their palette, the MM-CelebA dataset, synthetic faces."""

@@ -1,0 +1,1 @@
+"""Measuring a generator: metric formulas, feature extractors, collectors and reports, face parsers."""

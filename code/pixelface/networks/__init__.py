@@ -1,0 +1,1 @@
+"""The networks and their losses: layers, GCMF, generator, discriminator, text encoder, checkpoints."""

@@ -1,0 +1,130 @@
+"""One way to generate: how (mask, caption, seed) becomes an image, for the training grid, every metric,
+scripts/sample.py and the Python API alike.
+
+The rule, documented once:
+* an image's z and then its noise maps are drawn, in that order, on the CPU from
+  `torch.Generator().manual_seed(seed)` (seeded_inputs), so an image depends on its own seed only;
+* its caption is encoded alone (encode_caption), so no other caption in a batch changes its word features
+  (with TEXT.FIXED_LENGTH off, batch encoding would pad every caption to the longest one);
+* a set of images drawn under one base seed s (an evaluation pass, the training grid) gives its k-th
+  image the seed image_seed(s, k), so `scripts/sample.py --seeds <image_seed(s, k)>` redraws it.
+
+Batching only groups forward passes: batched matrix products round differently from single ones (about
+1e-5 here), which can move a rare 8-bit pixel value by one; batch size 1 is exact.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pixelface.core.errors import InputError
+from pixelface.data.masks import color_tensor, one_hot
+
+MEAN_LATENT_SAMPLES = 4096  # z draws averaged into the truncation centre / inversion start
+MEAN_LATENT_SEED = 0x5EED   # fixed, so the truncation centre is a property of the model alone
+
+
+@dataclass(frozen=True)
+class WordFeatures:
+    words: torch.Tensor           # (1, T, EMBEDDING_DIM)
+    padding: torch.Tensor | None  # (1, T) bool, None in the reference's batch-dependent mode
+
+
+def encode_caption(text_encoder, caption: str) -> WordFeatures:
+    """One caption's word features, encoded alone so that nothing else in a batch can change them."""
+    feats = text_encoder.encode([caption])
+    return WordFeatures(feats.words, feats.padding)
+
+
+def image_seed(base_seed: int, index: int) -> int:
+    """The seed of image `index` in a set drawn under `base_seed`.
+
+    The pair is hashed (SeedSequence) into the 32 bits torch's CPU generator keeps, rather than packed into
+    64, where the high half would be dropped and every base seed would give the same images.
+    """
+    if base_seed < 0 or index < 0:
+        raise ValueError(f"base seed {base_seed} and image index {index} must be >= 0")
+    return int(np.random.SeedSequence([base_seed, index]).generate_state(1)[0])
+
+
+def seeded_inputs(g, seed: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(z (1,style_dim), noise maps [(1,1,h,w)]) of `seed`, drawn on the CPU in that order."""
+    rng = torch.Generator().manual_seed(seed)
+    z = torch.randn(1, g.style_dim, generator=rng)
+    return z, g.make_noise(1, generator=rng, device="cpu")
+
+
+def mask_input(labels: torch.Tensor, cfg) -> torch.Tensor:
+    """(B,S,S) label maps -> the generator's mask input: palette colours in [-1,1] or a 19-channel one-hot."""
+    return one_hot(labels) if cfg.MODEL.MASK_INPUT == "onehot" else color_tensor(labels)
+
+
+def batch_mask_input(batch: dict, cfg) -> torch.Tensor:
+    """A dataset batch's mask as the networks train on it: its palette colours (resized as DATA.MASK_RESIZE
+    says) or the one-hot of its label map."""
+    return one_hot(batch["labels"]) if cfg.MODEL.MASK_INPUT == "onehot" else batch["mask"]
+
+
+def truncation_centre(g) -> torch.Tensor:
+    """(1,STYLE_DIM) mean w of MEAN_LATENT_SAMPLES fixed z draws: the model's mean latent."""
+    rng = torch.Generator().manual_seed(MEAN_LATENT_SEED)
+    return g.mean_latent(MEAN_LATENT_SAMPLES, generator=rng).reshape(1, -1)
+
+
+@torch.no_grad()
+def generate(g, text_encoder, masks: torch.Tensor, captions: list[str], seeds: list[int],
+             truncation: float = 1.0, batch_size: int = 1, progress: bool = False) -> torch.Tensor:
+    """Images of N (mask input, caption, seed) triples -> (N,3,S,S) on G's device, in [-1,1] (unclamped).
+
+    masks: (N,C,S,S) as the generator takes them (mask_input, or a dataset batch's "mask"); captions: N
+    cleaned captions; truncation < 1 pulls w toward truncation_centre(g).
+    """
+    device = next(g.parameters()).device
+    features = {c: encode_caption(text_encoder, c) for c in dict.fromkeys(captions)}
+    centre = truncation_centre(g) if truncation != 1.0 else None
+    images = []
+    with tqdm(total=len(seeds), unit="image", disable=not progress) as bar:
+        for start in range(0, len(seeds), batch_size):
+            part = range(start, min(start + batch_size, len(seeds)))
+            inputs = [seeded_inputs(g, seeds[i]) for i in part]
+            z = torch.cat([z for z, _ in inputs]).to(device)
+            noise = [torch.cat(maps).to(device) for maps in zip(*(n for _, n in inputs))]
+            words = torch.cat([features[captions[i]].words for i in part]).to(device)
+            paddings = [features[captions[i]].padding for i in part]
+            padding = None if paddings[0] is None else torch.cat(paddings).to(device)
+            images.append(g(masks[part.start:part.stop].to(device), words, [z], word_padding=padding,
+                            noise=noise, truncation=truncation, truncation_latent=centre))
+            bar.update(len(part))
+    return torch.cat(images)
+
+
+@torch.no_grad()
+def sample(g, text_encoder, cfg, labels: torch.Tensor, captions: list[str], seeds: list[int],
+             truncation: float = 1.0, batch_size: int = 1, progress: bool = False) -> torch.Tensor:
+    """Images for N (label map, caption, seed) triples -> (N,3,S,S) float on the CPU, in [-1,1] (unclamped).
+
+    labels: (N,S,S) int64; captions: N cleaned captions; truncation < 1 pulls w toward the model's mean
+    latent. What scripts/sample.py, the Python API and the editor call: their request checked (InputError
+    naming what is wrong), then generate(); with batch_size 1 (the default) a seed's image is byte-identical
+    whatever else is generated with it.
+    """
+    if not len(labels) == len(captions) == len(seeds) >= 1:
+        raise InputError(f"got {len(labels)} masks, {len(captions)} captions and {len(seeds)} seeds; "
+                         f"expected one of each per sample, for at least one sample")
+    if batch_size < 1:
+        raise InputError(f"batch size {batch_size}: expected at least 1")
+    if not 0.0 <= truncation <= 1.0:
+        raise InputError(f"truncation {truncation}: expected a value in [0, 1]")
+    bad_seeds = [s for s in seeds
+                 if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s < 2 ** 32]
+    if bad_seeds:
+        raise InputError(f"seeds {bad_seeds[:5]}: expected integers in [0, 2^32)")
+    if batch_size > 1 and not cfg.TEXT.FIXED_LENGTH:
+        raise InputError("TEXT.FIXED_LENGTH is false (the reference's batch-dependent word length), so captions "
+                         "cannot share a batch without changing each other's features: use batch size 1")
+    images = generate(g, text_encoder, mask_input(labels, cfg), captions, seeds, truncation=truncation,
+                      batch_size=batch_size, progress=progress)
+    return images.float().cpu()

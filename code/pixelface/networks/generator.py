@@ -1,0 +1,440 @@
+"""PixelFace+ generator (PixelFace+/code/model.py:340-616, PixelFacePlus): a pixel-regression StyleGAN2
+whose layout comes from the mask and whose appearance comes from text through GCMF at every stage.
+
+Stages run at R = 16, 64, 256 (… 16·4^k up to `size`). Stage s:
+  E_rend = GCMF(mask features at R² ; words)             (B,R²,mask_dim)
+  E_coor = LFF(coordinates at R²)                         (R²,channels[R]), batch-independent
+  stage 0:  h = conv0(cat[E_rend, E_coor, X0, M16]) ; p = conv1(h)
+  stage >0: p = conv1(cat[E_rend, E_coor, M_R])
+  H' = Fold²(p)                                           (B,hidden,R/4,R/4)
+  stage >0: H = conv_merge(cat[H', H]) else H = H'
+  then two fold steps: StyledConv, Unfold, StyledConv, ToRGB(+upsampled skip), each doubling R/4.
+
+The 1×1 posfolder convs act on the channel concatenation in the reference; here they sum one
+matmul per input group instead (same function), so the 384-channel 256² concatenation is never
+built, and the batch-independent groups (E_coor, the constant input X0) are projected once for
+the whole batch. GCMF, mask features and these convs work on (B, pixels, channels) rows, which is
+the layout GCMF needs anyway.
+
+Deviations from the reference, all opt-in or harmless: noise maps can be passed or held constant
+(`noise_mode`), `word_padding` masks padded words, `input_is_latent` works, `mean_latent` exists,
+and the dead parameters (fc1, stage-0 conv_merge, GCMF modulation and positional maps) are gone.
+Opt-in architecture switches (README deviations table): `unfold_init="icnr"`, `posfold_width`, and
+`fold_skip` ("mask" / "fusion": the stage's rows projected into every fold step, zero-initialised).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pixelface.networks.gcmf import GCMF
+from pixelface.networks.layers import (ACT_GAIN, ConstantInput, EqualLinear, PixelNorm, StyledConv, ToRGB,
+                                       channel_table, conv2d, fold_channels_last, fresh_leaky_relu_, row_product,
+                                       row_products_sum, unfold)
+from pixelface.data.masks import mask_channels_from_config
+
+FIRST_RES = 16          # the constant input and the first stage live at 16²
+FOLDS_PER_STAGE = 2     # each stage multiplies the resolution by 4
+NOISE_MODES = ("random", "const", "none")
+CONST_NOISE_SEED = 0    # const noise buffers are the same in every build
+
+
+def stage_resolutions(size: int) -> list[int]:
+    """[16, 64, …, size]; size must be 16·4^k with k ≥ 1."""
+    res, out = FIRST_RES, [FIRST_RES]
+    while res < size:
+        res *= 4
+        out.append(res)
+    if res != size or size < 64 or size > 1024:
+        raise ValueError(f"generator size must be 64, 256 or 1024 (16·4^k), got {size}")
+    return out
+
+
+def coordinate_rows(size: int, device=None, dtype=None) -> torch.Tensor:
+    """(size², 2) rows of (x, y) in [-1,1]; x runs along the width, rows are row-major pixels."""
+    axis = torch.linspace(-1.0, 1.0, size, device=device, dtype=dtype)
+    y, x = torch.meshgrid(axis, axis, indexing="ij")
+    return torch.stack((x, y), dim=-1).reshape(size * size, 2)
+
+
+class FourierFeatures(nn.Module):
+    """LFF: sin of a 1×1 conv (2 → C) of the coordinate grid; SIREN-style uniform ±√(9/2) weights."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(2, channels, 1)
+        bound = math.sqrt(9.0 / 2)
+        nn.init.uniform_(self.conv.weight, -bound, bound)
+
+    def forward(self, size: int) -> torch.Tensor:
+        """(size², C) rows; the same for every sample."""
+        coords = coordinate_rows(size, self.conv.weight.device, self.conv.weight.dtype)
+        return torch.sin(F.linear(coords, self.conv.weight.flatten(1), self.conv.bias))
+
+
+class PointwiseMix(nn.Module):
+    """A 1×1 equalised ConvLayer (fused leaky ReLU·√2) over the channel concatenation of its inputs,
+    computed as a sum of per-input products so the concatenation is never materialised.
+
+    Inputs share one layout: rows (B or 1, N, C_i) or NCHW (B or 1, C_i, H, W). Batch-1 inputs (the
+    same for every sample) are projected once and broadcast. `weight` (out, ΣC_i) and `bias` (out,)
+    have exactly the reference ConvLayer's parameter count.
+    """
+
+    def __init__(self, in_widths: Sequence[int], out_ch: int):
+        super().__init__()
+        self.in_widths = tuple(in_widths)
+        self.weight = nn.Parameter(torch.randn(out_ch, sum(self.in_widths)))
+        self.bias = nn.Parameter(torch.zeros(out_ch))
+        self.scale = 1.0 / math.sqrt(sum(self.in_widths))
+
+    def forward(self, *parts: torch.Tensor) -> torch.Tensor:
+        if len(parts) != len(self.in_widths):
+            raise ValueError(f"PointwiseMix expects {len(self.in_widths)} inputs, got {len(parts)}")
+        weights = (self.weight * (self.scale * ACT_GAIN)).split(self.in_widths, dim=1)
+        rows = parts[0].dim() == 3
+        shared = [(p, w) for p, w in zip(parts, weights) if p.shape[0] == 1]
+        per_sample = [(p, w) for p, w in zip(parts, weights) if p.shape[0] != 1]
+        if not per_sample:
+            per_sample, shared = shared[:1], shared[1:]
+        # Batch-independent inputs and the bias form one small term, added to the output once.
+        common = self.bias * ACT_GAIN
+        common = common if rows else common.view(1, -1, 1, 1)
+        for part, weight in shared:
+            common = common + self._project(part, weight, rows)
+        if rows:
+            # one product over all rows, then viewed as (B,N,out) and offset out of place (an
+            # in-place op on a view would make autograd record CopySlices)
+            flat = row_products_sum([p.reshape(-1, p.shape[-1]) for p, _ in per_sample],
+                                    [w for _, w in per_sample])
+            out = flat.view(*per_sample[0][0].shape[:-1], -1) + common.to(flat.dtype)   # no autocast promotion
+        else:
+            out = self._project(*per_sample[0], rows)        # fresh conv output: in place is safe
+            for part, weight in per_sample[1:]:
+                out.add_(self._project(part, weight, rows))
+            out.add_(common)
+        return fresh_leaky_relu_(out)
+
+    @staticmethod
+    def _project(part, weight, rows):
+        if rows:
+            return row_product(part.reshape(-1, part.shape[-1]), weight).view(*part.shape[:-1], -1)
+        return conv2d(part, weight.contiguous()[:, :, None, None])
+
+    def extra_repr(self):
+        return f"in_widths={self.in_widths}, out={self.weight.shape[0]}"
+
+
+UNFOLD_INITS = ("random", "icnr")
+
+
+class FoldStep(nn.Module):
+    """StyledConv at r, Unfold to 2r, StyledConv at 2r, ToRGB with the upsampled skip.
+
+    unfold_init "icnr" (Aitken et al. 2017, "Checkerboard artifact free sub-pixel convolution") starts
+    conv_low with the same filters for the four sub-pixel channel groups that Unfold spreads over a 2×2
+    block, so the Unfold is a nearest-neighbour upsampling at initialisation instead of a random 2×2
+    pattern repeated over the image; "random" is the reference's independent initialisation.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, style_dim: int, unfold_init: str = "random",
+                 skip_dim: int = 0):
+        super().__init__()
+        if out_ch % 4:
+            raise ValueError(f"fold-step width {out_ch} must be divisible by 4 (Unfold)")
+        if unfold_init not in UNFOLD_INITS:
+            raise ValueError(f"unfold_init must be one of {UNFOLD_INITS}, got {unfold_init!r}")
+        self.conv_low = StyledConv(in_ch, out_ch, style_dim)
+        self.conv_high = StyledConv(out_ch // 4, out_ch, style_dim)
+        self.to_rgb = ToRGB(out_ch, style_dim)
+        # Fold skip (MODEL.FOLD_SKIP): a linear projection of the stage's per-pixel rows (mask features,
+        # with "fusion" also GCMF's output) at this step's output resolution, added to conv_high's output.
+        # It starts at zero, so training starts from the reference network and grows the skip as the
+        # loss asks for it; a random start lets early layout learning crowd out the text (docs/diagnosis.md).
+        self.fold_skip = EqualLinear(skip_dim, out_ch) if skip_dim else None
+        if skip_dim:
+            with torch.no_grad():
+                self.fold_skip.weight.zero_()
+        if unfold_init == "icnr":
+            with torch.no_grad():   # Unfold reads channel (ph·2 + pw)·C + c for sub-pixel (ph, pw)
+                weight = self.conv_low.conv.weight
+                weight.copy_(weight[: out_ch // 4].repeat(4, 1, 1, 1))
+
+    def forward(self, h, latents, noise_low, noise_high, skip, skip_rows=None):
+        """latents (B,3,style_dim): conv_low, conv_high, to_rgb. skip_rows (B,R,R,skip_dim) at any R that
+        is a multiple of this step's output resolution; needed iff the step has a fold skip."""
+        h = self.conv_low(h, latents[:, 0], noise_low)
+        h = self.conv_high(unfold(h), latents[:, 1], noise_high)
+        if self.fold_skip is not None:
+            stride = skip_rows.shape[1] // h.shape[-1]     # nearest: the top-left pixel of each block
+            h = h + self.fold_skip(skip_rows[:, ::stride, ::stride]).permute(0, 3, 1, 2)
+        return h, self.to_rgb(h, latents[:, 2], skip)
+
+
+class SynthesisStage(nn.Module):
+    """One PixelFace+ stage at resolution R: GCMF + LFF + posfolder, then two fold steps."""
+
+    def __init__(self, index: int, res: int, channels: dict[int, int], style_dim: int,
+                 text_dim: int, mask_dim: int, gcmf_gate: bool, gcmf_dropout: float,
+                 gcmf_chunk: int, unfold_init: str = "random", posfold_width: int = 0,
+                 fold_skip: str = "none"):
+        super().__init__()
+        self.index, self.res = index, res
+        hidden = channels[res // 4]
+        if hidden % 16 and not posfold_width:
+            raise ValueError(f"hidden width {hidden} at {res // 4}² must be divisible by 16 (two Folds)")
+        # Channels per pixel before the two Folds: the reference's hidden/16 keeps Fold² at `hidden`
+        # channels; narrow models (hidden 32 -> 2 per pixel) cannot pass 19 mask classes through that.
+        width = posfold_width or hidden // 16
+        folded = 16 * width
+        self.lff = FourierFeatures(channels[res])
+        self.gcmf = GCMF(mask_dim, text_dim, dim=mask_dim, gate=gcmf_gate, dropout=gcmf_dropout,
+                         chunk=gcmf_chunk)
+        if index == 0:
+            # cat[E_rend, E_coor, X0, M16] -> hidden -> hidden/16
+            self.conv0 = PointwiseMix((mask_dim, channels[res], channels[res], mask_dim), hidden)
+            self.conv1 = PointwiseMix((hidden,), width)
+        else:
+            # cat[E_rend, E_coor, M_R] -> hidden/16 ; after Fold², cat[H', H] -> hidden
+            self.conv1 = PointwiseMix((mask_dim, channels[res], mask_dim), width)
+            self.conv_merge = PointwiseMix((folded, hidden), hidden)
+        self.folds = nn.ModuleList(
+            FoldStep((folded if index == 0 else hidden) if f == 0 else channels[res // 4 * 2 ** f],
+                     channels[res // 4 * 2 ** (f + 1)], style_dim, unfold_init,
+                     skip_dim={"none": 0, "mask": mask_dim, "fusion": 2 * mask_dim}[fold_skip])
+            for f in range(FOLDS_PER_STAGE))
+        self.fold_skip = fold_skip
+
+    def positional_fold(self, hidden, mask_rows, words, word_padding, constant, return_attention):
+        """Posfolder: (B,hidden,R/4,R/4) from mask features, text and coordinates (+ previous H).
+
+        Also returns the attention (or None) and, with a fold skip, the (B,R,R,C) rows the fold steps
+        project at their own resolution: M_R ("mask") or cat[E_rend, M_R] ("fusion")."""
+        fused = self.gcmf(mask_rows, words, word_padding, return_attention=return_attention)
+        fused, attention = fused if return_attention else (fused, None)
+        coords = self.lff(self.res).unsqueeze(0)                       # (1,R²,C)
+        if self.index == 0:
+            h = self.conv1(self.conv0(fused, coords, constant, mask_rows))
+        else:
+            h = self.conv1(fused, coords, mask_rows)
+        b = h.shape[0]
+        folded = fold_channels_last(h.view(b, self.res, self.res, -1), times=2)
+        if self.index > 0:
+            folded = self.conv_merge(folded, hidden)
+        skip_rows = {"none": None, "mask": mask_rows,
+                     "fusion": torch.cat((fused, mask_rows), dim=-1)}[self.fold_skip]
+        return folded, attention, skip_rows.view(b, self.res, self.res, -1) if skip_rows is not None else None
+
+
+class Generator(nn.Module):
+    """PixelFace+ generator (reference: PixelFace+/code/model.py, PixelFacePlus). See the module docstring;
+    `forward` documents the inputs."""
+
+    def __init__(self, size: int = 256, style_dim: int = 512, n_mlp: int = 8, text_dim: int = 512,
+                 channel_multiplier: int = 2, channel_max: int = 512, mask_dim: int = 128,
+                 mask_channels: int = 3, lr_mlp: float = 0.01, lr_text_mlp: float = 0.01, gcmf_gate: bool = False,
+                 gcmf_dropout: float = 0.06, gcmf_chunk: int = 0, unfold_init: str = "random",
+                 posfold_width: int = 0, fold_skip: str = "none"):
+        super().__init__()
+        self.size, self.style_dim, self.text_dim = size, style_dim, text_dim
+        self.mask_channels = mask_channels
+        resolutions = stage_resolutions(size)
+        self.channels = channel_table(size, channel_multiplier, channel_max)
+
+        self.style = nn.Sequential(PixelNorm(dim=1), *(
+            EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activation=True) for _ in range(n_mlp)))
+        self.text_mlp = nn.Sequential(PixelNorm(dim=-1), *(
+            EqualLinear(text_dim, text_dim, lr_mul=lr_text_mlp, activation=True) for _ in range(2)))
+        # Plain nn.Conv2d with PyTorch's default init, as in the reference `mask_cov`.
+        self.mask_encoder = nn.Conv2d(mask_channels, mask_dim, 3, padding=1)
+        self.input = ConstantInput(self.channels[FIRST_RES], FIRST_RES)
+        self.stages = nn.ModuleList(
+            SynthesisStage(i, res, self.channels, style_dim, text_dim, mask_dim, gcmf_gate,
+                           gcmf_dropout, gcmf_chunk, unfold_init, posfold_width, fold_skip)
+            for i, res in enumerate(resolutions))
+
+        self.noise_resolutions = [r for res in resolutions
+                                  for r in (res // 4, res // 2, res // 2, res)]
+        self.num_layers = len(self.noise_resolutions)            # StyledConvs
+        self.n_latent = self.num_layers + 1                        # + the last ToRGB's own w
+        const = torch.Generator().manual_seed(CONST_NOISE_SEED)
+        for i, r in enumerate(self.noise_resolutions):
+            self.register_buffer(f"noise_const_{i}", torch.randn(1, 1, r, r, generator=const))
+
+    @classmethod
+    def from_config(cls, cfg) -> "Generator":
+        return cls(size=cfg.MODEL.SIZE, style_dim=cfg.MODEL.STYLE_DIM, n_mlp=cfg.MODEL.N_MLP,
+                   text_dim=cfg.TEXT.EMBEDDING_DIM, channel_multiplier=cfg.MODEL.CHANNEL_MULTIPLIER,
+                   channel_max=cfg.MODEL.CHANNEL_MAX, mask_dim=cfg.MODEL.MASK_DIM,
+                   mask_channels=mask_channels_from_config(cfg), lr_mlp=cfg.MODEL.LR_MLP,
+                   lr_text_mlp=cfg.MODEL.LR_TEXT_MLP, gcmf_gate=cfg.MODEL.GCMF_GATE,
+                   gcmf_dropout=cfg.MODEL.GCMF_DROPOUT,
+                   gcmf_chunk=cfg.MODEL.GCMF_CHUNK, unfold_init=cfg.MODEL.UNFOLD_INIT,
+                   posfold_width=cfg.MODEL.POSFOLD_WIDTH, fold_skip=cfg.MODEL.FOLD_SKIP)
+
+    # --------------------------------------------------------------------------------------------
+    # Latents and noise
+
+    @torch.no_grad()
+    def mean_latent(self, n: int = 4096, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Mean of the mapping network's outputs over n random z: (1, style_dim)."""
+        device = self.input.input.device
+        z = torch.randn(n, self.style_dim, generator=generator,
+                        device=generator.device if generator is not None else device)
+        return self.style(z.to(device)).mean(0, keepdim=True)
+
+    def make_noise(self, batch: int = 1, generator: torch.Generator | None = None,
+                   device=None) -> list[torch.Tensor]:
+        """One (batch,1,r,r) N(0,1) map per StyledConv, drawn from `generator` in a fixed order,
+        on the generator's device and then moved, so a seed gives the same maps on any device."""
+        device = device if device is not None else self.input.input.device
+        draw_on = generator.device if generator is not None else device
+        return [torch.randn(batch, 1, r, r, generator=generator, device=draw_on).to(device)
+                for r in self.noise_resolutions]
+
+    def _latents(self, styles, input_is_latent, truncation, truncation_latent, inject_index):
+        """(B, n_latent, style_dim) from z list / w / W+ with truncation and style mixing."""
+        if input_is_latent and torch.is_tensor(styles):
+            if styles.dim() == 3:
+                if styles.shape[1] != self.n_latent:
+                    raise ValueError(f"W+ input must have {self.n_latent} latents, got {styles.shape[1]}")
+                return self._truncate(styles, truncation, truncation_latent)
+            styles = [styles]
+        if torch.is_tensor(styles) or not isinstance(styles, (list, tuple)) or not styles:
+            raise ValueError("styles must be a non-empty list of z tensors (B,style_dim), or with "
+                             "input_is_latent a w (B,style_dim) or W+ (B,n_latent,style_dim) tensor")
+        for s in styles:
+            if s.dim() != 2 or s.shape[1] != self.style_dim or s.shape[0] != styles[0].shape[0]:
+                raise ValueError(f"each style must be (B,{self.style_dim}) with one common B, got "
+                                 f"{[tuple(t.shape) for t in styles]}")
+        ws = list(styles) if input_is_latent else [self.style(s) for s in styles]
+        if len(ws) == 1:
+            latents = ws[0].unsqueeze(1).expand(-1, self.n_latent, -1)
+        elif len(ws) == 2:
+            if inject_index is None:
+                inject_index = int(torch.randint(1, self.n_latent, ()).item())
+            if not 0 <= inject_index <= self.n_latent:
+                raise ValueError(f"inject_index must lie in 0..{self.n_latent}, got {inject_index}")
+            latents = torch.cat([ws[0].unsqueeze(1).expand(-1, inject_index, -1),
+                                 ws[1].unsqueeze(1).expand(-1, self.n_latent - inject_index, -1)], 1)
+        elif len(ws) == self.n_latent:
+            latents = torch.stack(ws, dim=1)
+        else:
+            raise ValueError(f"pass 1, 2 (mixing) or exactly {self.n_latent} styles, got {len(ws)}")
+        return self._truncate(latents, truncation, truncation_latent)
+
+    @staticmethod
+    def _truncate(latents, truncation, truncation_latent):
+        if truncation >= 1.0:
+            return latents
+        if truncation_latent is None:
+            raise ValueError("truncation < 1 needs truncation_latent (e.g. G.mean_latent())")
+        center = truncation_latent.reshape(1, 1, -1)
+        return center + truncation * (latents - center)
+
+    def _noise_maps(self, noise, noise_mode, batch):
+        if noise is not None:
+            if len(noise) != self.num_layers:
+                raise ValueError(f"noise must hold {self.num_layers} maps (one per StyledConv), "
+                                 f"got {len(noise)}")
+            for n, r in zip(noise, self.noise_resolutions):
+                if n.dim() != 4 or n.shape[0] not in (1, batch) or tuple(n.shape[1:]) != (1, r, r):
+                    raise ValueError(f"noise map of shape {tuple(n.shape)} where ({batch} or 1,1,{r},{r}) "
+                                     f"was expected")
+            return list(noise)
+        if noise_mode == "random":
+            return self.make_noise(batch)
+        if noise_mode == "const":
+            return [getattr(self, f"noise_const_{i}") for i in range(self.num_layers)]
+        if noise_mode == "none":
+            return [None] * self.num_layers
+        raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+
+    # --------------------------------------------------------------------------------------------
+    # Synthesis
+
+    def mask_features(self, mask: torch.Tensor, res: int | None = None) -> torch.Tensor:
+        """Mask-encoder features as rows (B, res², mask_dim), row-major pixels.
+
+        At res < size these are the full-resolution features resized with nearest neighbour (pixel
+        index·size/res), as in the reference; they are computed directly at those pixels (a strided
+        conv) so backward never scatters into a full-resolution zero tensor.
+        """
+        res = self.size if res is None else res
+        b = mask.shape[0]
+        # im2col + one matmul yields the rows layout directly (a conv would need a transposing copy)
+        patches = F.unfold(mask, 3, padding=1, stride=self.size // res)     # (B, C·9, res²)
+        patches = patches.transpose(1, 2).reshape(b * res * res, -1)
+        weight = self.mask_encoder.weight.flatten(1)                         # (mask_dim, C·9)
+        return torch.addmm(self.mask_encoder.bias, patches, weight.t()).view(b, res * res, -1)
+
+    def forward(self, mask: torch.Tensor, words: torch.Tensor, styles, *,
+                word_padding: torch.Tensor | None = None, input_is_latent: bool = False,
+                truncation: float = 1.0, truncation_latent: torch.Tensor | None = None,
+                inject_index: int | None = None, noise: Sequence[torch.Tensor] | None = None,
+                noise_mode: str = "random", return_latents: bool = False,
+                return_attention: bool = False):
+        """Generate images.
+
+        Args:
+            mask: (B, mask_channels, size, size), colour in [-1,1] or one-hot.
+            words: (B, T, text_dim) word features, channels last.
+            styles: list of z (B, style_dim): 1, 2 (style mixing at `inject_index`, random when
+                None) or exactly n_latent; with `input_is_latent`, a w (B, style_dim) or W+
+                (B, n_latent, style_dim) tensor (or a list of w, mixed like z).
+            word_padding: (B, T) bool, True marks padding to ignore; None attends to every
+                position (reference).
+            truncation, truncation_latent: w' = w_avg + ψ(w − w_avg) when ψ < 1.
+            noise: one (B or 1, 1, r, r) map per StyledConv (see make_noise); overrides noise_mode.
+            noise_mode: "random" (fresh each call, reference), "const" (fixed buffers), "none".
+            return_latents, return_attention: also return a dict with "latents" (B,n_latent,
+                style_dim) and/or "attention" (per stage, (B, R², T) probabilities).
+
+        Returns:
+            image (B, 3, size, size), or (image, extras) when anything extra was asked for.
+        """
+        self._check_inputs(mask, words, word_padding)
+        batch = mask.shape[0]
+        latents = self._latents(styles, input_is_latent, truncation, truncation_latent, inject_index)
+        if latents.shape[0] != batch:
+            raise ValueError(f"batch mismatch: mask has {batch} samples, styles have {latents.shape[0]}")
+        noises = self._noise_maps(noise, noise_mode, batch)
+
+        text = self.text_mlp(words)
+        constant = self.input(1).permute(0, 2, 3, 1).reshape(1, FIRST_RES ** 2, -1)   # rows, shared
+        hidden, skip, attention = None, None, []
+        for stage in self.stages:
+            hidden, stage_attention, skip_rows = stage.positional_fold(
+                hidden, self.mask_features(mask, stage.res), text, word_padding, constant,
+                return_attention)
+            attention.append(stage_attention)
+            for f, step in enumerate(stage.folds):
+                k = 4 * stage.index + 2 * f                     # StyledConv index of conv_low
+                hidden, skip = step(hidden, latents[:, k:k + 3], noises[k], noises[k + 1], skip, skip_rows)
+        image = skip
+
+        extras = {}
+        if return_latents:
+            extras["latents"] = latents
+        if return_attention:
+            extras["attention"] = attention
+        return (image, extras) if extras else image
+
+    def _check_inputs(self, mask, words, word_padding):
+        expected = (self.mask_channels, self.size, self.size)
+        if mask.dim() != 4 or tuple(mask.shape[1:]) != expected:
+            raise ValueError(f"mask must be (B,{expected[0]},{expected[1]},{expected[2]}), got "
+                             f"{tuple(mask.shape)}")
+        if words.dim() != 3 or words.shape[2] != self.text_dim:
+            raise ValueError(f"words must be (B,T,{self.text_dim}) (channels last), got {tuple(words.shape)}")
+        if words.shape[0] != mask.shape[0]:
+            raise ValueError(f"batch mismatch: mask has {mask.shape[0]} samples, words have {words.shape[0]}")
+        if word_padding is not None and tuple(word_padding.shape) != tuple(words.shape[:2]):
+            raise ValueError(f"word_padding must be (B,T) = {tuple(words.shape[:2])}, got "
+                             f"{tuple(word_padding.shape)}")
+        if word_padding is not None and bool(word_padding.all(dim=1).any()):   # one sync per forward
+            raise ValueError("word_padding masks every word of some sample; GCMF has nothing to attend to")

@@ -1,0 +1,1 @@
+"""Training: the loop and its phases, run folders, CLIP pretraining, data preparation, conversion."""

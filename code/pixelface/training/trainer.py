@@ -1,0 +1,645 @@
+"""The one training loop (PixelFace+/code/trainer.py:434-729), organised in phases as StyleGAN2-ADA does.
+
+Each step runs: D main (real, fake, mismatched text), D regularisation (lazy R1), G main (adversarial +
+conditional + CLIP), G regularisation (lazy path length), then the EMA update. Time is counted in images
+shown by all ranks together, so logging, samples and snapshots do not depend on batch size or GPU count.
+Forward passes that need gradients go through the DDP wrappers, so gradients really are averaged.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import math
+import signal
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+from PIL import Image
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+from pixelface.core import distributed as dist
+from pixelface.core.config import SCHEMA, ConfigError, to_yaml, to_plain
+from pixelface.core.files import atomic_write, write_text_atomic
+from pixelface.data.caption_regions import named_region_masks
+from pixelface.data.datasets import FaceDataset
+from pixelface.data.images import to_uint8
+from pixelface.evaluation.metrics import evaluate_generator
+from pixelface.evaluation.registry import METRICS, is_lower_better
+from pixelface.networks import generation, losses
+from pixelface.networks.checkpoint import atomic_save, load_checkpoint, FORMAT
+from pixelface.networks.discriminator import Discriminator
+from pixelface.networks.generation import batch_mask_input
+from pixelface.networks.generator import Generator
+from pixelface.networks.text_encoder import TextEncoder, TextFeatures, pin_weights_hash
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive steps produced non-finite losses."""
+
+
+@dataclass
+class Progress:
+    """Counters that, with the networks, optimisers and RNG states, define where training stands."""
+    nimg: int = 0              # real images shown, all ranks together
+    step: int = 0              # optimisation steps taken (lazy regularisation keys off this)
+    epoch: int = 0
+    batch_in_epoch: int = 0    # batches of `epoch` already consumed (the sampler position)
+    pl_mean: float = 0.0       # running mean path length, identical on every rank
+    nonfinite_streak: int = 0
+    best: float = math.inf     # best TRAIN.EVAL_METRIC so far, sign-flipped when higher is better
+
+
+class _Offset(Sampler):
+    """The rank's share of one epoch, starting `offset` items in: resuming mid-epoch skips what was seen."""
+
+    def __init__(self, sampler: DistributedSampler, offset: int):
+        self.indices = list(sampler)[offset:]
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+
+def adam_optimizer(net, lr: float, beta2: float, reg_interval: int) -> torch.optim.Adam:
+    """Adam with StyleGAN2's lazy-regularisation correction of lr and beta2 (beta1 = 0)."""
+    c = reg_interval / (reg_interval + 1)
+    return torch.optim.Adam(net.parameters(), lr=lr * c, betas=(0.0, beta2 ** c))
+
+
+def ema_beta(cfg, batch_total: int, nimg: int) -> float:
+    """Per-step EMA decay from a half-life in images; 1.25 kimg at batch 4 gives the reference 0.5^(32/1e4)."""
+    halflife = cfg.TRAIN.EMA_HALFLIFE_KIMG * 1000
+    if cfg.TRAIN.EMA_RAMPUP > 0:
+        halflife = min(halflife, nimg * cfg.TRAIN.EMA_RAMPUP)
+    return 0.5 ** (batch_total / max(halflife, 1e-8))
+
+
+def lr_factor(cfg, nimg: int) -> float:
+    """Multiplier of both learning rates after nimg images: 1, then (TRAIN.LR_RAMPDOWN_KIMG > 0) a linear fall
+    to LR_RAMPDOWN_FINAL over the run's last LR_RAMPDOWN_KIMG kimg. Without an L1 anchor, a small G trained at a
+    high rate keeps moving once it is good (docs/diagnosis.md section 11); the rampdown lets it settle."""
+    t = cfg.TRAIN
+    if t.LR_RAMPDOWN_KIMG <= 0:
+        return 1.0
+    start = t.TOTAL_KIMG - t.LR_RAMPDOWN_KIMG
+    done = min(max((nimg / 1000 - start) / t.LR_RAMPDOWN_KIMG, 0.0), 1.0)
+    return 1.0 - done * (1.0 - t.LR_RAMPDOWN_FINAL)
+
+
+def _crossed(before: int, after: int, every_kimg: float) -> bool:
+    every = int(round(every_kimg * 1000))
+    return every > 0 and before // every != after // every
+
+
+def _rng_state(device) -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def save_grid(rows: list[torch.Tensor], path: Path) -> None:
+    """Rows of (N,3,H,W) images in [-1,1] as one PNG grid, one row per tensor, in torchvision's layout (2 px
+    black lines, also around the edge); each cell holds the pixels scripts/sample.py writes for that image."""
+    cells = to_uint8(torch.cat([r.detach().float().cpu() for r in rows]))
+    grid = torchvision.utils.make_grid(cells, nrow=rows[0].shape[0])
+    picture = Image.fromarray(grid.permute(1, 2, 0).numpy())
+    atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))
+
+
+class Throughput:
+    """Training speed per log window, with the window's maintenance (sample grids, evaluation,
+    snapshots) timed apart, as StyleGAN2-ADA separates sec/kimg from maintenance: a rate averaged over
+    everything since start would fall whenever an evaluation ran, whatever the training steps cost.
+    Monotonic time: a wall-clock adjustment mid-window would otherwise show up as a speed change."""
+
+    def __init__(self, nimg: int):
+        self.restart(nimg)
+
+    def restart(self, nimg: int) -> None:
+        self.started, self.nimg, self.maintenance_s = time.monotonic(), nimg, 0.0
+
+    @contextlib.contextmanager
+    def maintenance(self):
+        began = time.monotonic()
+        try:
+            yield
+        finally:
+            self.maintenance_s += time.monotonic() - began
+
+    def window(self, nimg: int) -> dict:
+        """{img_per_s, train_s, maintenance_s} since the last call (or the start); starts the next window."""
+        train_s = max(time.monotonic() - self.started - self.maintenance_s, 1e-9)
+        row = {"img_per_s": (nimg - self.nimg) / train_s, "train_s": train_s, "maintenance_s": self.maintenance_s}
+        self.restart(nimg)
+        return row
+
+
+def _repeat_first_half(images, masks, feats, regions=None):
+    """The batch with its second half replaced by a copy of its first half (an odd last item is kept)."""
+    half = masks.shape[0] // 2
+
+    def repeat(x):
+        return None if x is None else torch.cat([x[:half], x[:half], x[2 * half:]])
+    return repeat(images), repeat(masks), TextFeatures(repeat(feats.words), repeat(feats.padding),
+                                                       repeat(feats.sentence), repeat(feats.tokens)), repeat(regions)
+
+
+class Trainer:
+    """Holds the networks, optimisers and counters of one run; `run()` trains to TRAIN.TOTAL_KIMG."""
+
+    def __init__(self, cfg, run_dir: Path, device: torch.device, progress_bar: bool = True):
+        # run_dir may be None while a new run's folder is not made yet; it must be set before run()
+        self.cfg, self.device = cfg, device
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.rank, self.world = dist.rank(), dist.world_size()
+        self.show_progress = progress_bar and self.rank == 0
+        torch.manual_seed(cfg.SEED + self.rank)  # per-rank randomness (z, noise, dropout)
+
+        self.dataset = FaceDataset(cfg, "train", train=True)
+        share = len(self.dataset) // self.world
+        if share < cfg.TRAIN.BATCH_SIZE:   # drop_last would leave every epoch empty: an endless loop
+            raise ConfigError(f"TRAIN.BATCH_SIZE = {cfg.TRAIN.BATCH_SIZE} is more than each of the {self.world} "
+                              f"processes' share of the {len(self.dataset)} training images ({share})")
+        pin_weights_hash(cfg)  # checkpoints then name the exact CLIP file their generator reads
+        self.text = TextEncoder.from_config(cfg).to(device)
+        self.G = Generator.from_config(cfg).to(device)
+        self.D = Discriminator.from_config(cfg).to(device)
+        if self.world > 1:  # identical starting weights everywhere, whatever each rank's seed did
+            for net in (self.G, self.D):
+                for t in net.state_dict().values():
+                    torch.distributed.broadcast(t, 0)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.opt_G = adam_optimizer(self.G, cfg.TRAIN.LR_G, cfg.TRAIN.BETA2, cfg.TRAIN.PL_INTERVAL)
+        self.opt_D = adam_optimizer(self.D, cfg.TRAIN.LR_D, cfg.TRAIN.BETA2, cfg.TRAIN.R1_INTERVAL)
+        self.base_lr = {opt: opt.param_groups[0]["lr"] for opt in (self.opt_G, self.opt_D)}
+        self.progress = Progress()
+        self.amp = self._autocast_dtype()
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp is torch.float16)
+        if cfg.TRAIN.CHANNELS_LAST and device.type == "cuda":
+            for net in (self.G, self.D, self.G_ema):
+                net.to(memory_format=torch.channels_last)
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = cfg.TRAIN.TF32
+            torch.backends.cudnn.allow_tf32 = cfg.TRAIN.TF32
+        # Forwards that need synced gradients go through these; D in the G phase and G in the D phase
+        # need none and use the bare modules.
+        ddp = (lambda m: DDP(m, broadcast_buffers=False)) if self.world > 1 else (lambda m: m)
+        # D's last 1-row linear layer gets a transposed-stride gradient; DDP copies it into its bucket,
+        # which costs nothing measurable, but it warns about it on every run.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+        self.G_train, self.D_train = ddp(self.G), ddp(self.D)
+        # TRAIN.COMPILE: the main phases call compiled wrappers (same parameters); R1 and path length
+        # differentiate twice, which compiled graphs do not support, so they keep the eager modules.
+        # Static shapes: the batch is fixed, and symbolic shapes trip inductor on G's folds; a new word
+        # count (TEXT.FIXED_LENGTH false) costs one recompilation.
+        compiled = (lambda m: torch.compile(m, dynamic=False)) if cfg.TRAIN.COMPILE else (lambda m: m)
+        self.G_main, self.D_main = compiled(self.G_train), compiled(self.D_train)
+        self.G_fake, self.D_judge = compiled(self.G), compiled(self.D)   # no synced gradients needed
+        self.stop_requested = False
+        self.stats: dict[str, list[float]] = {}
+
+    # ----------------------------------------------------------------------------------------- setup
+    def _autocast_dtype(self):
+        return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.cfg.TRAIN.AMP]
+
+    def _autocast(self):
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp)
+
+    @property
+    def batch_total(self) -> int:
+        return self.cfg.TRAIN.BATCH_SIZE * self.world
+
+    # -------------------------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        """Everything for exact resume (gathers every rank's RNG state, so call it on all ranks)."""
+        rng = dist.gather_objects(_rng_state(self.device))
+        return {
+            "format": FORMAT, "config": to_plain({k: v for k, v in self.cfg.items() if not k.startswith("_")}),
+            "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
+            "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
+            "scaler": self.scaler.state_dict(), "progress": asdict(self.progress), "rng": rng,
+            "world_size": self.world,
+        }
+
+    def load_state_dict(self, ckpt: dict) -> None:
+        for name in ("G", "D", "G_ema"):
+            getattr(self, name).load_state_dict(ckpt[name])
+        self.opt_G.load_state_dict(ckpt["opt_G"])
+        self.opt_D.load_state_dict(ckpt["opt_D"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.progress = Progress(**ckpt["progress"])
+        rng = ckpt["rng"]
+        if len(rng) == self.world:  # a different world size cannot replay the same random stream
+            _set_rng_state(rng[self.rank], self.device)
+
+    def fingerprints(self) -> dict[str, str]:
+        """sha256 of every parameter and buffer of G, D and G_ema: equal on all ranks when DDP works."""
+        out = {}
+        for name in ("G", "D", "G_ema"):
+            h = hashlib.sha256()
+            for t in getattr(self, name).state_dict().values():
+                h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+            out[name] = h.hexdigest()
+        return out
+
+    def check_consistency(self) -> None:
+        """Raise if any rank's networks differ from rank 0's (the reference's silent DDP failure)."""
+        prints = dist.gather_objects(self.fingerprints())
+        bad = [r for r, fp in enumerate(prints) if fp != prints[0]]
+        if bad:
+            raise RuntimeError(f"ranks {bad} hold different parameters from rank 0: DDP is not synchronising")
+
+    def save_checkpoint(self, reason: str) -> Path | None:
+        """Write checkpoints/ckpt-<nimg>.pt atomically, update `latest`, keep the last K (rank 0 writes)."""
+        self.check_consistency()
+        state = self.state_dict()
+        if self.rank != 0:
+            return None
+        folder = self.run_dir / "checkpoints"
+        path = folder / f"ckpt-{self.progress.nimg:09d}.pt"
+        atomic_save(state, path)
+        write_text_atomic(folder / "latest", path.name + "\n")
+        keep = self.cfg.TRAIN.KEEP_CHECKPOINTS
+        for old in sorted(folder.glob("ckpt-*.pt"))[:-keep] if keep > 0 else []:
+            old.unlink()
+        self.log(f"checkpoint {path.name} ({reason})")
+        return path
+
+    # ------------------------------------------------------------------------------------ logging
+    def log(self, text: str) -> None:
+        if self.rank == 0:
+            line = f"[{time.strftime('%H:%M:%S')}] {text}"
+            if not self.show_progress:
+                print(line, flush=True)
+            else:
+                from tqdm import tqdm
+                tqdm.write(line)
+            with open(self.run_dir / "log.txt", "a") as f:
+                f.write(line + "\n")
+
+    def _record(self, **values) -> None:
+        """Keep detached values; they are turned into numbers only at log time (no GPU sync per step)."""
+        for k, v in values.items():
+            self.stats.setdefault(k, []).append(v.detach().float() if torch.is_tensor(v) else float(v))
+
+    def _flush_stats(self, writer, throughput: Throughput) -> None:
+        """Average the recorded values over steps and ranks; log a line and write scalars."""
+        names = sorted(self.stats)
+        means = torch.stack([torch.as_tensor(sum(self.stats[n]) / len(self.stats[n]), device=self.device)
+                             for n in names]).double()
+        means = dist.all_reduce_mean(means).cpu()
+        self.stats.clear()
+        p = self.progress
+        timing = throughput.window(p.nimg)
+        row = {"kimg": p.nimg / 1000, "step": p.step, **timing, **dict(zip(names, means.tolist()))}
+        if self.rank == 0:
+            with open(self.run_dir / "stats.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            for k, v in row.items():
+                if k not in ("kimg", "step"):
+                    writer.add_scalar(k, v, p.nimg)
+            writer.add_scalar("lr/G", self.opt_G.param_groups[0]["lr"], p.nimg)
+            writer.add_scalar("lr/D", self.opt_D.param_groups[0]["lr"], p.nimg)
+            short = " ".join(f"{k}={v:.3f}" for k, v in row.items() if k.startswith("loss/"))
+            self.log(f"kimg {row['kimg']:.2f} step {p.step} {timing['img_per_s']:.1f} img/s "
+                     f"(+{timing['maintenance_s']:.0f} s maintenance) {short}")
+
+    # ------------------------------------------------------------------------------------ samples
+    def _grid_inputs(self):
+        """Fixed test items and seeds: the same grid is drawn at every snapshot. Image k has the seed
+        image_seed(SEED, k), so scripts/sample.py redraws it from the item's mask and caption."""
+        test = FaceDataset(self.cfg, "test", train=False)
+        n = min(self.cfg.TRAIN.GRID_SIZE, len(test))
+        items = [test[i] for i in range(n)]
+        batch = {k: (torch.stack([it[k] for it in items]) if torch.is_tensor(items[0][k]) else [it[k] for it in items])
+                 for k in items[0]}
+        return batch, [generation.image_seed(self.cfg.SEED, k) for k in range(n)]
+
+    def grid_images(self, grid) -> torch.Tensor:
+        """G_ema's (N,3,S,S) images of the grid, on the training device."""
+        batch, seeds = grid
+        return generation.generate(self.G_ema, self.text, batch_mask_input(batch, self.cfg), list(batch["caption"]),
+                                   seeds)  # one at a time: bit-equal to scripts/sample.py
+
+    @torch.no_grad()
+    def sample_grid(self, grid, name: str, writer=None) -> None:
+        fake = self.grid_images(grid)
+        path = self.run_dir / "samples" / f"{name}.png"
+        save_grid([fake], path)
+        if writer is not None:
+            writer.add_image("samples", torchvision.utils.make_grid(fake.cpu().clamp(-1, 1) * 0.5 + 0.5,
+                                                                   nrow=fake.shape[0]), self.progress.nimg)
+
+    def _save_grid_reference(self, grid) -> None:
+        batch, _ = grid
+        folder = self.run_dir / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        save_grid([batch["mask"], batch["image"]], folder / "reals.png")
+        write_text_atomic(folder / "captions.txt", "\n".join(batch["caption"]) + "\n")
+
+    # ------------------------------------------------------------------------------------- phases
+    def _finite_or_skip(self, loss: torch.Tensor, net, opt) -> bool:
+        """Step `opt` unless the loss or a gradient is non-finite on some rank (then all ranks skip)."""
+        local_ok = bool(torch.isfinite(loss).item())
+        if local_ok and not self.scaler.is_enabled():  # with fp16 the scaler itself handles inf gradients
+            local_ok = all(bool(torch.isfinite(q.grad).all()) for q in net.parameters() if q.grad is not None)
+        ok = not dist.any_rank(not local_ok, self.device)
+        if ok:
+            self.scaler.step(opt)
+            self.scaler.update()
+        opt.zero_grad(set_to_none=True)
+        return ok
+
+    def _no_sync(self, module):
+        return module.no_sync() if isinstance(module, DDP) else contextlib.nullcontext()
+
+    def _z(self, n: int) -> list[torch.Tensor]:
+        return [torch.randn(n, self.cfg.MODEL.STYLE_DIM, device=self.device)]
+
+    def d_main(self, images, masks, feats, wrong) -> bool:
+        self.G.requires_grad_(False)
+        self.D.requires_grad_(True)
+        with torch.no_grad(), self._autocast():
+            fake = self.G_fake(masks, feats.words, self._z(images.shape[0]), word_padding=feats.padding)
+        mismatch_on_real = self.cfg.TRAIN.MISMATCH_ON == "real"
+        with self._no_sync(self.D_train), self._autocast():  # real half: accumulate locally, sync below
+            logit, cond = self.D_main(images, masks, [feats.sentence, wrong] if mismatch_on_real else [feats.sentence])
+            loss_real = losses.d_real_loss(logit, cond[0])
+            if mismatch_on_real:
+                loss_real = loss_real + losses.d_mismatch_loss(cond[1])
+        self.scaler.scale(loss_real).backward()
+        with self._autocast():
+            f_logit, f_cond = self.D_main(fake, masks, [feats.sentence] if mismatch_on_real else [feats.sentence, wrong])
+            loss_fake = losses.d_fake_loss(f_logit, f_cond[0])
+            if not mismatch_on_real:
+                loss_fake = loss_fake + losses.d_mismatch_loss(f_cond[1])
+        self.scaler.scale(loss_fake).backward()
+        loss = loss_real.detach() + loss_fake.detach()
+        self._record(**{"loss/D": loss, "scores/real": logit.mean(), "scores/fake": f_logit.mean()})
+        return self._finite_or_skip(loss, self.D, self.opt_D)
+
+    def d_reg(self, images, masks, feats) -> bool:
+        image_only = self.cfg.TRAIN.R1_IMAGE_ONLY
+        images = images.detach().requires_grad_(True)
+        masks = masks.detach().requires_grad_(not image_only)  # reference: the 6-channel input
+        logit, cond = self.D_train(images, masks, [feats.sentence])
+        penalty = losses.r1_penalty(logit, [images] if image_only else [images, masks])
+        interval = self.cfg.TRAIN.R1_INTERVAL
+        # The zero terms keep every D parameter in the graph, as DDP requires.
+        loss = self.cfg.TRAIN.R1_GAMMA / 2 * interval * penalty + 0 * logit[0, 0] + 0 * cond[0, 0]
+        self.scaler.scale(loss).backward()
+        self._record(**{"loss/R1": penalty.detach()})
+        return self._finite_or_skip(loss.detach(), self.D, self.opt_D)
+
+    def g_main(self, images, masks, feats, regions=None) -> bool:
+        """regions: (B,R,S,S) caption-named region masks (caption_regions) when TRAIN.RECON_NAMED_WEIGHT > 0."""
+        self.G.requires_grad_(True)
+        self.D.requires_grad_(False)
+        cfg = self.cfg.TRAIN
+        seeking = cfg.MODE_SEEKING_WEIGHT > 0 and masks.shape[0] >= 2
+        if seeking:   # the second half repeats the first half's conditions, drawn with other z
+            images, masks, feats, regions = _repeat_first_half(images, masks, feats, regions)
+        z = self._z(masks.shape[0])
+        with self._autocast():
+            fake = self.G_main(masks, feats.words, z, word_padding=feats.padding)
+            logit, cond = self.D_judge(fake, masks, [feats.sentence])
+            loss = losses.generator_adversarial_loss(logit, cond[0])
+        self._record(**{"loss/G": loss.detach()})
+        recon_weight = losses.recon_weight(cfg.RECON_WEIGHT, cfg.RECON_FADE_KIMG, self.progress.nimg / 1000)
+        if recon_weight > 0:
+            recon = losses.reconstruction_loss(fake.float(), images)
+            loss = loss + recon_weight * recon
+            self._record(**{"loss/recon": recon.detach()})
+        if cfg.RECON_NAMED_WEIGHT > 0:
+            named = losses.named_region_loss(fake.float(), images, regions.to(fake.device))
+            loss = loss + cfg.RECON_NAMED_WEIGHT * named
+            self._record(**{"loss/recon_named": named.detach()})
+        if seeking:
+            half = masks.shape[0] // 2
+            seek = losses.mode_seeking_loss(fake[:half].float(), fake[half:2 * half].float(), z[0][:half],
+                                            z[0][half:2 * half], cfg.MODE_SEEKING_CAP)
+            loss = loss + cfg.MODE_SEEKING_WEIGHT * seek
+            self._record(**{"loss/mode_seeking": seek.detach()})
+        weight = losses.clip_weight(cfg.CLIP_WEIGHT, cfg.CLIP_SCHEDULE, self.progress.epoch)
+        if weight > 0:
+            clip = losses.clip_loss(self.text.logits_per_image(fake.float(), feats.tokens, cfg.CLIP_NORMALIZE))
+            loss = loss + weight * clip
+            self._record(**{"loss/CLIP": clip.detach(), "loss/CLIP_weight": weight})
+        self.scaler.scale(loss).backward()
+        return self._finite_or_skip(loss.detach(), self.G, self.opt_G)
+
+    def g_reg(self, masks, feats) -> bool:
+        cfg = self.cfg.TRAIN
+        n = max(1, masks.shape[0] // cfg.PL_BATCH_SHRINK)
+        padding = None if feats.padding is None else feats.padding[:n]
+        fake, extras = self.G_train(masks[:n], feats.words[:n], self._z(n), word_padding=padding,
+                                    return_latents=True)
+        lengths = losses.path_lengths(fake, extras["latents"])
+        batch_mean = dist.all_reduce_mean(lengths.mean().detach().clone())  # keeps pl_mean equal on all ranks
+        p = self.progress
+        pl_mean = p.pl_mean + cfg.PL_DECAY * (batch_mean.item() - p.pl_mean)
+        penalty = (lengths - pl_mean).pow(2).mean()
+        loss = cfg.PL_WEIGHT * cfg.PL_INTERVAL * penalty + 0 * fake[0, 0, 0, 0]
+        self.scaler.scale(loss).backward()
+        self._record(**{"loss/PL": penalty.detach(), "pl/length": lengths.mean().detach(), "pl/mean": pl_mean})
+        ok = self._finite_or_skip(loss.detach(), self.G, self.opt_G)
+        if ok:
+            p.pl_mean = pl_mean
+        return ok
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        beta = ema_beta(self.cfg, self.batch_total, self.progress.nimg)
+        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+            p_ema.lerp_(p, 1 - beta)
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+            b_ema.copy_(b)
+
+    def train_step(self, batch) -> None:
+        cfg, p = self.cfg.TRAIN, self.progress
+        images = batch["image"].to(self.device)
+        masks = batch_mask_input(batch, self.cfg).to(self.device)
+        feats = self.text.encode(batch["caption"])
+        wrong = losses.rotate(feats.sentence)
+        factor = lr_factor(self.cfg, p.nimg)
+        for opt, lr in self.base_lr.items():
+            for group in opt.param_groups:
+                group["lr"] = lr * factor
+        ok = self.d_main(images, masks, feats, wrong)
+        if p.step % cfg.R1_INTERVAL == 0:
+            ok &= self.d_reg(images, masks, feats)
+        regions = named_region_masks(batch["caption"], batch["labels"]) if cfg.RECON_NAMED_WEIGHT > 0 else None
+        ok &= self.g_main(images, masks, feats, regions)
+        if p.step % cfg.PL_INTERVAL == 0:
+            ok &= self.g_reg(masks, feats)
+        self.update_ema()
+        p.step += 1
+        p.nimg += self.batch_total
+        p.batch_in_epoch += 1
+        p.nonfinite_streak = 0 if ok else p.nonfinite_streak + 1
+        if not ok:
+            self.log(f"step {p.step}: non-finite loss or gradient, update skipped "
+                     f"({p.nonfinite_streak} in a row)")
+
+    # ---------------------------------------------------------------------------------- main loop
+    def _loader(self) -> DataLoader:
+        p, cfg = self.progress, self.cfg
+        sampler = DistributedSampler(self.dataset, num_replicas=self.world, rank=self.rank, shuffle=True,
+                                     seed=cfg.SEED, drop_last=True)
+        sampler.set_epoch(p.epoch)
+        self.dataset.set_epoch(p.epoch)
+        # A private generator: the loader must not draw from the global RNG that z and noise come from.
+        return DataLoader(self.dataset, batch_size=cfg.TRAIN.BATCH_SIZE, drop_last=True,
+                          sampler=_Offset(sampler, p.batch_in_epoch * cfg.TRAIN.BATCH_SIZE),
+                          num_workers=cfg.DATA.NUM_WORKERS, generator=torch.Generator().manual_seed(0),
+                          persistent_workers=False)
+
+    def run(self) -> None:
+        cfg, p = self.cfg, self.progress
+        total = int(round(cfg.TRAIN.TOTAL_KIMG * 1000))
+        writer = _summary_writer(self.run_dir) if self.rank == 0 else None
+        grid = self._grid_inputs()
+        if self.rank == 0:
+            self._save_grid_reference(grid)
+            if p.nimg == 0:
+                self.sample_grid(grid, f"fakes-{0:09d}", writer)
+        previous = signal.signal(signal.SIGTERM, self._request_stop)
+        throughput = Throughput(p.nimg)
+        bar = _progress_bar(total, p.nimg) if self.show_progress else None
+        self.log(f"training to {total} images: batch {cfg.TRAIN.BATCH_SIZE} x {self.world} ranks, "
+                 f"G {sum(q.numel() for q in self.G.parameters()):,} / D "
+                 f"{sum(q.numel() for q in self.D.parameters() if q.requires_grad):,} parameters")
+        try:
+            while p.nimg < total:
+                for batch in self._loader():
+                    before = p.nimg
+                    self.train_step(batch)
+                    if bar is not None:
+                        bar.update(p.nimg - before)
+                    if p.nonfinite_streak >= cfg.TRAIN.MAX_NONFINITE_SKIPS:
+                        self.save_checkpoint("non-finite losses")
+                        raise NonFiniteLossError(
+                            f"{p.nonfinite_streak} consecutive steps had non-finite losses; stopped at "
+                            f"{p.nimg} images (TRAIN.MAX_NONFINITE_SKIPS={cfg.TRAIN.MAX_NONFINITE_SKIPS})")
+                    self._periodic(before, total, grid, writer, throughput)
+                    if dist.any_rank(self.stop_requested, self.device):
+                        self.save_checkpoint("SIGTERM")
+                        self.log("stopped by SIGTERM; resume with --resume auto")
+                        return
+                    if p.nimg >= total:
+                        break
+                else:
+                    p.epoch += 1
+                    p.batch_in_epoch = 0
+            if not _crossed(p.nimg - self.batch_total, p.nimg, cfg.TRAIN.SNAPSHOT_KIMG):
+                self.save_checkpoint("end of training")
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            if bar is not None:
+                bar.close()
+            if writer is not None:
+                writer.close()
+
+    def _periodic(self, before, total, grid, writer, throughput: Throughput) -> None:
+        t, now, last = self.cfg.TRAIN, self.progress.nimg, self.progress.nimg >= total
+        if _crossed(before, now, t.LOG_KIMG) or last:
+            self._flush_stats(writer, throughput)
+        with throughput.maintenance():       # counted in the next log window, apart from training
+            if (_crossed(before, now, t.SAMPLE_KIMG) or last) and self.rank == 0:
+                self.sample_grid(grid, f"fakes-{now:09d}", writer)
+            if _crossed(before, now, t.EVAL_KIMG) or (last and t.EVAL_KIMG > 0):
+                self._evaluate(writer)
+            if _crossed(before, now, t.SNAPSHOT_KIMG):
+                self.save_checkpoint("snapshot")
+
+    def _evaluate(self, writer) -> None:
+        """Rank 0 evaluates G_ema while the others wait at a barrier (long process-group timeout)."""
+        t = self.cfg.TRAIN
+        results = None
+        if self.rank == 0:
+            results = evaluate_generator(self.G_ema, self.cfg, self.text, split="test", num=t.EVAL_NUM,
+                                         metrics=list(t.EVAL_METRICS), device=self.device)["metrics"]
+        results = dist.broadcast_object(results)
+        if self.rank == 0:
+            for k, v in results.items():
+                writer.add_scalar(f"metrics/{k}", v, self.progress.nimg)
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps({"kimg": self.progress.nimg / 1000, **results}) + "\n")
+            self.log("evaluation: " + " ".join(f"{k}={v:.4f}" for k, v in results.items()))
+        if t.EVAL_METRIC not in results:
+            return
+        score = results[t.EVAL_METRIC] * (1 if is_lower_better(t.EVAL_METRIC) else -1)
+        if score < self.progress.best:
+            self.progress.best = score
+            state = self.state_dict()
+            if self.rank == 0:
+                atomic_save(state, self.run_dir / "checkpoints" / "best.pt")
+                self.log(f"new best {t.EVAL_METRIC} = {results[t.EVAL_METRIC]:.4f} (checkpoints/best.pt)")
+
+    def _request_stop(self, signum, frame) -> None:
+        self.stop_requested = True
+
+
+# ------------------------------------------------------------------------------------- run folders
+def _summary_writer(run_dir: Path):
+    from torch.utils.tensorboard import SummaryWriter
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def _progress_bar(total: int, done: int):
+    from tqdm import tqdm
+    return tqdm(total=total, initial=done, unit="img", dynamic_ncols=True, smoothing=0.1)
+
+
+def write_config(run_dir: Path, cfg) -> None:
+    write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
+
+
+def load_resume(trainer: Trainer, ckpt_path: Path) -> None:
+    """Load a training checkpoint into `trainer`, or ConfigError naming the file when it does not fit."""
+    ckpt = load_checkpoint(ckpt_path)
+    pinned = (ckpt.get("config") or {}).get("TEXT", {}).get("PRETRAINED_SHA256", "")
+    if pinned and pinned != trainer.cfg.TEXT.PRETRAINED_SHA256:
+        raise ConfigError(f"{ckpt_path} was trained with TEXT.PRETRAINED sha256 {pinned[:12]}..., but "
+                          f"{trainer.cfg.TEXT.PRETRAINED} now has {trainer.cfg.TEXT.PRETRAINED_SHA256[:12] or 'none'}...: "
+                          f"put the original file back to resume")
+    # Equalised layers store weight/lr_mul: a checkpoint read under another multiplier loads without a shape
+    # error but computes another function, so the multipliers must match (a missing key is its default).
+    saved = (ckpt.get("config") or {}).get("MODEL", {})
+    for key in ("LR_MLP", "LR_TEXT_MLP"):
+        was = saved.get(key, SCHEMA["MODEL"][key][0])
+        if was != trainer.cfg.MODEL[key]:
+            raise ConfigError(f"{ckpt_path} was trained with MODEL.{key} = {was}, this config has "
+                              f"{trainer.cfg.MODEL[key]}: resume with --set MODEL.{key}={was}")
+    try:
+        trainer.load_state_dict(ckpt)
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{ckpt_path} does not fit this config ({type(e).__name__}: {first}); resume "
+                          f"with the config it was trained with (its config.yaml)") from None
+
+
+def check_eval_settings(cfg) -> None:
+    """TRAIN.EVAL_METRICS must name registered metrics; checked before a run folder is touched."""
+    unknown = [m for m in cfg.TRAIN.EVAL_METRICS if m not in METRICS]
+    if cfg.TRAIN.EVAL_KIMG > 0 and unknown:
+        raise ConfigError(f"TRAIN.EVAL_METRICS: unknown metric(s) {unknown}; expected names from "
+                          f"{sorted(METRICS)}")
