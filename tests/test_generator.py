@@ -300,6 +300,26 @@ def test_onehot_masks_from_config():
     assert g.mask_channels == 19 and g.mask_encoder.in_channels == 19
 
 
+def test_text_to_w_shifts_every_latent_by_the_mean_unpadded_word():
+    g = tiny(text_to_w=True).eval()
+    mask, words, z = tiny_inputs(g)
+    padding = torch.zeros(2, 5, dtype=torch.bool)
+    padding[:, 3:] = True
+    run = lambda w: g(mask, w, [z], word_padding=padding, noise_mode="const")
+    padded_changed, word_changed = words.clone(), words.clone()
+    padded_changed[:, 4] += 3.0
+    word_changed[:, 1] += 3.0
+    assert torch.equal(run(words), run(padded_changed))        # padding is not part of the mean
+    assert not torch.allclose(run(words), run(word_changed))
+    # the returned W+ is the caller's (unshifted) one: passed back in, it redraws the same image
+    image, extras = g(mask, words, [z], word_padding=padding, noise_mode="const", return_latents=True)
+    again = g(mask, words, extras["latents"], word_padding=padding, noise_mode="const", input_is_latent=True)
+    assert torch.allclose(image, again, atol=1e-6)
+    image.sum().backward()
+    assert g.text_to_w.weight.grad.abs().sum() > 0
+    assert tiny().text_to_w is None                            # off by default: the reference's parameters
+
+
 # ------------------------------------------------------------------------------------------------
 # ICNR initialisation of the convs before Unfold (MODEL.UNFOLD_INIT)
 

@@ -43,6 +43,14 @@ NOISE_MODES = ("random", "const", "none")
 CONST_NOISE_SEED = 0    # const noise buffers are the same in every build
 
 
+def mean_word(words: torch.Tensor, padding: torch.Tensor | None) -> torch.Tensor:
+    """(B,T,D) word features -> (B,D) their mean over the words that are not padding."""
+    if padding is None:
+        return words.mean(1)
+    keep = (~padding).unsqueeze(-1).to(words.dtype)
+    return (words * keep).sum(1) / keep.sum(1)
+
+
 def stage_resolutions(size: int) -> list[int]:
     """[16, 64, …, size]; size must be 16·4^k with k ≥ 1."""
     res, out = FIRST_RES, [FIRST_RES]
@@ -238,7 +246,7 @@ class Generator(nn.Module):
                  channel_multiplier: int = 2, channel_max: int = 512, mask_dim: int = 128,
                  mask_channels: int = 3, lr_mlp: float = 0.01, lr_text_mlp: float = 0.01, gcmf_gate: bool = False,
                  gcmf_dropout: float = 0.06, gcmf_chunk: int = 0, unfold_init: str = "random",
-                 posfold_width: int = 0, fold_skip: str = "none"):
+                 posfold_width: int = 0, fold_skip: str = "none", text_to_w: bool = False):
         super().__init__()
         self.size, self.style_dim, self.text_dim = size, style_dim, text_dim
         self.mask_channels = mask_channels
@@ -249,6 +257,9 @@ class Generator(nn.Module):
             EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activation=True) for _ in range(n_mlp)))
         self.text_mlp = nn.Sequential(PixelNorm(dim=-1), *(
             EqualLinear(text_dim, text_dim, lr_mul=lr_text_mlp, activation=True) for _ in range(2)))
+        # MODEL.TEXT_TO_W: the caption's mean word feature shifts every w, a global route for what a caption says
+        # about the whole face (pale skin, make-up); in the paper text reaches G only through GCMF's attention.
+        self.text_to_w = EqualLinear(text_dim, style_dim, lr_mul=lr_text_mlp) if text_to_w else None
         # Plain nn.Conv2d with PyTorch's default init, as in the reference `mask_cov`.
         self.mask_encoder = nn.Conv2d(mask_channels, mask_dim, 3, padding=1)
         self.input = ConstantInput(self.channels[FIRST_RES], FIRST_RES)
@@ -274,7 +285,8 @@ class Generator(nn.Module):
                    lr_text_mlp=cfg.MODEL.LR_TEXT_MLP, gcmf_gate=cfg.MODEL.GCMF_GATE,
                    gcmf_dropout=cfg.MODEL.GCMF_DROPOUT,
                    gcmf_chunk=cfg.MODEL.GCMF_CHUNK, unfold_init=cfg.MODEL.UNFOLD_INIT,
-                   posfold_width=cfg.MODEL.POSFOLD_WIDTH, fold_skip=cfg.MODEL.FOLD_SKIP)
+                   posfold_width=cfg.MODEL.POSFOLD_WIDTH, fold_skip=cfg.MODEL.FOLD_SKIP,
+                   text_to_w=cfg.MODEL.TEXT_TO_W)
 
     # --------------------------------------------------------------------------------------------
     # Latents and noise
@@ -405,6 +417,9 @@ class Generator(nn.Module):
         noises = self._noise_maps(noise, noise_mode, batch)
 
         text = self.text_mlp(words)
+        shifted = latents            # what the layers read; `latents` stay what a caller passes back as W+
+        if self.text_to_w is not None:   # after truncation and for given W+ alike: a caption edit moves it
+            shifted = latents + self.text_to_w(mean_word(text, word_padding)).unsqueeze(1)
         constant = self.input(1).permute(0, 2, 3, 1).reshape(1, FIRST_RES ** 2, -1)   # rows, shared
         hidden, skip, attention = None, None, []
         for stage in self.stages:
@@ -414,7 +429,7 @@ class Generator(nn.Module):
             attention.append(stage_attention)
             for f, step in enumerate(stage.folds):
                 k = 4 * stage.index + 2 * f                     # StyledConv index of conv_low
-                hidden, skip = step(hidden, latents[:, k:k + 3], noises[k], noises[k + 1], skip, skip_rows)
+                hidden, skip = step(hidden, shifted[:, k:k + 3], noises[k], noises[k + 1], skip, skip_rows)
         image = skip
 
         extras = {}
