@@ -49,15 +49,14 @@ import time
 import torch
 
 from pixelface.core import cli
-
 from pixelface.core.config import ConfigError, load_config
+from pixelface.core.runtime import tune_glibc_malloc
 from pixelface.data.masks import NUM_CLASSES
 from pixelface.networks import layers, losses
 from pixelface.networks.discriminator import Discriminator
 from pixelface.networks.generator import Generator
 from pixelface.networks.reference_ops import (literal_reference_forward, reference_discriminator_forward,
                                               reference_latents)
-from pixelface.core.runtime import tune_glibc_malloc
 from pixelface.networks.text_encoder import TextEncoder
 
 PHASES = ("g_forward", "g_forward_backward", "d_forward_backward", "d_main", "d_reg", "g_main", "g_reg")

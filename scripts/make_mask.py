@@ -17,7 +17,6 @@ import numpy as np
 from PIL import Image
 
 from pixelface.core import cli, errors
-
 from pixelface.core.files import atomic_write
 from pixelface.data.images import MAX_PIXELS, to_uint8
 from pixelface.data.masks import LABELS, NUM_CLASSES, label_to_color

@@ -7,9 +7,7 @@ import torch
 from PIL import Image
 
 from pixelface import PixelFace
-
 from pixelface.core import errors
-
 from pixelface.core.config import resolve_path
 from pixelface.data.images import to_pil
 from pixelface.data.masks import FACE_PARSING_TO_CELEBAMASK, MaskError, color_to_label

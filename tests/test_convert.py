@@ -13,14 +13,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pixelface.core.config import load_config
-from pixelface.networks.checkpoint import load_checkpoint, load_generator
-from pixelface.training.convert import (ConversionError, convert, discriminator_rules, generator_rules,
-                                        load_reference, read_reference)
 from pixelface.data.masks import label_to_color
 from pixelface.data.synthface import make_face, write_dataset
+from pixelface.networks.checkpoint import load_checkpoint, load_generator
 from pixelface.networks.discriminator import Discriminator
 from pixelface.networks.generator import Generator
 from pixelface.networks.layers import channel_table
+from pixelface.training.convert import (ConversionError, convert, discriminator_rules, generator_rules,
+                                        load_reference, read_reference)
 from test_generator import literal_reference_forward
 from conftest import REPO_ROOT, load_script
 

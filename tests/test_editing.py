@@ -9,13 +9,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pixelface.core import errors
-
-from pixelface.editing import inputs, manipulation
-
 from pixelface.data.datasets import FaceDataset
 from pixelface.data.images import save_png, to_uint8
 from pixelface.data.masks import LABEL_ID, label_to_color
 from pixelface.data.synthface import HAIR_RGB, caption_attributes, make_face
+from pixelface.editing import inputs, manipulation
 from pixelface.evaluation import measures
 from pixelface.networks.checkpoint import file_hash
 from conftest import load_script

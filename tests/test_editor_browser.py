@@ -22,7 +22,6 @@ pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None,
                                 reason=f"{CHROMIUM} missing: apt-get install chromium")
 
 from pixelface import PixelFace  # noqa: E402
-
 from pixelface.core.config import resolve_path  # noqa: E402
 from pixelface.data.masks import LABEL_ID, color_to_label  # noqa: E402
 from pixelface.editing import editor_app

@@ -5,11 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from pixelface.networks import generation
-
 from pixelface.data.datasets import FaceDataset
 from pixelface.data.images import to_uint8
 from pixelface.evaluation import context
+from pixelface.networks import generation
 from pixelface.networks.checkpoint import load_generator
 from pixelface.training.runs import latest_checkpoint
 from conftest import load_script

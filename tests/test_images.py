@@ -7,9 +7,7 @@ import torch
 from PIL import Image
 
 from pixelface.core import errors
-
 from pixelface.data import images
-
 from pixelface.editing import inputs
 from conftest import REPO_ROOT, load_script
 from pixelface.core.config import load_config

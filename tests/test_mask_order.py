@@ -8,15 +8,14 @@ import torch
 from PIL import Image
 
 from pixelface.core import errors
-
 from pixelface.core.config import ConfigError, load_config
 from pixelface.core.errors import InputWarning
 from pixelface.data.datasets import FaceDataset
-from pixelface.editing import inputs
 from pixelface.data.masks import (FACE_PARSING_LABELS, FACE_PARSING_TO_CELEBAMASK, LABEL_ID, LABELS, NUM_CLASSES,
                                   PALETTE, MaskError, color_to_label, guess_mask_order, label_to_color,
                                   to_celebamask)
 from pixelface.data.synthface import make_face, write_dataset
+from pixelface.editing import inputs
 
 # CelebAMask-HQ id -> face-parsing id: writes a CelebAMask-HQ map the way a BiSeNet parser would.
 TO_FACE_PARSING = np.argsort(FACE_PARSING_TO_CELEBAMASK)

@@ -6,9 +6,9 @@ import torch
 from PIL import Image
 
 from pixelface.core.errors import InputWarning
-from pixelface.editing.inputs import read_mask
 from pixelface.data.masks import (LABELS, NUM_CLASSES, PALETTE, MaskError, color_tensor, color_to_label,
                                   label_to_color, one_hot)
+from pixelface.editing.inputs import read_mask
 
 
 def test_palette_is_celebamask_hq():

@@ -9,13 +9,11 @@ import torch
 from PIL import Image
 
 from pixelface.core import cli, errors
-
-from pixelface.networks import generation
-
 from pixelface.data.images import to_uint8
 from pixelface.data.masks import MaskError, label_to_color
 from pixelface.data.synthface import make_face
 from pixelface.editing import inputs
+from pixelface.networks import generation
 from pixelface.networks.checkpoint import atomic_save, file_hash
 from conftest import load_script
 

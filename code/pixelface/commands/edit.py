@@ -23,12 +23,10 @@ from pathlib import Path
 import torch
 
 from pixelface.core import cli, errors
-
-from pixelface.editing import inputs, manipulation
-
 from pixelface.core.files import write_json_atomic
 from pixelface.data.images import picture_grid, save_png
 from pixelface.data.masks import MASK_ORDERS, color_tensor
+from pixelface.editing import inputs, manipulation
 from pixelface.evaluation import measures
 from pixelface.evaluation.faceparsing import load_any_parser
 from pixelface.networks.checkpoint import checkpoint_hash, load_generator

@@ -18,13 +18,11 @@ from pathlib import Path
 import torch
 
 from pixelface.core import cli, errors
-
-from pixelface.networks import generation
-
 from pixelface.core.files import write_json_atomic, write_text_atomic
 from pixelface.data.images import picture_grid, save_png
 from pixelface.data.masks import MASK_ORDERS, color_tensor
 from pixelface.editing import inputs
+from pixelface.networks import generation
 from pixelface.networks.checkpoint import checkpoint_hash, load_generator
 from pixelface.networks.text_encoder import TextEncoder
 

@@ -19,10 +19,8 @@ import torch
 from PIL import Image
 
 from pixelface.core import errors
-
-from pixelface.editing import inputs, manipulation
-
 from pixelface.data.images import to_pil
+from pixelface.editing import inputs, manipulation
 from pixelface.networks import generation
 from pixelface.networks.checkpoint import load_generator
 from pixelface.networks.text_encoder import TextEncoder

@@ -19,10 +19,10 @@ from torch import nn
 from tqdm import tqdm
 
 from pixelface.core.errors import InputError
+from pixelface.evaluation.measures import LPIPS_BACKBONE_FILE, lpips_network
 from pixelface.networks.checkpoint import atomic_save, load_formatted
 from pixelface.networks.generation import (MEAN_LATENT_SAMPLES, MEAN_LATENT_SEED, WordFeatures, encode_caption,
                                            mask_input)
-from pixelface.evaluation.measures import LPIPS_BACKBONE_FILE, lpips_network
 from pixelface.networks.text_encoder import clip_image_input
 
 INVERSION_FORMAT = "pixelface-inversion"

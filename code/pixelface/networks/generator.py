@@ -31,11 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixelface.data.masks import mask_channels_from_config
 from pixelface.networks.gcmf import GCMF
 from pixelface.networks.layers import (ACT_GAIN, ConstantInput, EqualLinear, PixelNorm, StyledConv, ToRGB,
                                        channel_table, conv2d, fold_channels_last, fresh_leaky_relu_, row_product,
                                        row_products_sum, unfold)
-from pixelface.data.masks import mask_channels_from_config
 
 FIRST_RES = 16          # the constant input and the first stage live at 16²
 FOLDS_PER_STAGE = 2     # each stage multiplies the resolution by 4
