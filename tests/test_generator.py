@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from pixelface.core.config import load_config
 from pixelface.networks.discriminator import Discriminator
-from pixelface.networks.generator import FoldStep, Generator, PointwiseMix
+from pixelface.networks.generator import FoldStep, Generator, PointwiseMix, blur_121
 from pixelface.networks.layers import StyledConv, ToRGB, channel_table, unfold
 from pixelface.networks.reference_ops import literal_reference_forward, reference_latents
 
@@ -318,6 +318,20 @@ def test_text_to_w_shifts_every_latent_by_the_mean_unpadded_word():
     image.sum().backward()
     assert g.text_to_w.weight.grad.abs().sum() > 0
     assert tiny().text_to_w is None                            # off by default: the reference's parameters
+
+
+def test_unfold_blur_removes_the_two_pixel_pattern_and_adds_no_parameters():
+    rows = torch.arange(8.0).remainder(2).view(1, 1, 8, 1).expand(1, 3, 8, 8)   # stripes, period 2
+    flat = torch.full((1, 3, 8, 8), 0.7)
+    assert blur_121(rows)[..., 1:-1, :].std() < 1e-6              # inside: the stripes average out
+    assert torch.allclose(blur_121(flat), flat)                    # a constant passes unchanged
+    plain, blurred = tiny(unfold_init="icnr"), tiny(unfold_init="icnr", unfold_blur=True)
+    assert sum(p.numel() for p in plain.parameters()) == sum(p.numel() for p in blurred.parameters())
+    mask, words, z = tiny_inputs(blurred)
+    out = blurred(mask, words, [z], noise_mode="const")
+    assert not torch.allclose(out, plain(mask, words, [z], noise_mode="const"))
+    out.square().mean().backward()
+    assert all(p.grad is not None for p in blurred.parameters())
 
 
 # ------------------------------------------------------------------------------------------------

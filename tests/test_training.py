@@ -19,7 +19,6 @@ from pixelface.networks.checkpoint import file_hash, load_checkpoint, load_gener
 from pixelface.training.clip_pretrain import pretrain_clip
 from conftest import REPO_ROOT
 from pixelface.data.synthface import write_dataset
-from pixelface.networks.generation import batch_mask_input
 from pixelface.networks.text_encoder import TextEncoder
 from pixelface.training import trainer as trainer_module
 from pixelface.training.runs import latest_checkpoint, plan_resume
@@ -149,14 +148,12 @@ def test_reconstruction_loss_alone_moves_the_generator_only_when_weighted(smoke_
     torch.set_num_threads(1)
     cfg = smoke_cfg(smoke_root, f"TRAIN.RECON_WEIGHT={weight}", "TRAIN.CLIP_WEIGHT=0")
     trainer = Trainer(cfg, tmp_path, torch.device("cpu"), progress_bar=False)
-    batch = next(iter(trainer._loader()))
-    images, masks = batch["image"], batch_mask_input(batch, cfg)
-    feats = trainer.text.encode(batch["caption"])
+    inputs = trainer.phase_batch(next(iter(trainer._loader())))
     before = [p.detach().clone() for p in trainer.G.parameters()]
     zero = lambda logit, cond: 0 * (logit.sum() + cond.sum())   # the adversarial term switched off
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(losses, "generator_adversarial_loss", zero)
-        assert trainer.g_main(images, masks, feats)
+        assert trainer.g_main(inputs)
     moved = [not torch.equal(a, b) for a, b in zip(before, trainer.G.parameters())]
     assert any(moved) == (weight > 0)
     assert ("loss/recon" in trainer.stats) == (weight > 0)
@@ -168,13 +165,12 @@ def test_faded_reconstruction_loss_is_off_after_its_fade(smoke_root, tmp_path):
     torch.set_num_threads(1)
     cfg = smoke_cfg(smoke_root, "TRAIN.RECON_WEIGHT=5", "TRAIN.RECON_FADE_KIMG=0.1", "TRAIN.CLIP_WEIGHT=0")
     trainer = Trainer(cfg, tmp_path, torch.device("cpu"), progress_bar=False)
-    batch = next(iter(trainer._loader()))
-    feats = trainer.text.encode(batch["caption"])
+    inputs = trainer.phase_batch(next(iter(trainer._loader())))
     trainer.progress.nimg = 50
-    assert trainer.g_main(batch["image"], batch_mask_input(batch, cfg), feats)
+    assert trainer.g_main(inputs)
     assert len(trainer.stats["loss/recon"]) == 1
     trainer.progress.nimg = 100
-    assert trainer.g_main(batch["image"], batch_mask_input(batch, cfg), feats)
+    assert trainer.g_main(inputs)
     assert len(trainer.stats["loss/recon"]) == 1     # faded out: not computed any more
 
 
@@ -193,20 +189,19 @@ def test_mode_seeking_pairs_each_condition_with_another_z_and_moves_the_generato
     torch.set_num_threads(1)
     cfg = smoke_cfg(smoke_root, "TRAIN.MODE_SEEKING_WEIGHT=1", "TRAIN.CLIP_WEIGHT=0", "TRAIN.BATCH_SIZE=5")
     trainer = Trainer(cfg, tmp_path, torch.device("cpu"), progress_bar=False)
-    batch = next(iter(trainer._loader()))
-    images, masks = batch["image"], batch_mask_input(batch, cfg)
-    feats = trainer.text.encode(batch["caption"])
+    inputs = trainer.phase_batch(next(iter(trainer._loader())))
+    masks, feats = inputs.masks, inputs.feats
     seen = {}
-    real_g = trainer.G_main
+    real_generate = trainer.nets.generate
 
-    def spy(masks_in, words, z, **kwargs):
-        seen.update(masks=masks_in, words=words, z=z[0])
-        return real_g(masks_in, words, z, **kwargs)
+    def spy(masks_in, feats_in, z, **kwargs):
+        seen.update(masks=masks_in, words=feats_in.words, z=z[0])
+        return real_generate(masks_in, feats_in, z, **kwargs)
     before = [p.detach().clone() for p in trainer.G.parameters()]
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(losses, "generator_adversarial_loss", lambda logit, cond: 0 * (logit.sum() + cond.sum()))
-        trainer.G_main = spy
-        assert trainer.g_main(images, masks, feats)
+        mp.setattr(trainer.nets, "generate", spy)
+        assert trainer.g_main(inputs)
     # items 2, 3 repeat items 0, 1 (same mask and words, other z); the odd fifth item is kept
     assert torch.equal(seen["masks"][2:4], masks[:2]) and torch.equal(seen["masks"][4], masks[4])
     assert torch.equal(seen["words"][2:4], feats.words[:2])

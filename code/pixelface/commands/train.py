@@ -10,6 +10,7 @@ run folder (default <project home>/runs) and hands over.
 """
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -47,13 +48,24 @@ def main(argv=None) -> int:
     return cli.run(train, args, extra_errors={NonFiniteLossError: cli.EXIT_NONFINITE})
 
 
+def configure_process(cfg, device_type: str) -> None:
+    """The process-wide settings a training process runs with (the entry point's job, not the Trainer's)."""
+    if device_type == "cpu":
+        tune_glibc_malloc()
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = cfg.TRAIN.TF32
+        torch.backends.cudnn.allow_tf32 = cfg.TRAIN.TF32
+    # D's last 1-row linear layer gets a transposed-stride gradient; DDP copies it into its bucket, which
+    # costs nothing measurable, but it warns about it on every run.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+
+
 def train(args) -> None:
     cfg = load_config(args.cfg, args.set)
     check_eval_settings(cfg)
     cli.check_output_folder(args.out, create=False)   # a run folder is made only when training starts
     device_type = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
-    if device_type == "cpu":
-        tune_glibc_malloc()
+    configure_process(cfg, device_type)
     rank, world, device = dist.init(device_type)
     lock = None
     try:

@@ -51,6 +51,13 @@ def mean_word(words: torch.Tensor, padding: torch.Tensor | None) -> torch.Tensor
     return (words * keep).sum(1) / keep.sum(1)
 
 
+def blur_121(x: torch.Tensor) -> torch.Tensor:
+    """Depthwise [1,2,1]⊗[1,2,1]/16 low-pass of (B,C,H,W), edges replicated: removes the 2-pixel period."""
+    kernel = torch.tensor([1.0, 2.0, 1.0], device=x.device, dtype=x.dtype)
+    kernel = (kernel[:, None] * kernel[None, :] / 16).expand(x.shape[1], 1, 3, 3)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=x.shape[1])
+
+
 def stage_resolutions(size: int) -> list[int]:
     """[16, 64, …, size]; size must be 16·4^k with k ≥ 1."""
     res, out = FIRST_RES, [FIRST_RES]
@@ -150,8 +157,12 @@ class FoldStep(nn.Module):
     """
 
     def __init__(self, in_ch: int, out_ch: int, style_dim: int, unfold_init: str = "random",
-                 skip_dim: int = 0):
+                 skip_dim: int = 0, unfold_blur: bool = False):
         super().__init__()
+        # MODEL.UNFOLD_BLUR: a [1,2,1]² low-pass after the Unfold. Once training pulls the four sub-pixel
+        # channel groups apart, Unfold alone paints a 2-pixel pattern (stripes, checkerboard) that an R1-smoothed
+        # D hardly penalises; the blur leaves G no cheap way to it (docs/diagnosis.md section 11).
+        self.unfold_blur = unfold_blur
         if out_ch % 4:
             raise ValueError(f"fold-step width {out_ch} must be divisible by 4 (Unfold)")
         if unfold_init not in UNFOLD_INITS:
@@ -176,7 +187,10 @@ class FoldStep(nn.Module):
         """latents (B,3,style_dim): conv_low, conv_high, to_rgb. skip_rows (B,R,R,skip_dim) at any R that
         is a multiple of this step's output resolution; needed iff the step has a fold skip."""
         h = self.conv_low(h, latents[:, 0], noise_low)
-        h = self.conv_high(unfold(h), latents[:, 1], noise_high)
+        h = unfold(h)
+        if self.unfold_blur:
+            h = blur_121(h)
+        h = self.conv_high(h, latents[:, 1], noise_high)
         if self.fold_skip is not None:
             stride = skip_rows.shape[1] // h.shape[-1]     # nearest: the top-left pixel of each block
             h = h + self.fold_skip(skip_rows[:, ::stride, ::stride]).permute(0, 3, 1, 2)
@@ -189,7 +203,7 @@ class SynthesisStage(nn.Module):
     def __init__(self, index: int, res: int, channels: dict[int, int], style_dim: int,
                  text_dim: int, mask_dim: int, gcmf_gate: bool, gcmf_dropout: float,
                  gcmf_chunk: int, unfold_init: str = "random", posfold_width: int = 0,
-                 fold_skip: str = "none"):
+                 fold_skip: str = "none", unfold_blur: bool = False):
         super().__init__()
         self.index, self.res = index, res
         hidden = channels[res // 4]
@@ -213,7 +227,7 @@ class SynthesisStage(nn.Module):
         self.folds = nn.ModuleList(
             FoldStep((folded if index == 0 else hidden) if f == 0 else channels[res // 4 * 2 ** f],
                      channels[res // 4 * 2 ** (f + 1)], style_dim, unfold_init,
-                     skip_dim={"none": 0, "mask": mask_dim, "fusion": 2 * mask_dim}[fold_skip])
+                     skip_dim={"none": 0, "mask": mask_dim, "fusion": 2 * mask_dim}[fold_skip], unfold_blur=unfold_blur)
             for f in range(FOLDS_PER_STAGE))
         self.fold_skip = fold_skip
 
@@ -246,7 +260,8 @@ class Generator(nn.Module):
                  channel_multiplier: int = 2, channel_max: int = 512, mask_dim: int = 128,
                  mask_channels: int = 3, lr_mlp: float = 0.01, lr_text_mlp: float = 0.01, gcmf_gate: bool = False,
                  gcmf_dropout: float = 0.06, gcmf_chunk: int = 0, unfold_init: str = "random",
-                 posfold_width: int = 0, fold_skip: str = "none", text_to_w: bool = False):
+                 posfold_width: int = 0, fold_skip: str = "none", text_to_w: bool = False,
+                 unfold_blur: bool = False):
         super().__init__()
         self.size, self.style_dim, self.text_dim = size, style_dim, text_dim
         self.mask_channels = mask_channels
@@ -265,7 +280,7 @@ class Generator(nn.Module):
         self.input = ConstantInput(self.channels[FIRST_RES], FIRST_RES)
         self.stages = nn.ModuleList(
             SynthesisStage(i, res, self.channels, style_dim, text_dim, mask_dim, gcmf_gate,
-                           gcmf_dropout, gcmf_chunk, unfold_init, posfold_width, fold_skip)
+                           gcmf_dropout, gcmf_chunk, unfold_init, posfold_width, fold_skip, unfold_blur)
             for i, res in enumerate(resolutions))
 
         self.noise_resolutions = [r for res in resolutions
@@ -286,7 +301,7 @@ class Generator(nn.Module):
                    gcmf_dropout=cfg.MODEL.GCMF_DROPOUT,
                    gcmf_chunk=cfg.MODEL.GCMF_CHUNK, unfold_init=cfg.MODEL.UNFOLD_INIT,
                    posfold_width=cfg.MODEL.POSFOLD_WIDTH, fold_skip=cfg.MODEL.FOLD_SKIP,
-                   text_to_w=cfg.MODEL.TEXT_TO_W)
+                   text_to_w=cfg.MODEL.TEXT_TO_W, unfold_blur=cfg.MODEL.UNFOLD_BLUR)
 
     # --------------------------------------------------------------------------------------------
     # Latents and noise

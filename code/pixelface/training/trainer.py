@@ -14,7 +14,6 @@ import json
 import math
 import signal
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,12 +31,13 @@ from pixelface.data.datasets import FaceDataset
 from pixelface.data.images import to_uint8
 from pixelface.evaluation.metrics import evaluate_generator
 from pixelface.evaluation.registry import METRICS, is_lower_better
+from pixelface.training import phases
 from pixelface.networks import generation, losses
 from pixelface.networks.checkpoint import atomic_save, load_checkpoint, FORMAT
 from pixelface.networks.discriminator import Discriminator
 from pixelface.networks.generation import batch_mask_input
 from pixelface.networks.generator import Generator
-from pixelface.networks.text_encoder import TextEncoder, TextFeatures, pin_weights_hash
+from pixelface.networks.text_encoder import TextEncoder, pin_weights_hash
 
 
 class NonFiniteLossError(RuntimeError):
@@ -150,14 +150,33 @@ class Throughput:
         return row
 
 
-def _repeat_first_half(images, masks, feats, regions=None):
-    """The batch with its second half replaced by a copy of its first half (an odd last item is kept)."""
-    half = masks.shape[0] // 2
+class TrainingNetworks:
+    """G and D as the training phases call them (pixelface.training.phases.Networks): through DDP where a pass's
+    gradients must be averaged across ranks, through torch.compile (TRAIN.COMPILE) in the main phases. R1 and
+    path length differentiate twice, which compiled graphs do not support, so they keep the eager modules."""
 
-    def repeat(x):
-        return None if x is None else torch.cat([x[:half], x[:half], x[2 * half:]])
-    return repeat(images), repeat(masks), TextFeatures(repeat(feats.words), repeat(feats.padding),
-                                                       repeat(feats.sentence), repeat(feats.tokens)), repeat(regions)
+    def __init__(self, G: torch.nn.Module, D: torch.nn.Module, distributed: bool, compile_main: bool):
+        ddp = (lambda m: DDP(m, broadcast_buffers=False)) if distributed else (lambda m: m)
+        # Static shapes: the batch is fixed, and symbolic shapes trip inductor on G's folds; a new word
+        # count (TEXT.FIXED_LENGTH false) costs one recompilation.
+        compiled = (lambda m: torch.compile(m, dynamic=False)) if compile_main else (lambda m: m)
+        self.synced = {"G": ddp(G), "D": ddp(D)}
+        self.variants = {(name, synced, main): (compiled(module) if main else module)
+                         for name, bare in (("G", G), ("D", D))
+                         for synced, module in ((True, self.synced[name]), (False, bare)) for main in (True, False)}
+
+    def generate(self, masks, feats, z, *, synced: bool, main: bool, return_latents: bool = False):
+        out = self.variants["G", synced, main](masks, feats.words, z, word_padding=feats.padding,
+                                               return_latents=return_latents)
+        return (out[0], out[1]["latents"]) if return_latents else out
+
+    def discriminate(self, images, masks, sentences, *, synced: bool, main: bool):
+        return self.variants["D", synced, main](images, masks, sentences)
+
+    def accumulating_d(self):
+        """D's gradients accumulate locally inside this block, to be averaged by the next synced backward."""
+        d = self.synced["D"]
+        return d.no_sync() if isinstance(d, DDP) else contextlib.nullcontext()
 
 
 class Trainer:
@@ -194,23 +213,7 @@ class Trainer:
         if cfg.TRAIN.CHANNELS_LAST and device.type == "cuda":
             for net in (self.G, self.D, self.G_ema):
                 net.to(memory_format=torch.channels_last)
-        if device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = cfg.TRAIN.TF32
-            torch.backends.cudnn.allow_tf32 = cfg.TRAIN.TF32
-        # Forwards that need synced gradients go through these; D in the G phase and G in the D phase
-        # need none and use the bare modules.
-        ddp = (lambda m: DDP(m, broadcast_buffers=False)) if self.world > 1 else (lambda m: m)
-        # D's last 1-row linear layer gets a transposed-stride gradient; DDP copies it into its bucket,
-        # which costs nothing measurable, but it warns about it on every run.
-        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-        self.G_train, self.D_train = ddp(self.G), ddp(self.D)
-        # TRAIN.COMPILE: the main phases call compiled wrappers (same parameters); R1 and path length
-        # differentiate twice, which compiled graphs do not support, so they keep the eager modules.
-        # Static shapes: the batch is fixed, and symbolic shapes trip inductor on G's folds; a new word
-        # count (TEXT.FIXED_LENGTH false) costs one recompilation.
-        compiled = (lambda m: torch.compile(m, dynamic=False)) if cfg.TRAIN.COMPILE else (lambda m: m)
-        self.G_main, self.D_main = compiled(self.G_train), compiled(self.D_train)
-        self.G_fake, self.D_judge = compiled(self.G), compiled(self.D)   # no synced gradients needed
+        self.nets = TrainingNetworks(self.G, self.D, self.world > 1, cfg.TRAIN.COMPILE)
         self.stop_requested = False
         self.stats: dict[str, list[float]] = {}
 
@@ -368,101 +371,40 @@ class Trainer:
         opt.zero_grad(set_to_none=True)
         return ok
 
-    def _no_sync(self, module):
-        return module.no_sync() if isinstance(module, DDP) else contextlib.nullcontext()
-
     def _z(self, n: int) -> list[torch.Tensor]:
         return [torch.randn(n, self.cfg.MODEL.STYLE_DIM, device=self.device)]
 
-    def d_main(self, images, masks, feats, wrong) -> bool:
-        self.G.requires_grad_(False)
-        self.D.requires_grad_(True)
-        with torch.no_grad(), self._autocast():
-            fake = self.G_fake(masks, feats.words, self._z(images.shape[0]), word_padding=feats.padding)
-        mismatch_on_real = self.cfg.TRAIN.MISMATCH_ON == "real"
-        with self._no_sync(self.D_train), self._autocast():  # real half: accumulate locally, sync below
-            logit, cond = self.D_main(images, masks, [feats.sentence, wrong] if mismatch_on_real else [feats.sentence])
-            loss_real = losses.d_real_loss(logit, cond[0])
-            if mismatch_on_real:
-                loss_real = loss_real + losses.d_mismatch_loss(cond[1])
-        self.scaler.scale(loss_real).backward()
-        with self._autocast():
-            f_logit, f_cond = self.D_main(fake, masks, [feats.sentence] if mismatch_on_real else [feats.sentence, wrong])
-            loss_fake = losses.d_fake_loss(f_logit, f_cond[0])
-            if not mismatch_on_real:
-                loss_fake = loss_fake + losses.d_mismatch_loss(f_cond[1])
-        self.scaler.scale(loss_fake).backward()
-        loss = loss_real.detach() + loss_fake.detach()
-        self._record(**{"loss/D": loss, "scores/real": logit.mean(), "scores/fake": f_logit.mean()})
-        return self._finite_or_skip(loss, self.D, self.opt_D)
-
-    def d_reg(self, images, masks, feats) -> bool:
-        image_only = self.cfg.TRAIN.R1_IMAGE_ONLY
-        images = images.detach().requires_grad_(True)
-        masks = masks.detach().requires_grad_(not image_only)  # reference: the 6-channel input
-        logit, cond = self.D_train(images, masks, [feats.sentence])
-        penalty = losses.r1_penalty(logit, [images] if image_only else [images, masks])
-        interval = self.cfg.TRAIN.R1_INTERVAL
-        # The zero terms keep every D parameter in the graph, as DDP requires.
-        loss = self.cfg.TRAIN.R1_GAMMA / 2 * interval * penalty + 0 * logit[0, 0] + 0 * cond[0, 0]
-        self.scaler.scale(loss).backward()
-        self._record(**{"loss/R1": penalty.detach()})
-        return self._finite_or_skip(loss.detach(), self.D, self.opt_D)
-
-    def g_main(self, images, masks, feats, regions=None) -> bool:
-        """regions: (B,R,S,S) caption-named region masks (caption_regions) when TRAIN.RECON_NAMED_WEIGHT > 0."""
-        self.G.requires_grad_(True)
-        self.D.requires_grad_(False)
-        cfg = self.cfg.TRAIN
-        seeking = cfg.MODE_SEEKING_WEIGHT > 0 and masks.shape[0] >= 2
-        if seeking:   # the second half repeats the first half's conditions, drawn with other z
-            images, masks, feats, regions = _repeat_first_half(images, masks, feats, regions)
-        z = self._z(masks.shape[0])
-        with self._autocast():
-            fake = self.G_main(masks, feats.words, z, word_padding=feats.padding)
-            logit, cond = self.D_judge(fake, masks, [feats.sentence])
-            loss = losses.generator_adversarial_loss(logit, cond[0])
-        self._record(**{"loss/G": loss.detach()})
-        recon_weight = losses.recon_weight(cfg.RECON_WEIGHT, cfg.RECON_FADE_KIMG, self.progress.nimg / 1000)
-        if recon_weight > 0:
-            recon = losses.reconstruction_loss(fake.float(), images)
-            loss = loss + recon_weight * recon
-            self._record(**{"loss/recon": recon.detach()})
-        if cfg.RECON_NAMED_WEIGHT > 0:
-            named = losses.named_region_loss(fake.float(), images, regions.to(fake.device))
-            loss = loss + cfg.RECON_NAMED_WEIGHT * named
-            self._record(**{"loss/recon_named": named.detach()})
-        if seeking:
-            half = masks.shape[0] // 2
-            seek = losses.mode_seeking_loss(fake[:half].float(), fake[half:2 * half].float(), z[0][:half],
-                                            z[0][half:2 * half], cfg.MODE_SEEKING_CAP)
-            loss = loss + cfg.MODE_SEEKING_WEIGHT * seek
-            self._record(**{"loss/mode_seeking": seek.detach()})
-        weight = losses.clip_weight(cfg.CLIP_WEIGHT, cfg.CLIP_SCHEDULE, self.progress.epoch)
-        if weight > 0:
-            clip = losses.clip_loss(self.text.logits_per_image(fake.float(), feats.tokens, cfg.CLIP_NORMALIZE))
-            loss = loss + weight * clip
-            self._record(**{"loss/CLIP": clip.detach(), "loss/CLIP_weight": weight})
-        self.scaler.scale(loss).backward()
-        return self._finite_or_skip(loss.detach(), self.G, self.opt_G)
-
-    def g_reg(self, masks, feats) -> bool:
-        cfg = self.cfg.TRAIN
-        n = max(1, masks.shape[0] // cfg.PL_BATCH_SHRINK)
-        padding = None if feats.padding is None else feats.padding[:n]
-        fake, extras = self.G_train(masks[:n], feats.words[:n], self._z(n), word_padding=padding,
-                                    return_latents=True)
-        lengths = losses.path_lengths(fake, extras["latents"])
-        batch_mean = dist.all_reduce_mean(lengths.mean().detach().clone())  # keeps pl_mean equal on all ranks
+    def step_context(self) -> phases.StepContext:
         p = self.progress
-        pl_mean = p.pl_mean + cfg.PL_DECAY * (batch_mean.item() - p.pl_mean)
-        penalty = (lengths - pl_mean).pow(2).mean()
-        loss = cfg.PL_WEIGHT * cfg.PL_INTERVAL * penalty + 0 * fake[0, 0, 0, 0]
-        self.scaler.scale(loss).backward()
-        self._record(**{"loss/PL": penalty.detach(), "pl/length": lengths.mean().detach(), "pl/mean": pl_mean})
-        ok = self._finite_or_skip(loss.detach(), self.G, self.opt_G)
+        return phases.StepContext(self.cfg, self.nets, self.text, self._z, self._autocast, self.scaler.scale,
+                                  self._record, kimg=p.nimg / 1000, epoch=p.epoch, reduce_mean=dist.all_reduce_mean)
+
+    def phase_batch(self, batch: dict) -> phases.PhaseBatch:
+        feats = self.text.encode(batch["caption"])
+        regions = named_region_masks(batch["caption"], batch["labels"]) if self.cfg.TRAIN.RECON_NAMED_WEIGHT > 0 else None
+        return phases.PhaseBatch(batch["image"].to(self.device), batch_mask_input(batch, self.cfg).to(self.device),
+                                 feats, losses.rotate(feats.sentence), regions)
+
+    def _train_only(self, net: torch.nn.Module) -> None:
+        for other in (self.G, self.D):
+            other.requires_grad_(other is net)
+
+    def d_main(self, batch: phases.PhaseBatch) -> bool:
+        self._train_only(self.D)
+        return self._finite_or_skip(phases.d_main(self.step_context(), batch), self.D, self.opt_D)
+
+    def d_reg(self, batch: phases.PhaseBatch) -> bool:
+        return self._finite_or_skip(phases.d_reg(self.step_context(), batch), self.D, self.opt_D)
+
+    def g_main(self, batch: phases.PhaseBatch) -> bool:
+        self._train_only(self.G)
+        return self._finite_or_skip(phases.g_main(self.step_context(), batch), self.G, self.opt_G)
+
+    def g_reg(self, batch: phases.PhaseBatch) -> bool:
+        loss, pl_mean = phases.g_reg(self.step_context(), batch, self.progress.pl_mean)
+        ok = self._finite_or_skip(loss, self.G, self.opt_G)
         if ok:
-            p.pl_mean = pl_mean
+            self.progress.pl_mean = pl_mean
         return ok
 
     @torch.no_grad()
@@ -475,21 +417,17 @@ class Trainer:
 
     def train_step(self, batch) -> None:
         cfg, p = self.cfg.TRAIN, self.progress
-        images = batch["image"].to(self.device)
-        masks = batch_mask_input(batch, self.cfg).to(self.device)
-        feats = self.text.encode(batch["caption"])
-        wrong = losses.rotate(feats.sentence)
+        inputs = self.phase_batch(batch)
         factor = lr_factor(self.cfg, p.nimg)
         for opt, lr in self.base_lr.items():
             for group in opt.param_groups:
                 group["lr"] = lr * factor
-        ok = self.d_main(images, masks, feats, wrong)
+        ok = self.d_main(inputs)
         if p.step % cfg.R1_INTERVAL == 0:
-            ok &= self.d_reg(images, masks, feats)
-        regions = named_region_masks(batch["caption"], batch["labels"]) if cfg.RECON_NAMED_WEIGHT > 0 else None
-        ok &= self.g_main(images, masks, feats, regions)
+            ok &= self.d_reg(inputs)
+        ok &= self.g_main(inputs)
         if p.step % cfg.PL_INTERVAL == 0:
-            ok &= self.g_reg(masks, feats)
+            ok &= self.g_reg(inputs)
         self.update_ema()
         p.step += 1
         p.nimg += self.batch_total

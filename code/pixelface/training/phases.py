@@ -1,0 +1,168 @@
+"""The four phases of a training step, as plain functions: D on real and fake faces (d_main), R1 (d_reg), G with
+its adversarial, CLIP and optional terms (g_main) and the path-length penalty (g_reg).
+
+The training loop (pixelface.training.trainer) and scripts/benchmark.py both call these, so the benchmark times
+exactly what training runs. Each phase runs its forward passes and backward(s) and returns its loss, detached;
+the caller steps the optimiser (the trainer after its finite check, the benchmark directly). What differs
+between callers comes in a StepContext: the networks (DDP-wrapped and compiled in training, the reference-style
+transcription in the benchmark's other side), the autocast, the loss scaler, the z source and what is recorded.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import torch
+
+from pixelface.networks import losses
+from pixelface.networks.text_encoder import TextFeatures
+
+
+class Networks(Protocol):
+    """G and D as a phase calls them. `synced`: gradients are averaged across DDP ranks in this pass (False:
+    the pass needs no gradient for that network, or accumulates it locally); `main`: one of the main phases,
+    which may run compiled (R1 and path length differentiate twice and stay eager)."""
+
+    def generate(self, masks, feats: TextFeatures, z: list[torch.Tensor], *, synced: bool, main: bool,
+                 return_latents: bool = False): ...
+
+    def discriminate(self, images, masks, sentences: list[torch.Tensor], *, synced: bool, main: bool): ...
+
+    def accumulating_d(self) -> contextlib.AbstractContextManager: ...
+
+
+@dataclass
+class PhaseBatch:
+    """One step's inputs: real images, the generator's mask input, the captions' features, the rotated
+    sentences (the mismatched captions of D's matching term) and, with TRAIN.RECON_NAMED_WEIGHT, the
+    caption-named region masks (B,R,S,S)."""
+    images: torch.Tensor
+    masks: torch.Tensor
+    feats: TextFeatures
+    wrong: torch.Tensor
+    regions: torch.Tensor | None = None
+
+
+@dataclass
+class StepContext:
+    cfg: object
+    nets: Networks
+    text_encoder: torch.nn.Module
+    z: Callable[[int], list[torch.Tensor]]            # n -> [z (n, STYLE_DIM)]
+    autocast: Callable[[], contextlib.AbstractContextManager]
+    scale: Callable[[torch.Tensor], torch.Tensor]      # the loss scaler (fp16) or the identity
+    record: Callable[..., None]                        # record(**{"loss/D": value, ...})
+    kimg: float = 0.0                                  # images shown so far / 1000 (the L1 fade)
+    epoch: int = 0                                     # the CLIP schedule
+    reduce_mean: Callable[[torch.Tensor], torch.Tensor] = lambda x: x   # across ranks (path-length mean)
+
+
+def d_main(ctx: StepContext, batch: PhaseBatch) -> torch.Tensor:
+    """D's logistic loss on real and fake faces, plus the matching term on mismatched captions (on the fake
+    faces as the reference does, or on the real ones with TRAIN.MISMATCH_ON=real)."""
+    images, masks, feats, wrong = batch.images, batch.masks, batch.feats, batch.wrong
+    with torch.no_grad(), ctx.autocast():
+        fake = ctx.nets.generate(masks, feats, ctx.z(images.shape[0]), synced=False, main=True)
+    on_real = ctx.cfg.TRAIN.MISMATCH_ON == "real"
+    with ctx.nets.accumulating_d(), ctx.autocast():    # real half: accumulate locally, synced with the fake half
+        logit, cond = ctx.nets.discriminate(images, masks, [feats.sentence, wrong] if on_real else [feats.sentence],
+                                            synced=True, main=True)
+        loss_real = losses.d_real_loss(logit, cond[0])
+        if on_real:
+            loss_real = loss_real + losses.d_mismatch_loss(cond[1])
+    ctx.scale(loss_real).backward()
+    with ctx.autocast():
+        f_logit, f_cond = ctx.nets.discriminate(fake, masks, [feats.sentence] if on_real else [feats.sentence, wrong],
+                                                synced=True, main=True)
+        loss_fake = losses.d_fake_loss(f_logit, f_cond[0])
+        if not on_real:
+            loss_fake = loss_fake + losses.d_mismatch_loss(f_cond[1])
+    ctx.scale(loss_fake).backward()
+    loss = loss_real.detach() + loss_fake.detach()
+    ctx.record(**{"loss/D": loss, "scores/real": logit.mean(), "scores/fake": f_logit.mean()})
+    return loss
+
+
+def d_reg(ctx: StepContext, batch: PhaseBatch) -> torch.Tensor:
+    """R1 on the real faces (lazy: weighted by R1_INTERVAL), on the image or on the image and mask channels."""
+    train = ctx.cfg.TRAIN
+    images = batch.images.detach().requires_grad_(True)
+    masks = batch.masks.detach().requires_grad_(not train.R1_IMAGE_ONLY)   # reference: the 6-channel input
+    logit, cond = ctx.nets.discriminate(images, masks, [batch.feats.sentence], synced=True, main=False)
+    penalty = losses.r1_penalty(logit, [images] if train.R1_IMAGE_ONLY else [images, masks])
+    # The zero terms keep every D parameter in the graph, as DDP requires.
+    loss = train.R1_GAMMA / 2 * train.R1_INTERVAL * penalty + 0 * logit[0, 0] + 0 * cond[0, 0]
+    ctx.scale(loss).backward()
+    ctx.record(**{"loss/R1": penalty.detach()})
+    return loss.detach()
+
+
+def repeat_first_half(batch: PhaseBatch) -> PhaseBatch:
+    """The batch with its second half replaced by a copy of its first half (an odd last item is kept)."""
+    half = batch.masks.shape[0] // 2
+
+    def repeat(x):
+        return None if x is None else torch.cat([x[:half], x[:half], x[2 * half:]])
+    feats = batch.feats
+    return PhaseBatch(repeat(batch.images), repeat(batch.masks),
+                      TextFeatures(repeat(feats.words), repeat(feats.padding), repeat(feats.sentence),
+                                   repeat(feats.tokens)), batch.wrong, repeat(batch.regions))
+
+
+def g_main(ctx: StepContext, batch: PhaseBatch) -> torch.Tensor:
+    """G's non-saturating loss against D's unconditional and conditional scores, the CLIP loss, and the
+    optional L1, named-region L1 and mode-seeking terms (README deviations table)."""
+    train = ctx.cfg.TRAIN
+    seeking = train.MODE_SEEKING_WEIGHT > 0 and batch.masks.shape[0] >= 2
+    if seeking:   # the second half repeats the first half's conditions, drawn with other z
+        batch = repeat_first_half(batch)
+    images, masks, feats = batch.images, batch.masks, batch.feats
+    z = ctx.z(masks.shape[0])
+    with ctx.autocast():
+        fake = ctx.nets.generate(masks, feats, z, synced=True, main=True)
+        logit, cond = ctx.nets.discriminate(fake, masks, [feats.sentence], synced=False, main=True)
+        loss = losses.generator_adversarial_loss(logit, cond[0])
+    ctx.record(**{"loss/G": loss.detach()})
+    recon_weight = losses.recon_weight(train.RECON_WEIGHT, train.RECON_FADE_KIMG, ctx.kimg)
+    if recon_weight > 0:
+        recon = losses.reconstruction_loss(fake.float(), images)
+        loss = loss + recon_weight * recon
+        ctx.record(**{"loss/recon": recon.detach()})
+    if train.RECON_NAMED_WEIGHT > 0:
+        named = losses.named_region_loss(fake.float(), images, batch.regions.to(fake.device))
+        loss = loss + train.RECON_NAMED_WEIGHT * named
+        ctx.record(**{"loss/recon_named": named.detach()})
+    if seeking:
+        half = masks.shape[0] // 2
+        seek = losses.mode_seeking_loss(fake[:half].float(), fake[half:2 * half].float(), z[0][:half],
+                                        z[0][half:2 * half], train.MODE_SEEKING_CAP)
+        loss = loss + train.MODE_SEEKING_WEIGHT * seek
+        ctx.record(**{"loss/mode_seeking": seek.detach()})
+    weight = losses.clip_weight(train.CLIP_WEIGHT, train.CLIP_SCHEDULE, ctx.epoch)
+    if weight > 0:
+        clip = losses.clip_loss(ctx.text_encoder.logits_per_image(fake.float(), feats.tokens, train.CLIP_NORMALIZE))
+        loss = loss + weight * clip
+        ctx.record(**{"loss/CLIP": clip.detach(), "loss/CLIP_weight": weight})
+    ctx.scale(loss).backward()
+    return loss.detach()
+
+
+def g_reg(ctx: StepContext, batch: PhaseBatch, pl_mean: float) -> tuple[torch.Tensor, float]:
+    """The path-length penalty (lazy: weighted by PL_INTERVAL) on PL_BATCH_SHRINK of the batch -> (loss, the
+    running mean path length updated with this batch's, to keep only if the step is taken)."""
+    train = ctx.cfg.TRAIN
+    n = max(1, batch.masks.shape[0] // train.PL_BATCH_SHRINK)
+    feats = batch.feats
+    part = TextFeatures(feats.words[:n], None if feats.padding is None else feats.padding[:n], feats.sentence[:n],
+                        feats.tokens[:n])
+    fake, latents = ctx.nets.generate(batch.masks[:n], part, ctx.z(n), synced=True, main=False,
+                                      return_latents=True)
+    lengths = losses.path_lengths(fake, latents)
+    batch_mean = ctx.reduce_mean(lengths.mean().detach().clone())   # keeps pl_mean equal on all ranks
+    pl_mean = pl_mean + train.PL_DECAY * (batch_mean.item() - pl_mean)
+    penalty = (lengths - pl_mean).pow(2).mean()
+    loss = train.PL_WEIGHT * train.PL_INTERVAL * penalty + 0 * fake[0, 0, 0, 0]
+    ctx.scale(loss).backward()
+    ctx.record(**{"loss/PL": penalty.detach(), "pl/length": lengths.mean().detach(), "pl/mean": pl_mean})
+    return loss.detach(), pl_mean
