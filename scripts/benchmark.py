@@ -12,9 +12,9 @@ weights and inputs):
   g_forward_backward  train-mode G forward + backward of a scalar on the image
   d_forward_backward  train-mode D forward with one sentence + backward
   d_main, d_reg, g_main, g_reg
-                      the trainer's four phases (pixelface.training.trainer.Trainer): D on real and fake with the
-                      mismatched caption, R1, G with the adversarial and CLIP losses, path length; each
-                      with its backward and Adam step
+                      the trainer's four phases, the very functions training runs (pixelface.training.phases)
+                      with the config's losses: D on real and fake with the mismatched caption, R1, G with the
+                      adversarial, CLIP and any optional terms, path length; each with its backward and Adam step
   train_step          d_main + d_reg / R1_INTERVAL + g_main + g_reg / PL_INTERVAL (lazy regularisation)
 
 The reference-style D scores each caption with its own body pass, as the reference calls D.
@@ -52,12 +52,15 @@ from pixelface.core import cli
 from pixelface.core.config import ConfigError, load_config
 from pixelface.core.runtime import tune_glibc_malloc
 from pixelface.data.masks import NUM_CLASSES
+from pixelface.data.caption_regions import named_region_masks
 from pixelface.networks import layers, losses
+from pixelface.networks.generation import mask_input
 from pixelface.networks.discriminator import Discriminator
 from pixelface.networks.generator import Generator
 from pixelface.networks.reference_ops import (literal_reference_forward, reference_discriminator_forward,
                                               reference_latents)
 from pixelface.networks.text_encoder import TextEncoder
+from pixelface.training import phases
 
 PHASES = ("g_forward", "g_forward_backward", "d_forward_backward", "d_main", "d_reg", "g_main", "g_reg")
 CAPTIONS = ("she has blond hair and a smile", "a man with black hair", "the woman wears lipstick",
@@ -103,13 +106,10 @@ def parse_args(argv=None):
 # Inputs and networks
 
 
-def random_masks(cfg, batch: int, device):
-    """Colour masks in [-1,1] or one-hot masks, as the configured G reads them."""
+def random_labels(cfg, batch: int) -> torch.Tensor:
+    """(B,S,S) random label maps: the masks' classes (and the caption-named regions when asked for)."""
     size = cfg.MODEL.SIZE
-    if cfg.MODEL.MASK_INPUT == "onehot":
-        labels = torch.randint(0, NUM_CLASSES, (batch, size, size), device=device)
-        return torch.nn.functional.one_hot(labels, NUM_CLASSES).permute(0, 3, 1, 2).float()
-    return torch.rand(batch, 3, size, size, device=device) * 2 - 1
+    return torch.randint(0, NUM_CLASSES, (batch, size, size), generator=torch.Generator().manual_seed(0))
 
 
 def text_encoder(cfg, cfg_file, overrides, device):
@@ -137,14 +137,17 @@ def build(args):
     g = Generator.from_config(cfg).to(device)
     d = Discriminator.from_config(cfg).to(device)
     text, clip_label = text_encoder(cfg, args.cfg, overrides, device)
-    feats = text.encode([CAPTIONS[i % len(CAPTIONS)] for i in range(args.batch)])
-    data = {"images": torch.rand(args.batch, 3, cfg.MODEL.SIZE, cfg.MODEL.SIZE, device=device) * 2 - 1,
-            "masks": random_masks(cfg, args.batch, device), "feats": feats}
+    captions = [CAPTIONS[i % len(CAPTIONS)] for i in range(args.batch)]
+    feats = text.encode(captions)
+    labels = random_labels(cfg, args.batch)
+    images = torch.rand(args.batch, 3, cfg.MODEL.SIZE, cfg.MODEL.SIZE, device=device) * 2 - 1
+    masks = mask_input(labels, cfg).to(device)
     if args.channels_last:
         for net in (g, d):
             net.to(memory_format=torch.channels_last)
-        data["images"] = data["images"].contiguous(memory_format=torch.channels_last)
-        data["masks"] = data["masks"].contiguous(memory_format=torch.channels_last)
+        images, masks = (x.contiguous(memory_format=torch.channels_last) for x in (images, masks))
+    regions = named_region_masks(captions, labels) if cfg.TRAIN.RECON_NAMED_WEIGHT > 0 else None
+    data = phases.PhaseBatch(images, masks, feats, losses.rotate(feats.sentence), regions)
     return cfg, overrides, device, g, d, text, clip_label, data
 
 
@@ -169,13 +172,16 @@ class Ours:
         self.g_main = torch.compile(g, dynamic=False) if compiled else g     # as TRAIN.COMPILE does
         self.d_main = torch.compile(d, dynamic=False) if compiled else d
 
-    def generate(self, masks, feats, z, main=True, return_latents=False):
-        g = self.g_main if main else self.g
-        out = g(masks, feats.words, [z], word_padding=feats.padding, return_latents=return_latents)
+    def generate(self, masks, feats, z, *, synced=True, main=True, return_latents=False):
+        g = self.g_main if main else self.g      # one process: nothing to sync
+        out = g(masks, feats.words, z, word_padding=feats.padding, return_latents=return_latents)
         return (out[0], out[1]["latents"]) if return_latents else out
 
-    def discriminate(self, image, masks, sentences, main=True):
+    def discriminate(self, image, masks, sentences, *, synced=True, main=True):
         return (self.d_main if main else self.d)(image, masks, sentences)
+
+    def accumulating_d(self):
+        return contextlib.nullcontext()
 
 
 class OursLinearRows(Ours):
@@ -200,14 +206,17 @@ class Reference:
     def __init__(self, g, d):
         self.g, self.d = g, d
 
-    def generate(self, masks, feats, z, main=True, return_latents=False):
-        latents = reference_latents(self.g, z)
+    def generate(self, masks, feats, z, *, synced=True, main=True, return_latents=False):
+        latents = reference_latents(self.g, z[0])
         image = literal_reference_forward(self.g, masks, feats.words, latents, None, feats.padding)
         return (image, latents) if return_latents else image
 
-    def discriminate(self, image, masks, sentences, main=True):
+    def discriminate(self, image, masks, sentences, *, synced=True, main=True):
         outs = [reference_discriminator_forward(self.d, image, masks, s) for s in sentences]
         return outs[0][0], torch.stack([cond for _, cond in outs])
+
+    def accumulating_d(self):
+        return contextlib.nullcontext()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -215,14 +224,18 @@ class Reference:
 
 
 class Phases:
-    def __init__(self, cfg, args, g, d, text, data):
+    """Each phase as one callable of a side (ours / reference). The four trainer phases are
+    pixelface.training.phases' own functions, the ones the training loop calls, with the loaded config's
+    losses; each is followed by its Adam step, as in training (without the finite check and DDP)."""
+
+    def __init__(self, cfg, args, g, d, text, data: phases.PhaseBatch):
         self.cfg, self.g, self.d, self.text, self.data = cfg, g, d, text, data
         self.batch, self.device = args.batch, torch.device(args.device)
         self.amp = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
         # lr 0: the Adam step is timed but the weights both sides share never move
         self.opt_g = torch.optim.Adam(g.parameters(), lr=0.0, betas=(0.0, 0.99))
         self.opt_d = torch.optim.Adam(d.parameters(), lr=0.0, betas=(0.0, 0.99))
-        self.wrong = losses.rotate(data["feats"].sentence)
+        self.pl_mean = 0.0
 
     def autocast(self):
         if self.amp is None:
@@ -230,78 +243,58 @@ class Phases:
         return torch.autocast(self.device.type, dtype=self.amp)
 
     def z(self, n):
-        return torch.randn(n, self.cfg.MODEL.STYLE_DIM, device=self.device)
+        return [torch.randn(n, self.cfg.MODEL.STYLE_DIM, device=self.device)]
+
+    def context(self, net) -> phases.StepContext:
+        return phases.StepContext(self.cfg, net, self.text, self.z, self.autocast, lambda loss: loss,
+                                  lambda **values: None)
 
     def train(self, g_grad: bool, d_grad: bool):
         self.g.train().requires_grad_(g_grad)
         self.d.train().requires_grad_(d_grad)
 
-    def step(self, loss, opt):
-        loss.backward()
+    def step(self, opt):
         opt.step()
         opt.zero_grad(set_to_none=True)
 
     def g_forward(self, net):
         self.g.eval()
         with torch.inference_mode(), self.autocast():
-            net.generate(self.data["masks"], self.data["feats"], self.z(self.batch))
+            net.generate(self.data.masks, self.data.feats, self.z(self.batch))
 
     def g_forward_backward(self, net):
         self.train(True, False)
         with self.autocast():
-            image = net.generate(self.data["masks"], self.data["feats"], self.z(self.batch))
+            image = net.generate(self.data.masks, self.data.feats, self.z(self.batch))
         (image.float() * image.detach().float()).mean().backward()
         self.g.zero_grad(set_to_none=True)
 
     def d_forward_backward(self, net):
         self.train(False, True)
         with self.autocast():
-            logit, cond = net.discriminate(self.data["images"], self.data["masks"], [self.data["feats"].sentence])
+            logit, cond = net.discriminate(self.data.images, self.data.masks, [self.data.feats.sentence])
         (logit.float().mean() + cond.float().mean()).backward()
         self.d.zero_grad(set_to_none=True)
 
     def d_main(self, net):
         self.train(False, True)
-        data, feats = self.data, self.data["feats"]
-        with torch.no_grad(), self.autocast():
-            fake = net.generate(data["masks"], feats, self.z(self.batch))
-        with self.autocast():
-            logit, cond = net.discriminate(data["images"], data["masks"], [feats.sentence])
-            real = losses.d_real_loss(logit.float(), cond[0].float())
-        real.backward()
-        with self.autocast():
-            logit, cond = net.discriminate(fake, data["masks"], [feats.sentence, self.wrong])
-            loss = losses.d_fake_loss(logit.float(), cond[0].float()) + losses.d_mismatch_loss(cond[1].float())
-        self.step(loss, self.opt_d)
+        phases.d_main(self.context(net), self.data)
+        self.step(self.opt_d)
 
     def d_reg(self, net):
         self.train(False, True)
-        images = self.data["images"].detach().requires_grad_(True)
-        masks = self.data["masks"].detach().requires_grad_(not self.cfg.TRAIN.R1_IMAGE_ONLY)
-        logit, cond = net.discriminate(images, masks, [self.data["feats"].sentence], main=False)
-        inputs = [images] if self.cfg.TRAIN.R1_IMAGE_ONLY else [images, masks]
-        penalty = losses.r1_penalty(logit, inputs)
-        self.step(self.cfg.TRAIN.R1_GAMMA / 2 * self.cfg.TRAIN.R1_INTERVAL * penalty + 0 * cond[0, 0], self.opt_d)
+        phases.d_reg(self.context(net), self.data)
+        self.step(self.opt_d)
 
     def g_main(self, net):
         self.train(True, False)
-        feats = self.data["feats"]
-        with self.autocast():
-            fake = net.generate(self.data["masks"], feats, self.z(self.batch))
-            logit, cond = net.discriminate(fake, self.data["masks"], [feats.sentence])
-            loss = losses.generator_adversarial_loss(logit.float(), cond[0].float())
-        clip = self.text.logits_per_image(fake.float(), feats.tokens, self.cfg.TRAIN.CLIP_NORMALIZE)
-        self.step(loss + self.cfg.TRAIN.CLIP_WEIGHT * losses.clip_loss(clip), self.opt_g)
+        phases.g_main(self.context(net), self.data)
+        self.step(self.opt_g)
 
     def g_reg(self, net):
         self.train(True, False)
-        n = max(1, self.batch // self.cfg.TRAIN.PL_BATCH_SHRINK)
-        feats = self.data["feats"]
-        sub = type(feats)(words=feats.words[:n], padding=None if feats.padding is None else feats.padding[:n],
-                          sentence=feats.sentence[:n], tokens=feats.tokens[:n])
-        fake, latents = net.generate(self.data["masks"][:n], sub, self.z(n), main=False, return_latents=True)
-        penalty = losses.path_lengths(fake, latents).pow(2).mean()
-        self.step(self.cfg.TRAIN.PL_WEIGHT * self.cfg.TRAIN.PL_INTERVAL * penalty + 0 * fake[0, 0, 0, 0], self.opt_g)
+        phases.g_reg(self.context(net), self.data, self.pl_mean)
+        self.step(self.opt_g)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -460,17 +453,17 @@ def run(args) -> dict:
     print(f"benchmark: networks built in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     nets = ([Ours(g, d, args.compile)] + ([OursLinearRows(g, d, False)] if args.linear_rows else [])
             + ([Reference(g, d)] if args.reference else []))
-    phases = Phases(cfg, args, g, d, text, data)
+    timed_phases = Phases(cfg, args, g, d, text, data)
     results = {}
     start = time.perf_counter()
     for phase in args.phases:
-        results[phase] = measure_phase(getattr(phases, phase), nets, args, device)
+        results[phase] = measure_phase(getattr(timed_phases, phase), nets, args, device)
         print(f"benchmark: {phase} {json.dumps(results[phase])} (after {time.perf_counter() - start:.0f} s)",
               file=sys.stderr, flush=True)
     if args.profile:
         for phase in args.phases:
             for net in nets:
-                profile_phase(getattr(phases, phase), net, phase, device, args.profile)
+                profile_phase(getattr(timed_phases, phase), net, phase, device, args.profile)
     add_train_step(results, cfg)
     add_ratios(results, device)
     if "g_forward" in results:

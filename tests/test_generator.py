@@ -334,6 +334,14 @@ def test_unfold_blur_removes_the_two_pixel_pattern_and_adds_no_parameters():
     assert all(p.grad is not None for p in blurred.parameters())
 
 
+@pytest.mark.parametrize("switch", [{"text_to_w": True}, {"unfold_blur": True}])
+def test_reference_transcription_refuses_what_the_reference_lacks(switch):
+    g = tiny(**switch)
+    mask, words, z = tiny_inputs(g)
+    with pytest.raises(ValueError, match="TEXT_TO_W and MODEL.UNFOLD_BLUR"):
+        literal_reference_forward(g, mask, words, reference_latents(g, z))
+
+
 # ------------------------------------------------------------------------------------------------
 # ICNR initialisation of the convs before Unfold (MODEL.UNFOLD_INIT)
 
