@@ -51,11 +51,11 @@ import torch
 from pixelface.core import cli
 from pixelface.core.config import ConfigError, load_config
 from pixelface.core.runtime import tune_glibc_malloc
-from pixelface.data.masks import NUM_CLASSES
 from pixelface.data.caption_regions import named_region_masks
+from pixelface.data.masks import NUM_CLASSES
 from pixelface.networks import layers, losses
-from pixelface.networks.generation import mask_input
 from pixelface.networks.discriminator import Discriminator
+from pixelface.networks.generation import mask_input
 from pixelface.networks.generator import Generator
 from pixelface.networks.reference_ops import (literal_reference_forward, reference_discriminator_forward,
                                               reference_latents)

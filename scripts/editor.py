@@ -16,7 +16,8 @@ from pathlib import Path
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio loads (editor_app sets it too)
 
 from pixelface.core import cli, errors  # noqa: E402
-from pixelface.editing.api import PixelFace, pick_device  # noqa: E402
+from pixelface.core.devices import DEVICE_HELP, resolve_device
+from pixelface.editing.api import PixelFace  # noqa: E402
 from pixelface.evaluation.faceparsing import load_any_parser  # noqa: E402
 
 try:  # gradio is optional (requirements-editor.txt): without it, say how to get it rather than a traceback
@@ -32,7 +33,7 @@ def serve(args) -> None:
     starts, as one error line."""
     if args.data_root and not Path(args.data_root).is_dir():
         raise errors.InputError(f"--data-root {args.data_root} is not a folder")
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     pf = PixelFace.load(args.ckpt, device)
     parser = load_any_parser(args.parser, device) if args.parser else None
     masks = editor_app.dataset_masks(pf.cfg, args.data_root)
@@ -55,7 +56,7 @@ def main(argv=None) -> int:
                         "(default: the checkpoint's DATA.ROOT)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 exposes it to the network)")
     parser.add_argument("--port", type=int, default=7860, help="port to listen on")
-    parser.add_argument("--device", default="auto", help="torch device: auto (cuda if present), cpu, cuda:N")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     args = parser.parse_args(argv)
     if editor_app is None:
         print("error: the editor needs gradio: pip install -r requirements-editor.txt", file=sys.stderr)

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from pixelface.core import cli, errors
+from pixelface.core.devices import DEVICE_HELP, resolve_device
 from pixelface.core.files import atomic_write
 from pixelface.data.images import MAX_PIXELS, to_uint8
 from pixelface.data.masks import LABELS, NUM_CLASSES, label_to_color
@@ -63,7 +64,7 @@ def run(args) -> None:
     if args.size is not None and not 1 <= args.size <= MAX_SIZE:
         raise errors.InputError(f"--size {args.size}: expected a side between 1 and {MAX_SIZE} pixels")
     out, overlay = output_paths(args)
-    device = inputs.resolve_device(args.device)
+    device = resolve_device(args.device)
     width, height = inputs.image_shape(args.image)          # a bad photo or parser file is named before
     size = args.size or min(width, height)                   # any folder is made or the network runs
     face_parser = load_any_parser(args.parser, device)
@@ -86,7 +87,7 @@ def main(argv=None) -> int:
                              "scripts/train_parser.py) or face-parsing.PyTorch's BiSeNet weights 79999_iter.pth")
     parser.add_argument("--size", type=int, help="side of the mask in pixels (default: the photo's shorter side)")
     parser.add_argument("--overlay", help="overlay PNG to write (default: <stem of --out>_overlay.png next to it)")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
     args = parser.parse_args(argv)
     return cli.run(run, args)

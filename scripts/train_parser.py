@@ -11,6 +11,7 @@ import sys
 
 from pixelface.core import cli
 from pixelface.core.config import load_config
+from pixelface.core.devices import DEVICE_HELP, resolve_device
 from pixelface.evaluation.parser import train_parser
 
 
@@ -23,7 +24,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=8, help="images per step")
     parser.add_argument("--lr", type=float, default=1e-2, help="peak Adam learning rate (cosine decay to 0)")
     parser.add_argument("--width", type=int, default=8, help="channels of the first U-Net level")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--force", action="store_true", help="overwrite an existing parser file")
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.batch < 1 or args.lr <= 0 or args.width < 1:
@@ -34,7 +35,7 @@ def main(argv=None) -> int:
 def train(args) -> None:
     cfg = load_config(args.cfg, args.set)
     metrics = train_parser(cfg, args.out, epochs=args.epochs, batch_size=args.batch, lr=args.lr,
-                           width=args.width, device=args.device, overwrite=args.force)
+                           width=args.width, device=resolve_device(args.device), overwrite=args.force)
     print(f"test split: pixel accuracy {metrics['test_pixel_acc']:.4f}, mIoU {metrics['test_miou']:.4f} "
           f"({metrics['train_seconds']:.0f} s of training); saved {args.out}")
 

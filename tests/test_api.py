@@ -9,10 +9,10 @@ from PIL import Image
 from pixelface import PixelFace
 from pixelface.core import errors
 from pixelface.core.config import resolve_path
+from pixelface.core.devices import resolve_device
 from pixelface.data.images import to_pil
 from pixelface.data.masks import FACE_PARSING_TO_CELEBAMASK, MaskError, color_to_label
 from pixelface.editing import manipulation
-from pixelface.editing.api import pick_device
 from conftest import load_script
 
 CAPTION = "she has blond hair and wears lipstick"
@@ -36,8 +36,8 @@ def pixels(image) -> np.ndarray:
 
 
 def test_load_picks_the_device_and_reads_the_config(ckpt, pf):
-    assert pick_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    assert PixelFace.load(ckpt).device == pick_device("auto")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert PixelFace.load(ckpt).device == resolve_device("auto")
     assert pf.device == torch.device("cpu") and pf.size == pf.cfg.MODEL.SIZE == 64
     with pytest.raises(errors.InputError, match="device 'tpu'"):
         PixelFace.load(ckpt, device="tpu")
@@ -121,3 +121,25 @@ def test_scripts_read_face_parsing_masks_with_mask_order(ckpt, dataset_files, tm
                             "--mask-order", "faceparsing", "--out", str(tmp_path / "m_fp")]) == 0
     for name in ("reconstruction.png", "edit_1.png"):
         assert (tmp_path / "m_colour" / name).read_bytes() == (tmp_path / "m_fp" / name).read_bytes(), name
+
+
+def test_one_device_rule_for_every_entry_point():
+    """Every command taking --device defaults to 'auto' and resolves it with core.devices.resolve_device
+    (the benchmark, a developer's tool, names its device explicitly: cpu unless --device cuda)."""
+    import ast
+    from conftest import REPO_ROOT
+    files = sorted((REPO_ROOT / "code" / "pixelface" / "commands").glob("*.py")) + sorted((REPO_ROOT / "scripts").glob("*.py"))
+    defaults = {}
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument" and node.args
+                    and isinstance(node.args[0], ast.Constant) and node.args[0].value == "--device"):
+                default = next(k.value for k in node.keywords if k.arg == "default")
+                defaults[path.name] = default.value if isinstance(default, ast.Constant) else ast.dump(default)
+    assert {"sample.py", "edit.py", "evaluate.py", "train.py", "make_mask.py", "editor.py"} <= set(defaults)
+    assert {name: d for name, d in defaults.items() if d != "auto" and name != "benchmark.py"} == {}
+    with pytest.raises(errors.InputError, match="expected auto, cpu or cuda"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(errors.InputError, match="no such CUDA device"):
+            resolve_device("cuda:0")

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from pixelface.core import cli, errors
+from pixelface.core.devices import DEVICE_HELP, resolve_device
 from pixelface.core.files import write_json_atomic
 from pixelface.data.images import picture_grid, save_png
 from pixelface.data.masks import MASK_ORDERS, color_tensor
@@ -92,7 +93,7 @@ def settings_from(args) -> manipulation.InversionSettings:
 
 
 def run(args) -> Path:
-    device = inputs.resolve_device(args.device)
+    device = resolve_device(args.device)
     g, cfg = load_generator(args.ckpt, device)
     text_encoder = TextEncoder.from_config(cfg).to(device)
     ckpt_hash = checkpoint_hash(args.ckpt)
@@ -188,7 +189,7 @@ def main(argv=None) -> int:
     parser.add_argument("--perceptual", choices=("auto", "lpips", "clip", "none"), default="auto",
                         help="perceptual loss: LPIPS when installed with its weights, else CLIP image features")
     parser.add_argument("--seed", type=int, default=0, help="seed of the inversion's initial noise maps")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
     args = parser.parse_args(argv)

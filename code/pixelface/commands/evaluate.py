@@ -16,9 +16,9 @@ Writes <out>/metrics.json and <out>/metrics.md and prints the table.
 import argparse
 import sys
 
-import torch
 
 from pixelface.core import cli
+from pixelface.core.devices import DEVICE_HELP, resolve_device
 from pixelface.evaluation.metrics import evaluate_generator
 from pixelface.evaluation.registry import METRICS
 from pixelface.evaluation.reports import markdown_table, report_paths, write_reports
@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     parser.add_argument("--metrics", help=f"comma-separated subset of {', '.join(METRICS)}")
     parser.add_argument("--out", help="folder for metrics.json and metrics.md (default: only print)")
     parser.add_argument("--batch", type=int, default=16, help="images per generator call")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--parser", help="face parser (default models/parser_<DATA.NAME>.pt in the project home)")
     parser.add_argument("--inception", help="Inception weights file for FID/KID")
     parser.add_argument("--cache",
@@ -51,6 +51,7 @@ def main(argv=None) -> int:
 
 def evaluate(args, names) -> None:
     seeds = cli.parse_seeds(args.seeds)
+    args.device = resolve_device(args.device)
     if args.out:
         report_paths(args.out, args.force)  # fail before hours of generation, not after
     reports = {}

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from pixelface.core import cli, errors
+from pixelface.core.devices import DEVICE_HELP, resolve_device
 from pixelface.core.files import write_json_atomic, write_text_atomic
 from pixelface.data.images import picture_grid, save_png
 from pixelface.data.masks import MASK_ORDERS, color_tensor
@@ -95,7 +96,7 @@ def run(args) -> Path:
         raise errors.InputError(f"--truncation {args.truncation}: expected a value in [0, 1]")
     if args.batch_size < 1:
         raise errors.InputError(f"--batch-size {args.batch_size}: expected at least 1")
-    device = inputs.resolve_device(args.device)
+    device = resolve_device(args.device)
     g, cfg = load_generator(args.ckpt, device)
     text_encoder = TextEncoder.from_config(cfg).to(device)
     masks, captions = gather_conditions(args, cfg, text_encoder)
@@ -136,7 +137,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=1,
                         help="samples per forward pass; 1 keeps every seed's bytes independent of the batch, "
                              "more is faster on a GPU and may move a rare pixel by one 8-bit level")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
     args = parser.parse_args(argv)

@@ -19,18 +19,12 @@ import torch
 from PIL import Image
 
 from pixelface.core import errors
+from pixelface.core.devices import resolve_device
 from pixelface.data.images import to_pil
 from pixelface.editing import inputs, manipulation
 from pixelface.networks import generation
 from pixelface.networks.checkpoint import load_generator
 from pixelface.networks.text_encoder import TextEncoder
-
-
-def pick_device(name: str | torch.device = "auto") -> torch.device:
-    """'auto': the first CUDA device when there is one, else the CPU; anything else as inputs.resolve_device."""
-    if str(name) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return inputs.resolve_device(str(name))
 
 
 class PixelFace:
@@ -42,7 +36,7 @@ class PixelFace:
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "auto") -> PixelFace:
         """A training checkpoint or a folder written by scripts/export_model.py, on `device`."""
-        device = pick_device(device)
+        device = resolve_device(device)
         generator, cfg = load_generator(path, device)
         return cls(generator, TextEncoder.from_config(cfg).to(device), cfg, str(path))
 

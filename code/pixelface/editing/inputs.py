@@ -193,19 +193,6 @@ def dataset_items(cfg, split: str, ids: list[str]) -> list[dict]:
     return items
 
 
-def resolve_device(name: str) -> torch.device:
-    """The torch device `name` names, or InputError when it is malformed or not on this machine."""
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise InputError(f"device {name!r}: {e}") from None
-    if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
-        raise InputError(f"device {name!r}: no such CUDA device on this machine")
-    if device.type not in ("cpu", "cuda"):
-        raise InputError(f"device {name!r}: expected cpu or cuda[:N]")
-    return device
-
-
 def prepare_captions(captions: list[str], cfg, text_encoder) -> list[str]:
     """Clean captions as training did (lower case, ASCII words, at most DATA.WORDS_NUM words).
 

@@ -31,13 +31,13 @@ from pixelface.data.datasets import FaceDataset
 from pixelface.data.images import to_uint8
 from pixelface.evaluation.metrics import evaluate_generator
 from pixelface.evaluation.registry import METRICS, is_lower_better
-from pixelface.training import phases
 from pixelface.networks import generation, losses
 from pixelface.networks.checkpoint import atomic_save, load_checkpoint, FORMAT
 from pixelface.networks.discriminator import Discriminator
 from pixelface.networks.generation import batch_mask_input
 from pixelface.networks.generator import Generator
 from pixelface.networks.text_encoder import TextEncoder, pin_weights_hash
+from pixelface.training import phases
 
 
 class NonFiniteLossError(RuntimeError):
