@@ -56,17 +56,19 @@ def evaluate(args, names) -> None:
         report_paths(args.out, args.force)  # fail before hours of generation, not after
     reports = {}
     for path in args.ckpt:
+        print(f"evaluating {path}", file=sys.stderr, flush=True)
         g_ema, cfg = load_generator(path, args.device)
         text_encoder = TextEncoder.from_config(cfg).to(args.device)
         reports[path] = evaluate_generator(
             g_ema, cfg, text_encoder, split=args.split, num=args.num, metrics=names, seeds=seeds,
             batch_size=args.batch, device=args.device, parser_path=args.parser, cache_dir=args.cache,
-            inception_path=args.inception)
+            inception_path=args.inception, progress=True)
         for name, why in reports[path]["skipped"].items():
             print(f"{path}: skipped {name}: {why}", file=sys.stderr)
     table = write_reports(args.out, reports, args.force) if args.out else markdown_table(
         {label: report["metrics"] for label, report in reports.items()})
     print(table, end="")
+
 
 if __name__ == "__main__":
     sys.exit(main())

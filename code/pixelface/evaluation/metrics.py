@@ -8,10 +8,12 @@ image, and scripts/sample.py redraws any of them.
 """
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from pixelface.core.config import project_home
 from pixelface.data.datasets import FaceDataset
@@ -52,7 +54,7 @@ def default_parser_path(cfg) -> Path:
 def evaluate_generator(g_ema, cfg, text_encoder, *, split: str = "test", num: int = 1000,
                        metrics: list[str] | None = None, seeds=(0,), batch_size: int = 16, device="cpu",
                        parser_path: str | Path | None = None, cache_dir: str | Path | None = None,
-                       inception_path: str | Path | None = None) -> dict:
+                       inception_path: str | Path | None = None, progress: bool = False) -> dict:
     """Generate `num` images from the split's real masks and fixed captions (caption slot DATA.EVAL_CAPTION;
     sample k shows item k mod the split size, with seed seeds[0]) and compute `metrics` (None: all available).
 
@@ -60,6 +62,7 @@ def evaluate_generator(g_ema, cfg, text_encoder, *, split: str = "test", num: in
     parser_path: default models/parser_<DATA.NAME>.pt. cache_dir: real statistics (default data/.cache/metrics).
     Both defaults, and models/ below, are in project_home().
     inception_path: the Inception weights (default: models/ or the torch hub cache).
+    progress: a progress bar over the generated set and a line per metric, on stderr.
     Returns {"metrics": {name: float}, "skipped": {metric: why}, "settings": {...}, "samples": [{sample, id,
     caption}]}; the training hook logs result["metrics"].
     """
@@ -78,9 +81,12 @@ def evaluate_generator(g_ema, cfg, text_encoder, *, split: str = "test", num: in
     was_training = g_ema.training
     g_ema.eval()  # GCMF dropout off
     try:
-        _collect_main_set(ctx, {need for name in names for need in METRICS[name].needs if need in COLLECTORS})
+        _collect_main_set(ctx, {need for name in names for need in METRICS[name].needs if need in COLLECTORS},
+                          progress)
         results = {}
         for name in names:
+            if progress:
+                print(f"evaluation: {name}", file=sys.stderr, flush=True)
             results.update(METRICS[name].compute(ctx))
     finally:
         g_ema.train(was_training)
@@ -88,12 +94,15 @@ def evaluate_generator(g_ema, cfg, text_encoder, *, split: str = "test", num: in
     return {"metrics": results, "skipped": skipped, "settings": ctx.settings, "samples": ctx.samples}
 
 
-def _collect_main_set(ctx: EvalContext, needs: set[str]) -> None:
+def _collect_main_set(ctx: EvalContext, needs: set[str], progress: bool) -> None:
     collectors = {need: COLLECTORS[need](ctx) for need in sorted(needs)}
+    bar = tqdm(total=ctx.num, desc="evaluation: generating", unit="img", disable=not progress, file=sys.stderr)
     for ks, batch, images in ctx.generate(range(ctx.num), ctx.seeds[0]):
+        bar.update(len(ks))
         ctx.samples += [{"sample": k, "id": i, "caption": c} for k, i, c in zip(ks, batch["id"], batch["caption"])]
         for collector in collectors.values():
             collector.update(images, batch)
+    bar.close()
     ctx.collected = {need: collector.value() for need, collector in collectors.items()}
 
 
