@@ -97,3 +97,25 @@ def test_yaml_round_trip_and_every_key_documented():
     assert again == {k: v for k, v in cfg.items() if not k.startswith("_")}
     lines = describe()
     assert all("  # " in line and line.split("  # ")[1].strip() for line in lines)
+
+
+def test_every_key_is_read_by_the_code_and_set_in_a_cfg_file_or_a_test():
+    """No dead switches: each key's name is read somewhere in the package outside config.py, and each key
+    appears in some cfg/*.yml or, by its dotted name, in a test."""
+    import re
+    import yaml
+    from conftest import REPO_ROOT
+
+    def flat(tree, prefix=""):
+        for key, value in tree.items():
+            yield from flat(value, f"{prefix}{key}.") if isinstance(value, dict) else [prefix + key]
+    keys = list(flat(config.default_config()))
+    package = REPO_ROOT / "code" / "pixelface"
+    code = "\n".join(p.read_text() for p in package.rglob("*.py") if p.name != "config.py")
+    tests = "\n".join(p.read_text() for p in (REPO_ROOT / "tests").glob("*.py"))
+    in_cfgs = {k for p in (REPO_ROOT / "cfg").glob("*.yml") for k in flat(yaml.safe_load(p.read_text()) or {})}
+    unread = [k for k in keys if not re.search(rf"(\.|\[\"|\"){k.split('.')[-1]}\b", code)]
+    unset = [k for k in keys if k not in in_cfgs and k not in tests]
+    assert len(keys) > 80
+    assert not unread, f"config keys no module reads: {unread}"
+    assert not unset, f"config keys in no cfg file and no test: {unset}"

@@ -298,6 +298,10 @@ def test_onehot_masks_from_config():
                              "TEXT.EMBEDDING_DIM=24"])
     g = Generator.from_config(cfg)
     assert g.mask_channels == 19 and g.mask_encoder.in_channels == 19
+    switched = Generator.from_config(load_config(None, ["MODEL.SIZE=64", "MODEL.CHANNEL_MAX=32", "MODEL.STYLE_DIM=32",
+                                                        "MODEL.MASK_DIM=16", "MODEL.N_MLP=1", "TEXT.EMBEDDING_DIM=24",
+                                                        "MODEL.TEXT_TO_W=true", "MODEL.UNFOLD_BLUR=true"]))
+    assert switched.text_to_w is not None and all(step.unfold_blur for st in switched.stages for step in st.folds)
 
 
 def test_text_to_w_shifts_every_latent_by_the_mean_unpadded_word():
@@ -373,18 +377,6 @@ def test_icnr_generator_has_the_same_parameters_and_trains_them_all():
 def test_unknown_unfold_init_is_refused():
     with pytest.raises(ValueError, match="unfold_init"):
         tiny(unfold_init="zeros")
-
-
-def test_posfold_width_widens_only_the_fold_path():
-    ref, wide = tiny(), tiny(posfold_width=4)
-    ref_shapes = {n: p.shape for n, p in ref.named_parameters()}
-    changed = {n for n, p in wide.named_parameters() if p.shape != ref_shapes[n]}
-    assert changed and all(n.split(".")[2] in ("conv1", "conv_merge") or ".folds.0.conv_low" in n for n in changed)
-    same = tiny(posfold_width=ref.stages[1].conv1.weight.shape[0]).state_dict()   # hidden/16: the reference
-    assert all(torch.equal(same[k], v) for k, v in ref.state_dict().items()) and same.keys() == ref.state_dict().keys()
-    mask, words, z = tiny_inputs(wide)
-    wide(mask, words, [z]).square().mean().backward()
-    assert all(p.grad is not None for p in wide.parameters())
 
 
 # ------------------------------------------------------------------------------------------------

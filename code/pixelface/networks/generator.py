@@ -19,7 +19,7 @@ the layout GCMF needs anyway.
 Deviations from the reference, all opt-in or harmless: noise maps can be passed or held constant
 (`noise_mode`), `word_padding` masks padded words, `input_is_latent` works, `mean_latent` exists,
 and the dead parameters (fc1, stage-0 conv_merge, GCMF modulation and positional maps) are gone.
-Opt-in architecture switches (README deviations table): `unfold_init="icnr"`, `posfold_width`, and
+Opt-in architecture switches (docs/faithfulness.md): `unfold_init="icnr"`, `unfold_blur`, `text_to_w`, and
 `fold_skip` ("mask" / "fusion": the stage's rows projected into every fold step, zero-initialised).
 """
 from __future__ import annotations
@@ -202,16 +202,14 @@ class SynthesisStage(nn.Module):
 
     def __init__(self, index: int, res: int, channels: dict[int, int], style_dim: int,
                  text_dim: int, mask_dim: int, gcmf_gate: bool, gcmf_dropout: float,
-                 gcmf_chunk: int, unfold_init: str = "random", posfold_width: int = 0,
-                 fold_skip: str = "none", unfold_blur: bool = False):
+                 gcmf_chunk: int, unfold_init: str = "random", fold_skip: str = "none",
+                 unfold_blur: bool = False):
         super().__init__()
         self.index, self.res = index, res
         hidden = channels[res // 4]
-        if hidden % 16 and not posfold_width:
+        if hidden % 16:
             raise ValueError(f"hidden width {hidden} at {res // 4}² must be divisible by 16 (two Folds)")
-        # Channels per pixel before the two Folds: the reference's hidden/16 keeps Fold² at `hidden`
-        # channels; narrow models (hidden 32 -> 2 per pixel) cannot pass 19 mask classes through that.
-        width = posfold_width or hidden // 16
+        width = hidden // 16      # channels per pixel before the two Folds: Fold² gives back `hidden`
         folded = 16 * width
         self.lff = FourierFeatures(channels[res])
         self.gcmf = GCMF(mask_dim, text_dim, dim=mask_dim, gate=gcmf_gate, dropout=gcmf_dropout,
@@ -260,7 +258,7 @@ class Generator(nn.Module):
                  channel_multiplier: int = 2, channel_max: int = 512, mask_dim: int = 128,
                  mask_channels: int = 3, lr_mlp: float = 0.01, lr_text_mlp: float = 0.01, gcmf_gate: bool = False,
                  gcmf_dropout: float = 0.06, gcmf_chunk: int = 0, unfold_init: str = "random",
-                 posfold_width: int = 0, fold_skip: str = "none", text_to_w: bool = False,
+                 fold_skip: str = "none", text_to_w: bool = False,
                  unfold_blur: bool = False):
         super().__init__()
         self.size, self.style_dim, self.text_dim = size, style_dim, text_dim
@@ -280,7 +278,7 @@ class Generator(nn.Module):
         self.input = ConstantInput(self.channels[FIRST_RES], FIRST_RES)
         self.stages = nn.ModuleList(
             SynthesisStage(i, res, self.channels, style_dim, text_dim, mask_dim, gcmf_gate,
-                           gcmf_dropout, gcmf_chunk, unfold_init, posfold_width, fold_skip, unfold_blur)
+                           gcmf_dropout, gcmf_chunk, unfold_init, fold_skip, unfold_blur)
             for i, res in enumerate(resolutions))
 
         self.noise_resolutions = [r for res in resolutions
@@ -300,7 +298,7 @@ class Generator(nn.Module):
                    lr_text_mlp=cfg.MODEL.LR_TEXT_MLP, gcmf_gate=cfg.MODEL.GCMF_GATE,
                    gcmf_dropout=cfg.MODEL.GCMF_DROPOUT,
                    gcmf_chunk=cfg.MODEL.GCMF_CHUNK, unfold_init=cfg.MODEL.UNFOLD_INIT,
-                   posfold_width=cfg.MODEL.POSFOLD_WIDTH, fold_skip=cfg.MODEL.FOLD_SKIP,
+                   fold_skip=cfg.MODEL.FOLD_SKIP,
                    text_to_w=cfg.MODEL.TEXT_TO_W, unfold_blur=cfg.MODEL.UNFOLD_BLUR)
 
     # --------------------------------------------------------------------------------------------
