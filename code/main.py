@@ -5,7 +5,7 @@
 """
 import sys
 
-from pixelface.commands.train import main
+from pixelface.commands.launch import train as main
 
 if __name__ == "__main__":
     sys.exit(main())

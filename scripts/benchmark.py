@@ -52,10 +52,9 @@ from pixelface.core import cli
 from pixelface.core.config import ConfigError, load_config
 from pixelface.core.runtime import tune_glibc_malloc
 from pixelface.data.caption_regions import named_region_masks
-from pixelface.data.masks import NUM_CLASSES
+from pixelface.data.masks import NUM_CLASSES, model_mask
 from pixelface.networks import layers, losses
 from pixelface.networks.discriminator import Discriminator
-from pixelface.networks.generation import mask_input
 from pixelface.networks.generator import Generator
 from pixelface.networks.reference_ops import (literal_reference_forward, reference_discriminator_forward,
                                               reference_latents)
@@ -141,7 +140,7 @@ def build(args):
     feats = text.encode(captions)
     labels = random_labels(cfg, args.batch)
     images = torch.rand(args.batch, 3, cfg.MODEL.SIZE, cfg.MODEL.SIZE, device=device) * 2 - 1
-    masks = mask_input(labels, cfg).to(device)
+    masks = torch.stack([model_mask(one, cfg) for one in labels]).to(device)
     if args.channels_last:
         for net in (g, d):
             net.to(memory_format=torch.channels_last)

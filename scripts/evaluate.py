@@ -3,7 +3,7 @@
 """
 import sys
 
-from pixelface.commands.evaluate import main
+from pixelface.commands.launch import evaluate as main
 
 if __name__ == "__main__":
     sys.exit(main())

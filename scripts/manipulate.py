@@ -3,7 +3,7 @@
 """
 import sys
 
-from pixelface.commands.edit import main
+from pixelface.commands.launch import edit as main
 
 if __name__ == "__main__":
     sys.exit(main())

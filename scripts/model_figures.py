@@ -26,6 +26,7 @@ from pixelface.core.config import resolve_path  # noqa: E402
 from pixelface.core.files import atomic_write  # noqa: E402
 from pixelface.data.datasets import FaceDataset  # noqa: E402
 from pixelface.data.images import to_uint8  # noqa: E402
+from pixelface.data.masks import color_tensor  # noqa: E402
 from pixelface.networks.checkpoint import load_generator  # noqa: E402
 from pixelface.networks.generation import image_seed, sample  # noqa: E402
 from pixelface.networks.text_encoder import TextEncoder  # noqa: E402
@@ -84,9 +85,9 @@ def draw_rows(rows: list[tuple[str, list]], titles: list[str], out: Path, cell: 
 
 def vs_data_figure(g, text, cfg, dataset, out: Path, count: int = 16) -> None:
     items = [dataset[i % len(dataset)] for i in range(count)]
-    labels = torch.stack([it["labels"] for it in items])
+    masks = torch.stack([it["mask"] for it in items])
     captions = [it["caption"] for it in items]
-    fakes = to_pictures(sample(g, text, cfg, labels, captions, [image_seed(0, k) for k in range(count)]))
+    fakes = to_pictures(sample(g, text, cfg, masks, captions, [image_seed(0, k) for k in range(count)]))
     reals = to_pictures(torch.stack([it["image"] for it in items]))
     half = count // 2
     rows = [("data", reals[:half]), ("samples", fakes[:half]), ("data", reals[half:]), ("samples", fakes[half:])]
@@ -94,9 +95,9 @@ def vs_data_figure(g, text, cfg, dataset, out: Path, count: int = 16) -> None:
 
 
 def seeds_figure(g, text, cfg, item: dict, out: Path) -> None:
-    labels = item["labels"][None].expand(SEED_STRIP, -1, -1)
-    fakes = to_pictures(sample(g, text, cfg, labels, [item["caption"]] * SEED_STRIP, list(range(SEED_STRIP))))
-    mask, real = to_pictures(torch.stack([item["mask"], item["image"]]))
+    masks = item["mask"][None].expand(SEED_STRIP, -1, -1, -1)
+    fakes = to_pictures(sample(g, text, cfg, masks, [item["caption"]] * SEED_STRIP, list(range(SEED_STRIP))))
+    mask, real = to_pictures(torch.stack([color_tensor(item["labels"]), item["image"]]))
     draw_rows([(_wrap(item["caption"]), [mask, real] + fakes)], ["mask", "data"] + [f"seed {s}" for s in range(SEED_STRIP)],
               out)
 
@@ -107,9 +108,9 @@ def attributes_figure(g, text, cfg, woman: dict, man: dict, out: Path, seed: int
     rows = []
     for label, item, captions in (("she", woman, [c.format(s="she") for _, c in ATTRIBUTE_CAPTIONS]),
                                   ("he: no beard, + beard", man, [c for _, c in BEARD_CAPTIONS])):
-        labels = item["labels"][None].expand(len(captions), -1, -1)
-        fakes = to_pictures(sample(g, text, cfg, labels, captions, [seed] * len(captions)))
-        rows.append((label, to_pictures(item["mask"][None]) + fakes))
+        masks = item["mask"][None].expand(len(captions), -1, -1, -1)
+        fakes = to_pictures(sample(g, text, cfg, masks, captions, [seed] * len(captions)))
+        rows.append((label, to_pictures(color_tensor(item["labels"])[None]) + fakes))
     draw_rows(rows, ["mask"] + [t for t, _ in ATTRIBUTE_CAPTIONS], out)
 
 

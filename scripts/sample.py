@@ -3,7 +3,7 @@
 """
 import sys
 
-from pixelface.commands.sample import main
+from pixelface.commands.launch import sample as main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -30,7 +30,6 @@ from pixelface.evaluation.formulas import region_texture
 from pixelface.evaluation.metrics import default_parser_path
 from pixelface.evaluation.parser import load_parser
 from pixelface.networks.checkpoint import load_generator
-from pixelface.networks.generation import batch_mask_input
 from pixelface.networks.text_encoder import TextEncoder
 
 COLOURS = ["black", "brown", "blond", "gray"]
@@ -84,7 +83,7 @@ def noise_probe(ckpt: str, batch) -> dict:
     z = torch.randn(len(batch["caption"]), cfg.MODEL.STYLE_DIM, generator=torch.Generator().manual_seed(0))
     out = {"noise_weight/max_abs": max(p.abs().item() for n, p in g_ema.named_parameters() if "noise_weight" in n)}
     for mode in ("random", "const", "none"):
-        images = g_ema(batch_mask_input(batch, cfg), feats.words, [z], word_padding=feats.padding, noise_mode=mode)
+        images = g_ema(batch["mask"], feats.words, [z], word_padding=feats.padding, noise_mode=mode)
         out[f"texture/noise_{mode}"] = region_texture(images.clamp(-1, 1), batch["labels"]).nanmean().item()
     return out
 
@@ -121,7 +120,7 @@ def attention_probe(ckpt: str, batch) -> dict:
         words = [encoder.tokenizer.decoder.get(int(t), "") for t in feats.tokens[0, :feats.words.shape[1]]]
         colour = [i for i, w in enumerate(words) if w.startswith(found.group(1))]
         z = torch.randn(1, cfg.MODEL.STYLE_DIM, generator=torch.Generator().manual_seed(k))
-        _, extras = g_ema(batch_mask_input({key: v[k:k + 1] for key, v in batch.items() if torch.is_tensor(v)}, cfg),
+        _, extras = g_ema(batch["mask"][k:k + 1],
                           feats.words, [z], word_padding=feats.padding, return_attention=True)
         attention = extras["attention"][0][0]                                   # (R², T), first stage
         res = int(attention.shape[0] ** 0.5)

@@ -11,7 +11,8 @@ import sys
 
 from pixelface.core import cli
 from pixelface.core.config import load_config
-from pixelface.core.devices import DEVICE_HELP, resolve_device
+from pixelface.commands.parsers import DEVICE_HELP
+from pixelface.core.devices import resolve_device
 from pixelface.evaluation.parser import train_parser
 
 

@@ -128,15 +128,19 @@ def test_one_device_rule_for_every_entry_point():
     (the benchmark, a developer's tool, names its device explicitly: cpu unless --device cuda)."""
     import ast
     from conftest import REPO_ROOT
-    files = sorted((REPO_ROOT / "code" / "pixelface" / "commands").glob("*.py")) + sorted((REPO_ROOT / "scripts").glob("*.py"))
+    from pixelface.commands import launch, parsers
     defaults = {}
-    for path in files:
+    for name in launch.COMMANDS:
+        found = [a.default for a in getattr(parsers, name)()._actions if "--device" in a.option_strings]
+        if found:
+            defaults[name] = found[0]
+    for path in sorted((REPO_ROOT / "scripts").glob("*.py")):     # the checkout's other tools
         for node in ast.walk(ast.parse(path.read_text())):
             if (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument" and node.args
                     and isinstance(node.args[0], ast.Constant) and node.args[0].value == "--device"):
                 default = next(k.value for k in node.keywords if k.arg == "default")
                 defaults[path.name] = default.value if isinstance(default, ast.Constant) else ast.dump(default)
-    assert {"sample.py", "edit.py", "evaluate.py", "train.py", "make_mask.py", "editor.py"} <= set(defaults)
+    assert {"sample", "edit", "evaluate", "train", "make_mask", "editor", "train_parser.py"} <= set(defaults)
     assert {name: d for name, d in defaults.items() if d != "auto" and name != "benchmark.py"} == {}
     with pytest.raises(errors.InputError, match="expected auto, cpu or cuda"):
         resolve_device("tpu")

@@ -119,3 +119,12 @@ def test_every_key_is_read_by_the_code_and_set_in_a_cfg_file_or_a_test():
     assert len(keys) > 80
     assert not unread, f"config keys no module reads: {unread}"
     assert not unset, f"config keys in no cfg file and no test: {unset}"
+
+
+def test_checkpoints_written_before_a_switch_was_retired_still_load():
+    stored = config.to_plain(config.default_config())
+    stored["MODEL"]["POSFOLD_WIDTH"] = 0             # what every earlier checkpoint holds
+    assert config.from_plain(stored).MODEL.SIZE == 256
+    stored["MODEL"]["POSFOLD_WIDTH"] = 16
+    with pytest.raises(config.ConfigError, match="MODEL.POSFOLD_WIDTH = 16"):
+        config.from_plain(stored)

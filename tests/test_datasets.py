@@ -7,7 +7,8 @@ from PIL import Image
 
 from pixelface.core.config import load_config
 from conftest import REPO_ROOT
-from pixelface.data.datasets import DatasetError, FaceDataset, clean_caption, load_index, resize_and_crop
+from pixelface.data.datasets import DatasetError, FaceDataset, clean_caption, load_index
+from pixelface.data.images import resize_and_crop
 from pixelface.data.masks import PALETTE, MaskError, color_tensor
 
 REAL_INDEX = REPO_ROOT.parent / "shared/data/dataset2.zip"

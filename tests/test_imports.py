@@ -13,6 +13,7 @@ PACKAGE = REPO_ROOT / "code" / "pixelface"
 # these (module, imported module), each with its reason:
 DEFERRED_PROJECT_IMPORTS_ALLOWED = {
     ("__init__", "editing.api"): "`import pixelface` stays light; PixelFace loads torch and the networks on first use",
+    ("commands.editor", "editing.editor_app"): "gradio is optional: without it the editor says how to install it",
 }
 
 

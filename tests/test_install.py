@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 from PIL import Image
@@ -19,7 +20,8 @@ from pixelface.data.masks import label_to_color
 from pixelface.data.synthface import make_face
 
 BUILD_INPUTS = ("pyproject.toml", "setup.py", "MANIFEST.in", "cfg", "code")
-COMMANDS = ("pixelface-train", "pixelface-sample", "pixelface-edit", "pixelface-eval")
+COMMANDS = ("pixelface-train", "pixelface-sample", "pixelface-edit", "pixelface-eval", "pixelface-make-mask",
+            "pixelface-editor", "pixelface-convert", "pixelface-export")
 CAPTION = "a woman with blond hair"
 
 # Printed by the installed copy: what it imports and where it puts things.
@@ -96,6 +98,17 @@ def test_installed_console_scripts_reach_their_commands(installed):
     check = "; ".join(f"import {t.split(':')[0]} as m; assert callable(m.{t.split(':')[1]})" for t in targets.values())
     done = run_installed(site, work, [sys.executable, "-c", check])
     assert done.returncode == 0, done.stderr[-2000:]
+    slow = {}
+    for name in COMMANDS:       # from a folder outside the checkout; best of three (the machine may be busy)
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            done = run_installed(site, work, [str(site / "bin" / name), "--help"])
+            times.append(time.perf_counter() - start)
+            assert done.returncode == 0 and "examples:" in done.stdout, (name, done.stderr[-2000:])
+        if min(times) > 2.0:
+            slow[name] = round(min(times), 2)
+    assert not slow, f"--help slower than 2 s: {slow}"
 
 
 @pytest.mark.slow
@@ -115,3 +128,18 @@ def test_installed_commands_sample_from_anywhere(installed, ckpt, tmp_path):
     # the same bytes as the checkout's scripts/sample.py
     assert load_script("sample").main([*args, "--out", str(tmp_path / "checkout")]) == 0
     assert (out / "000_seed1.png").read_bytes() == (tmp_path / "checkout" / "000_seed1.png").read_bytes()
+
+
+def test_installed_package_declares_what_requirements_txt_installs(installed):
+    """`pip install .` brings the same packages requirements.txt pins (pytest aside), and the extras."""
+    import re
+    site, _ = installed
+    metadata = (next(site.glob("pixelface-*.dist-info")) / "METADATA").read_text()
+    declared = {re.split(r"[<>=!~; \[]", line.split(":", 1)[1].strip())[0].lower()
+                for line in metadata.splitlines() if line.startswith("Requires-Dist:") and "extra ==" not in line}
+    pinned = {re.split(r"[<>=!~ ]", line.strip())[0].lower()
+              for line in (REPO_ROOT / "requirements.txt").read_text().splitlines()
+              if line.strip() and not line.startswith(("#", "-"))}
+    assert declared == pinned - {"pytest"}
+    extras = {line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Provides-Extra:")}
+    assert {"editor", "test"} <= extras

@@ -11,6 +11,7 @@ from PIL import Image
 from pixelface.core import cli, errors
 from pixelface.data.images import to_uint8
 from pixelface.data.masks import MaskError, label_to_color
+from pixelface.data.masks import model_mask
 from pixelface.data.synthface import make_face
 from pixelface.editing import inputs
 from pixelface.networks import generation
@@ -78,8 +79,8 @@ def test_read_mask_reports_off_palette_share(tmp_path):
 
 def test_same_seed_same_image_whatever_it_is_generated_with(model, face_files):
     g, cfg, encoder = model
-    labels = inputs.read_mask(face_files[0] / "mask.png", 64)
-    other = torch.flip(labels, dims=[1])
+    labels = model_mask(inputs.read_mask(face_files[0] / "mask.png", 64), cfg)
+    other = torch.flip(labels, dims=[2])
     captions = inputs.prepare_captions(["a woman with blond hair", "a man with black hair"], cfg, encoder)
     alone = generation.sample(g, encoder, cfg, labels[None], captions[:1], [7])
     among = generation.sample(g, encoder, cfg, torch.stack([other, labels, labels, other]),
@@ -95,8 +96,8 @@ def test_same_seed_same_image_whatever_it_is_generated_with(model, face_files):
 
 def test_batched_generation_matches_one_at_a_time_to_rounding(model, face_files):
     g, cfg, encoder = model
-    labels = inputs.read_mask(face_files[0] / "mask.png", 64)
-    masks = torch.stack([labels, torch.flip(labels, dims=[1]), labels, labels, labels])
+    labels = model_mask(inputs.read_mask(face_files[0] / "mask.png", 64), cfg)
+    masks = torch.stack([labels, torch.flip(labels, dims=[2]), labels, labels, labels])
     captions = inputs.prepare_captions(["a woman with blond hair", "a man with black hair"], cfg, encoder)
     captions, seeds = [captions[0], captions[1], captions[1], captions[0], captions[0]], [3, 7, 7, 9, 3]
     single = generation.sample(g, encoder, cfg, masks, captions, seeds)
@@ -109,13 +110,13 @@ def test_batched_generation_matches_one_at_a_time_to_rounding(model, face_files)
 
 def test_truncation_pulls_toward_the_models_mean_latent(model, face_files):
     g, cfg, encoder = model
-    labels = inputs.read_mask(face_files[0] / "mask.png", 64)[None]
+    labels = model_mask(inputs.read_mask(face_files[0] / "mask.png", 64), cfg)[None]
     caption = inputs.prepare_captions(["a smiling man"], cfg, encoder)
     feats = generation.encode_caption(encoder, caption[0])
     z, noise = generation.seeded_inputs(g, 5)
     centre = g.mean_latent(4096, generator=torch.Generator().manual_seed(generation.MEAN_LATENT_SEED))
     w = centre + 0.3 * (g.style(z) - centre)
-    expected = g(generation.mask_input(labels, cfg), feats.words, w, input_is_latent=True, word_padding=feats.padding,
+    expected = g(labels, feats.words, w, input_is_latent=True, word_padding=feats.padding,
                  noise=noise)
     got = generation.sample(g, encoder, cfg, labels, caption, [5], truncation=0.3)
     assert torch.allclose(got, expected, atol=1e-5)

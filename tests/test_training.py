@@ -187,7 +187,7 @@ def test_lr_rampdown_sets_both_optimisers_from_the_image_counter(smoke_root, tmp
 
 def test_mode_seeking_pairs_each_condition_with_another_z_and_moves_the_generator(smoke_root, tmp_path):
     torch.set_num_threads(1)
-    cfg = smoke_cfg(smoke_root, "TRAIN.MODE_SEEKING_WEIGHT=1", "TRAIN.MODE_SEEKING_CAP=0.5", "TRAIN.CLIP_WEIGHT=0",
+    cfg = smoke_cfg(smoke_root, "TRAIN.MODE_SEEKING_WEIGHT=1", "TRAIN.MODE_SEEKING_CAP=100", "TRAIN.CLIP_WEIGHT=0",
                     "TRAIN.BATCH_SIZE=5")
     trainer = Trainer(cfg, tmp_path, torch.device("cpu"), progress_bar=False)
     inputs = trainer.phase_batch(next(iter(trainer._loader())))

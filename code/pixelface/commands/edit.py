@@ -14,7 +14,6 @@ as inversion.pt; pass it back with --inversion to make more edits without invert
 reconstruction.png, edit_<k>.png, strip.png (images on top, their masks below) and report.json (reconstruction
 PSNR, LPIPS when available, CLIP similarity of each edit to its text). Existing files are kept unless --force.
 """
-import argparse
 import dataclasses
 import sys
 import time
@@ -22,30 +21,17 @@ from pathlib import Path
 
 import torch
 
+from pixelface.commands.launch import launch
 from pixelface.core import cli, errors
-from pixelface.core.devices import DEVICE_HELP, resolve_device
+from pixelface.core.devices import resolve_device
 from pixelface.core.files import write_json_atomic
 from pixelface.data.images import picture_grid, save_png
-from pixelface.data.masks import MASK_ORDERS, color_tensor
+from pixelface.data.masks import color_tensor
 from pixelface.editing import inputs, manipulation
 from pixelface.evaluation import measures
 from pixelface.evaluation.faceparsing import load_any_parser
 from pixelface.networks.checkpoint import checkpoint_hash, load_generator
 from pixelface.networks.text_encoder import TextEncoder
-
-
-class EditAction(argparse.Action):
-    """Collects --edit-text, --edit-mask and --edit into one list of (text or None, mask or None), in order."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        edits = list(getattr(namespace, self.dest) or [])
-        if option_string == "--edit-text":
-            edits.append((values, None))
-        elif option_string == "--edit-mask":
-            edits.append((None, values))
-        else:
-            edits.append(tuple(values))
-        setattr(namespace, self.dest, edits)
 
 
 def source_face(args, cfg, text_encoder, device) -> tuple[torch.Tensor, torch.Tensor, str, dict]:
@@ -157,52 +143,14 @@ def write_pictures(out: Path, inversion, reconstruction, results, edits) -> None
     save_png(picture_grid(strip), out / "strip.png")
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt", required=True, help="training checkpoint (its G_ema and config are used)")
-    face = parser.add_mutually_exclusive_group(required=True)
-    face.add_argument("--image", help="the face to edit (RGB, any size; centre-cropped to a square)")
-    face.add_argument("--from-dataset", metavar="SPLIT", choices=("train", "test"),
-                      help="take image, mask and caption from the checkpoint's dataset (with --id)")
-    face.add_argument("--inversion", help="inversion.pt written by an earlier run: edit it without inverting again")
-    mask = parser.add_mutually_exclusive_group()
-    mask.add_argument("--mask", help="the image's mask: palette colours or label ids, any size")
-    mask.add_argument("--parser", metavar="FILE",
-                      help="face parser that predicts the mask instead: this project's (e.g. "
-                           "models/parser_synthface.pt, made by scripts/train_parser.py) or face-parsing.PyTorch's "
-                           "BiSeNet weights 79999_iter.pth")
-    parser.add_argument("--mask-order", choices=MASK_ORDERS, default="celebamask",
-                        help="numbering of label-id mask files (--mask, --edit-mask, --edit): CelebAMask-HQ's "
-                             "(default) or face-parsing.PyTorch's (BiSeNet); colour masks always use the "
-                             "CelebAMask-HQ palette")
-    parser.add_argument("--id", help="image id for --from-dataset")
-    parser.add_argument("--data-root", help="dataset folder for --from-dataset (default: the checkpoint's DATA.ROOT)")
-    parser.add_argument("--caption", help="what the face looks like (required with --image)")
-    parser.add_argument("--edit-text", action=EditAction, dest="edits", metavar="TEXT",
-                        help="an edit: new description, same mask (repeatable)")
-    parser.add_argument("--edit-mask", action=EditAction, dest="edits", metavar="FILE",
-                        help="an edit: new mask, same description (repeatable)")
-    parser.add_argument("--edit", action=EditAction, dest="edits", nargs=2, metavar=("TEXT", "FILE"),
-                        help="an edit of both description and mask (repeatable)")
-    parser.add_argument("--steps", type=int, default=manipulation.InversionSettings.steps, help="inversion steps")
-    parser.add_argument("--pti-steps", type=int, default=0, help="generator fine-tuning steps after inversion (PTI)")
-    parser.add_argument("--perceptual", choices=("auto", "lpips", "clip", "none"), default="auto",
-                        help="perceptual loss: LPIPS when installed with its weights, else CLIP image features")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the inversion's initial noise maps")
-    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--force", action="store_true", help="overwrite existing output files")
-    args = parser.parse_args(argv)
-    if args.image and not (args.mask or args.parser):
-        parser.error("--image needs its mask: --mask FILE or --parser FILE")
-    if bool(args.from_dataset) != bool(args.id):
-        parser.error("--from-dataset and --id go together")
-    if args.from_dataset and (args.mask or args.parser):
-        parser.error("--from-dataset already gives the mask; drop --mask/--parser")
-    if args.inversion and (args.mask or args.parser or args.caption):
-        parser.error("--inversion already holds the mask and caption; drop --mask/--parser/--caption")
+def execute(args) -> int:
+    """Run the command on parsed arguments (pixelface.commands.parsers.edit) -> exit code."""
+    return cli.run(lambda: print(f"wrote original, reconstruction, {len(args.edits or [])} edits, strip.png and "
+                                 f"report.json to {run(args)}"))
 
-    return cli.run(lambda: print(f"wrote original, reconstruction, {len(args.edits or [])} edits, strip.png and report.json to {run(args)}"))
+
+def main(argv=None) -> int:
+    return launch("edit", argv)
 
 
 if __name__ == "__main__":

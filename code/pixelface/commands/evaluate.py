@@ -13,40 +13,26 @@ face parser from scripts/train_parser.py), fid_parser (Fréchet distance in that
 across 8 seeds against the data's spread), diversity (needs two or more seeds).
 Writes <out>/metrics.json and <out>/metrics.md and prints the table.
 """
-import argparse
 import sys
 
 
+from pixelface.commands.launch import launch
 from pixelface.core import cli
-from pixelface.core.devices import DEVICE_HELP, resolve_device
+from pixelface.core.devices import resolve_device
 from pixelface.evaluation.metrics import evaluate_generator
-from pixelface.evaluation.registry import METRICS
 from pixelface.evaluation.reports import markdown_table, report_paths, write_reports
 from pixelface.networks.checkpoint import load_generator
 from pixelface.networks.text_encoder import TextEncoder
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt", nargs="+", required=True, help="generator checkpoint(s); several give a table")
-    parser.add_argument("--split", default="test", choices=("test", "train"), help="real masks, captions, images")
-    parser.add_argument("--num", type=int, default=1000, help="images generated per checkpoint")
-    parser.add_argument("--seeds", default="0-3",
-                        help="seeds, e.g. 0-3: the first drives the main set, all of them the diversity")
-    parser.add_argument("--metrics", help=f"comma-separated subset of {', '.join(METRICS)}")
-    parser.add_argument("--out", help="folder for metrics.json and metrics.md (default: only print)")
-    parser.add_argument("--batch", type=int, default=16, help="images per generator call")
-    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
-    parser.add_argument("--parser", help="face parser (default models/parser_<DATA.NAME>.pt in the project home)")
-    parser.add_argument("--inception", help="Inception weights file for FID/KID")
-    parser.add_argument("--cache",
-                        help="real-statistics cache folder (default data/.cache/metrics in the project home)")
-    parser.add_argument("--force", action="store_true", help="overwrite metrics.json / metrics.md in --out")
-    args = parser.parse_args(argv)
-    if args.num < 2 or args.batch < 1:
-        parser.error("need --num >= 2 and --batch >= 1")
+def execute(args) -> int:
+    """Run the command on parsed arguments (pixelface.commands.parsers.evaluate) -> exit code."""
     names = [n.strip() for n in args.metrics.split(",") if n.strip()] if args.metrics else None
     return cli.run(evaluate, args, names)
+
+
+def main(argv=None) -> int:
+    return launch("evaluate", argv)
 
 
 def evaluate(args, names) -> None:

@@ -11,17 +11,17 @@ is generated once per seed. Writes <pair>_seed<seed>.png per sample, grid.png (o
 then one column per seed) with grid.txt naming each row's caption, and samples.json recording what made each
 file. A seed's image does not depend on what else is generated with it. Existing files are kept unless --force.
 """
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
+from pixelface.commands.launch import launch
 from pixelface.core import cli, errors
-from pixelface.core.devices import DEVICE_HELP, resolve_device
+from pixelface.core.devices import resolve_device
 from pixelface.core.files import write_json_atomic, write_text_atomic
 from pixelface.data.images import picture_grid, save_png
-from pixelface.data.masks import MASK_ORDERS, color_tensor
+from pixelface.data.masks import color_tensor, model_mask, resize_labels
 from pixelface.editing import inputs
 from pixelface.networks import generation
 from pixelface.networks.checkpoint import checkpoint_hash, load_generator
@@ -42,18 +42,20 @@ def read_text_file(path: str) -> list[str]:
     return captions
 
 
-def gather_conditions(args, cfg, text_encoder) -> tuple[list[tuple[str, torch.Tensor]], list[str]]:
-    """([(mask name, (S,S) labels)], cleaned captions) from the command line."""
+def gather_conditions(args, cfg, text_encoder) -> tuple[list[tuple[str, torch.Tensor, torch.Tensor]], list[str]]:
+    """([(mask name, (S,S) labels, G's (C,S,S) mask input)], cleaned captions) from the command line."""
     size = cfg.MODEL.SIZE
     if args.from_dataset:
         if args.data_root:
             cfg.DATA.ROOT = str(Path(args.data_root).resolve())  # relative to where the user stands
         items = inputs.dataset_items(cfg, args.from_dataset, args.ids)
-        masks = [(f"{args.from_dataset}:{item['id']}", item["labels"]) for item in items]
+        masks = [(f"{args.from_dataset}:{item['id']}", item["labels"], item["mask"]) for item in items]
         dataset_captions = [item["caption"] for item in items]
     else:
-        masks = [(m, inputs.read_mask(m, size, cfg.DATA.MASK_SNAP_DISTANCE, cfg.DATA.MASK_MAX_OFF_PALETTE,
-                                       args.mask_order)) for m in args.mask]
+        masks = []
+        for m in args.mask:
+            labels = inputs.mask_labels(m, cfg.DATA.MASK_SNAP_DISTANCE, cfg.DATA.MASK_MAX_OFF_PALETTE, args.mask_order)
+            masks.append((m, resize_labels(labels, size), model_mask(labels, cfg)))
         dataset_captions = None
     if args.text_file:
         raw = read_text_file(args.text_file)
@@ -106,7 +108,7 @@ def run(args) -> Path:
     cli.check_free([*paths["samples"].values(), paths["grid"], paths["captions"], paths["record"]], args.force)
 
     order = list(paths["samples"])  # (pair, seed), pair-major: the grid's row order
-    images = generation.sample(g, text_encoder, cfg, torch.stack([masks[pairs[p][0]][1] for p, _ in order]),
+    images = generation.sample(g, text_encoder, cfg, torch.stack([masks[pairs[p][0]][2] for p, _ in order]),
                               [captions[pairs[p][1]] for p, _ in order], [seed for _, seed in order],
                               truncation=args.truncation, batch_size=args.batch_size, progress=True)
     record = {"checkpoint": str(args.ckpt), "checkpoint_hash": checkpoint_hash(args.ckpt),
@@ -116,37 +118,13 @@ def run(args) -> Path:
     return out
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt", required=True, help="training checkpoint (its G_ema and config are used)")
-    text = parser.add_mutually_exclusive_group()
-    text.add_argument("--text", action="append", help="a caption (repeatable)")
-    text.add_argument("--text-file", help="file with one caption per line")
-    layout = parser.add_mutually_exclusive_group(required=True)
-    layout.add_argument("--mask", action="append",
-                        help="mask image, palette colours or label ids, any size (repeatable)")
-    layout.add_argument("--from-dataset", metavar="SPLIT", choices=("train", "test"),
-                        help="take masks (and, without --text, captions) from the checkpoint's dataset")
-    parser.add_argument("--mask-order", choices=MASK_ORDERS, default="celebamask",
-                        help="numbering of label-id --mask files: CelebAMask-HQ's (default) or face-parsing.PyTorch's "
-                             "(BiSeNet); colour masks always use the CelebAMask-HQ palette")
-    parser.add_argument("--ids", nargs="+", default=[], help="image ids for --from-dataset")
-    parser.add_argument("--data-root", help="dataset folder for --from-dataset (default: the checkpoint's DATA.ROOT)")
-    parser.add_argument("--seeds", default="0", help="seeds, e.g. 0-7 or 1,5,9-11 (default 0)")
-    parser.add_argument("--truncation", type=float, default=1.0, help="psi in [0,1]; < 1 pulls w toward the mean")
-    parser.add_argument("--batch-size", type=int, default=1,
-                        help="samples per forward pass; 1 keeps every seed's bytes independent of the batch, "
-                             "more is faster on a GPU and may move a rare pixel by one 8-bit level")
-    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--force", action="store_true", help="overwrite existing output files")
-    args = parser.parse_args(argv)
-    if args.from_dataset and not args.ids:
-        parser.error("--from-dataset needs --ids")
-    if args.ids and not args.from_dataset:
-        parser.error("--ids needs --from-dataset")
-
+def execute(args) -> int:
+    """Run the command on parsed arguments (pixelface.commands.parsers.sample) -> exit code."""
     return cli.run(lambda: print(f"wrote samples, grid.png and samples.json to {run(args)}"))
+
+
+def main(argv=None) -> int:
+    return launch("sample", argv)
 
 
 if __name__ == "__main__":

@@ -8,44 +8,32 @@
 pixelface.training.trainer; this command parses options, prepares missing data and weights (rank 0 only), picks the
 run folder (default <project home>/runs) and hands over.
 """
-import argparse
 import sys
 import warnings
-from pathlib import Path
 
 import torch
 
+from pixelface.commands.launch import launch
 from pixelface.core import cli
 from pixelface.core import distributed as dist
-from pixelface.core.config import describe, load_config, project_home
+from pixelface.core.config import describe, load_config
 from pixelface.core.runtime import cores_available, cpu_threads_per_rank, tune_glibc_malloc
 from pixelface.training.prepare import prepare_inputs
 from pixelface.training.runs import RunLock, new_run_dir, plan_resume, remove_stale_temporaries
 from pixelface.training.trainer import NonFiniteLossError, Trainer, check_eval_settings, load_resume, write_config
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cfg", help="YAML config overriding the defaults in pixelface/core/config.py, or a bare config name")
-    p.add_argument("--set", action="append", default=[], metavar="KEY.SUB=VALUE",
-                   help="override one config key (repeatable)")
-    p.add_argument("--out", type=Path, default=project_home() / "runs", help="parent folder of run folders")
-    p.add_argument("--resume", default=None, metavar="auto|PATH",
-                   help="'auto': continue the newest run of this config; or a checkpoint / run folder")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
-    p.add_argument("--help-config", action="store_true", help="list every config key and exit")
-    return p.parse_args(argv)
-
-
-def main(argv=None) -> int:
+def execute(args) -> int:
     """Exit codes as every CLI here (pixelface.core.cli): 0 done, or stopped by SIGTERM/SIGINT after a
     checkpoint; 2 bad input, one line naming it; 3 non-finite losses (after a checkpoint)."""
-    args = parse_args(argv)
     if args.help_config:
         print("\n".join(describe()))
         return 0
     return cli.run(train, args, extra_errors={NonFiniteLossError: cli.EXIT_NONFINITE})
+
+
+def main(argv=None) -> int:
+    return launch("train", argv)
 
 
 def configure_process(cfg, device_type: str) -> None:

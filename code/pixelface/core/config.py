@@ -373,10 +373,20 @@ def to_plain(tree):
     return {k: to_plain(v) if isinstance(v, dict) else v for k, v in tree.items()}
 
 
+# Keys removed from the schema, with the value that builds today's networks: a checkpoint that stored that
+# value loads as before; one that stored another cannot be rebuilt and is refused, naming the key.
+RETIRED_KEYS = {"MODEL.POSFOLD_WIDTH": 0}
+
+
 def from_plain(tree: dict) -> EasyDict:
     """Rebuild a config from a checkpoint's stored dict, checked against the schema."""
     cfg = default_config()
     for key, value in _flatten(tree).items():
+        if key in RETIRED_KEYS:
+            if value != RETIRED_KEYS[key]:
+                raise ConfigError(f"checkpoint config: {key} = {value!r} was a switch of an earlier version that "
+                                  f"this code no longer has (only {RETIRED_KEYS[key]!r} can be rebuilt)")
+            continue
         if not key.startswith("_"):
             _set(cfg, key, value, "checkpoint config")
     return cfg

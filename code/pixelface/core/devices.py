@@ -6,9 +6,6 @@ import torch
 
 from pixelface.core.errors import InputError
 
-DEVICE_HELP = "torch device: auto (CUDA when present, else the CPU; the default), cpu, cuda or cuda:N"
-
-
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
     """The device `name` names, or InputError when it is malformed or not on this machine."""
     if str(name) == "auto":

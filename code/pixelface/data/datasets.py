@@ -27,9 +27,9 @@ from tqdm import tqdm
 
 from pixelface.core.config import ConfigError, default_config, plain_name_problem, require_path
 from pixelface.core.files import atomic_write, write_bytes_atomic
-from pixelface.data.images import ImageReadError, read_mask_array, read_rgb
-from pixelface.data.masks import (LABEL_ID, LABELS, MASK_ORDERS, NUM_CLASSES, MaskError, color_tensor,
-                                  color_to_label, label_to_color, to_celebamask)
+from pixelface.data.images import ImageReadError, read_mask_array, read_rgb, resize_and_crop, signed_tensor
+from pixelface.data.masks import (LABELS, LABEL_ID, MASK_ORDERS, NUM_CLASSES, MaskError, color_to_label,
+                                  generator_input, label_to_color, resize_labels, to_celebamask)
 
 CAPTIONS_PER_IMAGE = 10
 INDEX_NAME = "dataset2.json"
@@ -151,25 +151,6 @@ def _repeated(ids: list[str]) -> list[str]:
 # Images and masks
 
 
-def resize_and_crop(image: Image.Image, size: int, resample: int) -> Image.Image:
-    """Resize the shorter side to `size` with `resample`, then cut the centred size x size square."""
-    w, h = image.size
-    scale = size / min(w, h)
-    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-    if (new_w, new_h) != (w, h):
-        image = image.resize((new_w, new_h), resample)
-    if (new_w, new_h) == (size, size):
-        return image
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    return image.crop((left, top, left + size, top + size))
-
-
-def _to_signed_tensor(image: Image.Image) -> torch.Tensor:
-    """(H,W,3) uint8 PIL image -> float (3,H,W) in [-1, 1]."""
-    array = np.asarray(image, dtype=np.float32)
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous() / 127.5 - 1.0
-
-
 def read_label_map(path: Path, kind: str, snap_distance: float = 80.0, max_off_palette: float = 0.05,
                    order: str = "celebamask") -> np.ndarray:
     """The full-resolution (H,W) uint8 CelebAMask-HQ label map stored at `path` as a colour mask or as label
@@ -211,6 +192,7 @@ class FaceDataset(torch.utils.data.Dataset):
         self.split, self.train, self.seed, self.epoch = split, train, cfg.SEED, 0
         self.size, self.words, self.eval_slot = data.IMAGE_SIZE, data.WORDS_NUM, data.EVAL_CAPTION
         self.mask_kind, self.mask_resize, self.mask_order = data.MASK_KIND, data.MASK_RESIZE, data.MASK_ORDER
+        self.mask_input = cfg.MODEL.MASK_INPUT
         self.snap_distance, self.max_off_palette = data.MASK_SNAP_DISTANCE, data.MASK_MAX_OFF_PALETTE
 
     def __len__(self) -> int:
@@ -238,15 +220,9 @@ class FaceDataset(torch.utils.data.Dataset):
         image = resize_and_crop(read_rgb(self.image_paths[i], "image"), self.size, Image.BILINEAR)
         labels_full = read_label_map(self.mask_paths[i], self.mask_kind, self.snap_distance, self.max_off_palette,
                                      self.mask_order)
-        labels = np.asarray(resize_and_crop(Image.fromarray(labels_full), self.size, Image.NEAREST))
-        labels = torch.from_numpy(labels.astype(np.int64))
-        if self.mask_resize == "bilinear":
-            # The reference blends the palette colours at region borders; we blend the clean (snapped) colours.
-            mask = _to_signed_tensor(resize_and_crop(Image.fromarray(label_to_color(labels_full)), self.size,
-                                                     Image.BILINEAR))
-        else:
-            mask = color_tensor(labels)
-        return {"image": _to_signed_tensor(image), "mask": mask, "labels": labels, "caption": self.caption(i),
+        labels = resize_labels(labels_full, self.size)
+        mask = generator_input(labels_full, self.size, self.mask_input, self.mask_resize)
+        return {"image": signed_tensor(image), "mask": mask, "labels": labels, "caption": self.caption(i),
                 "id": self.ids[i], "index": i}
 
 

@@ -217,3 +217,22 @@ def save_png(image: torch.Tensor, path: str | Path) -> None:
     """(3,H,W) image in [-1,1] -> 8-bit PNG, written atomically."""
     picture = to_pil(image)
     atomic_write(Path(path), lambda tmp: picture.save(tmp, format="PNG"))
+
+
+def resize_and_crop(image: Image.Image, size: int, resample: int) -> Image.Image:
+    """Resize the shorter side to `size` with `resample`, then cut the centred size x size square."""
+    w, h = image.size
+    scale = size / min(w, h)
+    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+    if (new_w, new_h) != (w, h):
+        image = image.resize((new_w, new_h), resample)
+    if (new_w, new_h) == (size, size):
+        return image
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
+def signed_tensor(image: Image.Image) -> torch.Tensor:
+    """(H,W,3) uint8 PIL image -> float (3,H,W) in [-1, 1]."""
+    array = np.asarray(image, dtype=np.float32)
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous() / 127.5 - 1.0

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from PIL import Image
 
 from pixelface.core.config import ConfigError
+from pixelface.data.images import resize_and_crop, signed_tensor
 
 LABELS = ("background", "skin", "nose", "eyeglasses", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear",
           "r_ear", "mouth", "u_lip", "l_lip", "hair", "hat", "earring", "necklace", "neck", "cloth")
@@ -130,6 +132,36 @@ def color_tensor(labels: torch.Tensor) -> torch.Tensor:
     """(..., H, W) label map -> (..., 3, H, W) palette colour mask in [-1, 1]."""
     palette = torch.as_tensor(PALETTE, dtype=torch.float32, device=labels.device) / 127.5 - 1.0
     return palette[labels.long()].movedim(-1, -3)
+
+
+def resize_labels(labels, size: int) -> torch.Tensor:
+    """A label map of any size (H,W) -> (size,size) int64: shorter side resized (nearest), centre crop."""
+    labels = labels.cpu().numpy() if torch.is_tensor(labels) else np.asarray(labels)
+    small = resize_and_crop(Image.fromarray(labels.astype(np.uint8)), size, Image.NEAREST)
+    return torch.from_numpy(np.asarray(small).astype(np.int64))
+
+
+def generator_input(labels, size: int, mask_input: str, mask_resize: str) -> torch.Tensor:
+    """The one rule that makes G's mask input from a label map of any size (H,W): (C,size,size) float, framed as
+    images are (shorter side resized, centre crop). Training, the evaluation, sample.py, the API and the editor
+    all call it, so a mask gives the same input whichever of them reads it.
+
+    mask_input 'onehot' (MODEL.MASK_INPUT): the one-hot of the nearest-resized labels. 'color': palette colours
+    in [-1,1], of the full-size map resized bilinearly when mask_resize (DATA.MASK_RESIZE) is 'bilinear' (the
+    reference: colours blend at region borders), else of the nearest-resized labels. At the map's own size
+    the colour rules agree exactly."""
+    if mask_input == "onehot":
+        return one_hot(resize_labels(labels, size))
+    if mask_resize == "bilinear":
+        labels = labels.cpu().numpy() if torch.is_tensor(labels) else np.asarray(labels)
+        colours = Image.fromarray(label_to_color(labels.astype(np.int64)))
+        return signed_tensor(resize_and_crop(colours, size, Image.BILINEAR))
+    return color_tensor(resize_labels(labels, size))
+
+
+def model_mask(labels, cfg) -> torch.Tensor:
+    """generator_input at the configured model's size and settings: (C, MODEL.SIZE, MODEL.SIZE)."""
+    return generator_input(labels, cfg.MODEL.SIZE, cfg.MODEL.MASK_INPUT, cfg.DATA.MASK_RESIZE)
 
 
 def confusion_matrix(pred: torch.Tensor, true: torch.Tensor, num_classes: int = NUM_CLASSES) -> torch.Tensor:

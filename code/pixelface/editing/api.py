@@ -21,6 +21,7 @@ from PIL import Image
 from pixelface.core import errors
 from pixelface.core.devices import resolve_device
 from pixelface.data.images import to_pil
+from pixelface.data.masks import model_mask, resize_labels
 from pixelface.editing import inputs, manipulation
 from pixelface.networks import generation
 from pixelface.networks.checkpoint import load_generator
@@ -54,8 +55,11 @@ class PixelFace:
 
     def labels(self, mask, mask_order: str = "celebamask") -> torch.Tensor:
         """(size,size) int64 CelebAMask-HQ label map of a mask, read with the checkpoint's snapping settings."""
+        return resize_labels(self._full_labels(mask, mask_order), self.size)
+
+    def _full_labels(self, mask, mask_order: str):
         data = self.cfg.DATA
-        return inputs.read_mask(mask, self.size, data.MASK_SNAP_DISTANCE, data.MASK_MAX_OFF_PALETTE, mask_order)
+        return inputs.mask_labels(mask, data.MASK_SNAP_DISTANCE, data.MASK_MAX_OFF_PALETTE, mask_order)
 
     def caption(self, text: str) -> str:
         """`text` cleaned as training cleaned captions (InputWarning when it is cut)."""
@@ -66,8 +70,9 @@ class PixelFace:
         """One RGB image per seed (an int or a list of them) for one mask and one caption: the pixels
         scripts/sample.py writes for them on the same device (it samples with batch_size 1)."""
         seeds = [seeds] if isinstance(seeds, int) else list(seeds)
-        labels = self.labels(mask, mask_order)
-        images = generation.sample(self.generator, self.text_encoder, self.cfg, labels.expand(len(seeds), -1, -1),
+        mask_input = model_mask(self._full_labels(mask, mask_order), self.cfg)   # the rule training used
+        images = generation.sample(self.generator, self.text_encoder, self.cfg,
+                                   mask_input.expand(len(seeds), -1, -1, -1),
                                   [self.caption(text)] * len(seeds), seeds, truncation, batch_size)
         return [to_pil(image) for image in images]
 

@@ -27,7 +27,7 @@ from PIL import Image  # noqa: E402
 from pixelface.core.cli import parse_seeds  # noqa: E402
 from pixelface.core.config import resolve_path  # noqa: E402
 from pixelface.core.errors import InputError, InputWarning
-from pixelface.data.datasets import resize_and_crop  # noqa: E402
+from pixelface.data.images import resize_and_crop  # noqa: E402
 from pixelface.data.masks import LABELS, MASK_ORDERS, PALETTE, label_to_color  # noqa: E402
 from pixelface.editing.api import PixelFace  # noqa: E402
 from pixelface.editing.inputs import check_same_aspect, read_image, source_rgb  # noqa: E402

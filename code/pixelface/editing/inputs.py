@@ -8,22 +8,23 @@ as a file's is) or a numpy array, so the scripts and the Python API read their i
 """
 from __future__ import annotations
 
+import copy
 import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from pixelface.core.config import resolve_path
 from pixelface.core.errors import InputError, InputWarning
 from pixelface.core.files import file_hash
-from pixelface.data.datasets import FaceDataset, clean_caption, resize_and_crop
+from pixelface.data.datasets import FaceDataset, clean_caption
 from pixelface.data.images import mask_values_of, open_image, read_mask_array, read_rgb, rgb_of, upright
+from pixelface.data.images import resize_and_crop
 from pixelface.data.masks import (AMBIGUOUS_DISTANCE, MASK_ORDERS, NUM_CLASSES, MaskError, guess_mask_order,
-                                  snap_to_palette, to_celebamask)
+                                  resize_labels, snap_to_palette, to_celebamask)
 
 AMBIGUOUS_WARN_SHARE = 0.02  # a user's mask with more pixels this far off the palette gets a warning
 
@@ -96,10 +97,10 @@ def _mask_array(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def read_mask(source: Source | torch.Tensor, size: int, snap_distance: float = 80.0, max_off_palette: float = 0.05,
-              mask_order: str = "celebamask") -> torch.Tensor:
-    """A mask of any size (path, PIL image, array; see mask_values) -> (size,size) int64 label map in
-    CelebAMask-HQ ids (nearest-neighbour resize, centre crop).
+def mask_labels(source: Source | torch.Tensor, snap_distance: float = 80.0, max_off_palette: float = 0.05,
+                mask_order: str = "celebamask") -> np.ndarray:
+    """A mask of any size (path, PIL image, array; see mask_values) -> its (H,W) int64 label map in
+    CelebAMask-HQ ids, at its own size (data.masks.generator_input turns it into G's input at any size).
 
     Single-channel images and (H,W) arrays hold label ids 0..18 numbered in `mask_order` ('celebamask' or
     'faceparsing', masks.MASK_ORDERS); one whose anatomy suggests the other order gives an InputWarning.
@@ -112,11 +113,14 @@ def read_mask(source: Source | torch.Tensor, size: int, snap_distance: float = 8
     name = f"mask {source_name(source)}"
     values = mask_values(source)
     if values.ndim == 2:
-        labels = _label_ids(values, name, mask_order)
-    else:
-        labels = _palette_labels(values, name, snap_distance, max_off_palette)
-    labels = np.asarray(resize_and_crop(Image.fromarray(labels.astype(np.uint8)), size, Image.NEAREST))
-    return torch.from_numpy(labels.astype(np.int64))
+        return _label_ids(values, name, mask_order)
+    return _palette_labels(values, name, snap_distance, max_off_palette).astype(np.int64)
+
+
+def read_mask(source: Source | torch.Tensor, size: int, snap_distance: float = 80.0, max_off_palette: float = 0.05,
+              mask_order: str = "celebamask") -> torch.Tensor:
+    """mask_labels resized to (size,size) int64 (nearest neighbour, centre crop)."""
+    return resize_labels(mask_labels(source, snap_distance, max_off_palette, mask_order), size)
 
 
 # What masks.guess_mask_order saw, for each order it can suggest.
@@ -173,24 +177,17 @@ def check_same_aspect(image: Source, mask: Source | torch.Tensor, tolerance: flo
 
 
 def dataset_items(cfg, split: str, ids: list[str]) -> list[dict]:
-    """FaceDataset items (image, labels, caption, id) for `ids` of `split`, with labels at the model's size."""
-    dataset = FaceDataset(cfg, split, train=False)
+    """FaceDataset items (image, mask, labels, caption, id) for `ids` of `split`, read at the model's size (the
+    dataset's own rule, so a sample of a dataset mask gets the input training and evaluation give it)."""
+    at_model_size = copy.deepcopy(cfg)
+    at_model_size.DATA.IMAGE_SIZE = cfg.MODEL.SIZE
+    dataset = FaceDataset(at_model_size, split, train=False)
     position = {image_id: i for i, image_id in enumerate(dataset.ids)}
     unknown = [i for i in ids if i not in position]
     if unknown:
         raise InputError(f"split '{split}' of {dataset.index_path} has no image ids {unknown} "
                          f"(it has {len(dataset.ids)} ids, e.g. {dataset.ids[:3]})")
-    size = cfg.MODEL.SIZE
-    items = []
-    for image_id in ids:
-        item = dataset[position[image_id]]
-        if item["labels"].shape[-1] != size:  # DATA.IMAGE_SIZE differs from the model's size
-            item["labels"] = F.interpolate(item["labels"][None, None].float(), size=(size, size),
-                                           mode="nearest")[0, 0].long()
-            item["image"] = F.interpolate(item["image"][None], size=(size, size), mode="bilinear",
-                                          align_corners=False, antialias=True)[0]
-        items.append(item)
-    return items
+    return [dataset[position[image_id]] for image_id in ids]
 
 
 def prepare_captions(captions: list[str], cfg, text_encoder) -> list[str]:

@@ -19,10 +19,10 @@ from torch import nn
 from tqdm import tqdm
 
 from pixelface.core.errors import InputError
+from pixelface.data.masks import model_mask
 from pixelface.evaluation.measures import LPIPS_BACKBONE_FILE, lpips_network
 from pixelface.networks.checkpoint import atomic_save, load_formatted
-from pixelface.networks.generation import (MEAN_LATENT_SAMPLES, MEAN_LATENT_SEED, WordFeatures, encode_caption,
-                                           mask_input)
+from pixelface.networks.generation import MEAN_LATENT_SAMPLES, MEAN_LATENT_SEED, WordFeatures, encode_caption
 from pixelface.networks.text_encoder import clip_image_input
 
 INVERSION_FORMAT = "pixelface-inversion"
@@ -169,7 +169,7 @@ def invert(g, text_encoder, cfg, image: torch.Tensor, labels: torch.Tensor, capt
     settings = settings or InversionSettings()
     device = _device(g)
     target = image.to(device)[None]
-    mask = mask_input(labels[None], cfg).to(device)
+    mask = model_mask(labels, cfg)[None].to(device)
     words, padding = _on(encode_caption(text_encoder, caption), device)
     loss_fn = ReconstructionLoss(target, text_encoder, settings.perceptual, settings.feature_weight)
 
@@ -259,6 +259,6 @@ def edit(g, text_encoder, cfg, inversion: Inversion, caption: str | None = None,
     labels = inversion.labels if labels is None else labels
     words, padding = _on(encode_caption(text_encoder, caption), device)
     noise = [n.to(device) for n in inversion.noise]
-    out = g(mask_input(labels[None].cpu(), cfg).to(device), words, inversion.latent.to(device),
+    out = g(model_mask(labels.cpu(), cfg)[None].to(device), words, inversion.latent.to(device),
             input_is_latent=True, word_padding=padding, noise=noise)
     return out[0].float().cpu()

@@ -19,7 +19,7 @@ def generate_images(g_ema, cfg, text_encoder, batch: dict, samples: list[int], s
     """G_ema's images for a batch of dataset items (their real masks and fixed captions); sample k is drawn
     with seed generation.image_seed(seed, k), the rule of pixelface.networks.generation. -> (B,3,S,S) on G's device."""
     seeds = [generation.image_seed(seed, k) for k in samples]
-    return generation.generate(g_ema, text_encoder, generation.batch_mask_input(batch, cfg), list(batch["caption"]),
+    return generation.generate(g_ema, text_encoder, batch["mask"], list(batch["caption"]),
                                seeds, batch_size=len(seeds))
 
 

@@ -21,7 +21,6 @@ import torch
 from tqdm import tqdm
 
 from pixelface.core.errors import InputError
-from pixelface.data.masks import color_tensor, one_hot
 
 MEAN_LATENT_SAMPLES = 4096  # z draws averaged into the truncation centre / inversion start
 MEAN_LATENT_SEED = 0x5EED   # fixed, so the truncation centre is a property of the model alone
@@ -57,17 +56,6 @@ def seeded_inputs(g, seed: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
     return z, g.make_noise(1, generator=rng, device="cpu")
 
 
-def mask_input(labels: torch.Tensor, cfg) -> torch.Tensor:
-    """(B,S,S) label maps -> the generator's mask input: palette colours in [-1,1] or a 19-channel one-hot."""
-    return one_hot(labels) if cfg.MODEL.MASK_INPUT == "onehot" else color_tensor(labels)
-
-
-def batch_mask_input(batch: dict, cfg) -> torch.Tensor:
-    """A dataset batch's mask as the networks train on it: its palette colours (resized as DATA.MASK_RESIZE
-    says) or the one-hot of its label map."""
-    return one_hot(batch["labels"]) if cfg.MODEL.MASK_INPUT == "onehot" else batch["mask"]
-
-
 def truncation_centre(g) -> torch.Tensor:
     """(1,STYLE_DIM) mean w of MEAN_LATENT_SAMPLES fixed z draws: the model's mean latent."""
     rng = torch.Generator().manual_seed(MEAN_LATENT_SEED)
@@ -79,7 +67,7 @@ def generate(g, text_encoder, masks: torch.Tensor, captions: list[str], seeds: l
              truncation: float = 1.0, batch_size: int = 1, progress: bool = False) -> torch.Tensor:
     """Images of N (mask input, caption, seed) triples -> (N,3,S,S) on G's device, in [-1,1] (unclamped).
 
-    masks: (N,C,S,S) as the generator takes them (mask_input, or a dataset batch's "mask"); captions: N
+    masks: (N,C,S,S) as the generator takes them (data.masks.generator_input, a dataset batch's "mask"); captions: N
     cleaned captions; truncation < 1 pulls w toward truncation_centre(g).
     """
     device = next(g.parameters()).device
@@ -102,17 +90,18 @@ def generate(g, text_encoder, masks: torch.Tensor, captions: list[str], seeds: l
 
 
 @torch.no_grad()
-def sample(g, text_encoder, cfg, labels: torch.Tensor, captions: list[str], seeds: list[int],
-             truncation: float = 1.0, batch_size: int = 1, progress: bool = False) -> torch.Tensor:
-    """Images for N (label map, caption, seed) triples -> (N,3,S,S) float on the CPU, in [-1,1] (unclamped).
+def sample(g, text_encoder, cfg, masks: torch.Tensor, captions: list[str], seeds: list[int],
+           truncation: float = 1.0, batch_size: int = 1, progress: bool = False) -> torch.Tensor:
+    """Images for N (mask, caption, seed) triples -> (N,3,S,S) float on the CPU, in [-1,1] (unclamped).
 
-    labels: (N,S,S) int64; captions: N cleaned captions; truncation < 1 pulls w toward the model's mean
+    masks: (N,C,S,S), G's mask input (data.masks.generator_input, the one rule); captions: N cleaned captions;
+    truncation < 1 pulls w toward the model's mean
     latent. What scripts/sample.py, the Python API and the editor call: their request checked (InputError
     naming what is wrong), then generate(); with batch_size 1 (the default) a seed's image is byte-identical
     whatever else is generated with it.
     """
-    if not len(labels) == len(captions) == len(seeds) >= 1:
-        raise InputError(f"got {len(labels)} masks, {len(captions)} captions and {len(seeds)} seeds; "
+    if not len(masks) == len(captions) == len(seeds) >= 1:
+        raise InputError(f"got {len(masks)} masks, {len(captions)} captions and {len(seeds)} seeds; "
                          f"expected one of each per sample, for at least one sample")
     if batch_size < 1:
         raise InputError(f"batch size {batch_size}: expected at least 1")
@@ -125,6 +114,6 @@ def sample(g, text_encoder, cfg, labels: torch.Tensor, captions: list[str], seed
     if batch_size > 1 and not cfg.TEXT.FIXED_LENGTH:
         raise InputError("TEXT.FIXED_LENGTH is false (the reference's batch-dependent word length), so captions "
                          "cannot share a batch without changing each other's features: use batch size 1")
-    images = generate(g, text_encoder, mask_input(labels, cfg), captions, seeds, truncation=truncation,
+    images = generate(g, text_encoder, masks, captions, seeds, truncation=truncation,
                       batch_size=batch_size, progress=progress)
     return images.float().cpu()

@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from open_clip.tokenizer import SimpleTokenizer
 from PIL import Image
 
-from pixelface.data.datasets import DatasetError, FaceDataset, resize_and_crop
+from pixelface.data.datasets import DatasetError, FaceDataset
 from pixelface.data.images import read_rgb
+from pixelface.data.images import resize_and_crop
 from pixelface.networks.checkpoint import atomic_save
 from pixelface.networks.text_encoder import CLIP_FORMAT, build_custom_clip, clip_image_input, custom_arch
 

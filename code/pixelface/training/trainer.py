@@ -29,12 +29,12 @@ from pixelface.core.files import atomic_write, write_text_atomic
 from pixelface.data.caption_regions import named_region_masks
 from pixelface.data.datasets import FaceDataset
 from pixelface.data.images import to_uint8
+from pixelface.data.masks import color_tensor
 from pixelface.evaluation.metrics import evaluate_generator
 from pixelface.evaluation.registry import METRICS, is_lower_better
 from pixelface.networks import generation, losses
 from pixelface.networks.checkpoint import atomic_save, load_checkpoint, FORMAT
 from pixelface.networks.discriminator import Discriminator
-from pixelface.networks.generation import batch_mask_input
 from pixelface.networks.generator import Generator
 from pixelface.networks.text_encoder import TextEncoder, pin_weights_hash
 from pixelface.training import phases
@@ -339,7 +339,7 @@ class Trainer:
     def grid_images(self, grid) -> torch.Tensor:
         """G_ema's (N,3,S,S) images of the grid, on the training device."""
         batch, seeds = grid
-        return generation.generate(self.G_ema, self.text, batch_mask_input(batch, self.cfg), list(batch["caption"]),
+        return generation.generate(self.G_ema, self.text, batch["mask"], list(batch["caption"]),
                                    seeds)  # one at a time: bit-equal to scripts/sample.py
 
     @torch.no_grad()
@@ -355,7 +355,7 @@ class Trainer:
         batch, _ = grid
         folder = self.run_dir / "samples"
         folder.mkdir(parents=True, exist_ok=True)
-        save_grid([batch["mask"], batch["image"]], folder / "reals.png")
+        save_grid([color_tensor(batch["labels"]), batch["image"]], folder / "reals.png")   # colours, whatever G reads
         write_text_atomic(folder / "captions.txt", "\n".join(batch["caption"]) + "\n")
 
     # ------------------------------------------------------------------------------------- phases
@@ -382,7 +382,7 @@ class Trainer:
     def phase_batch(self, batch: dict) -> phases.PhaseBatch:
         feats = self.text.encode(batch["caption"])
         regions = named_region_masks(batch["caption"], batch["labels"]) if self.cfg.TRAIN.RECON_NAMED_WEIGHT > 0 else None
-        return phases.PhaseBatch(batch["image"].to(self.device), batch_mask_input(batch, self.cfg).to(self.device),
+        return phases.PhaseBatch(batch["image"].to(self.device), batch["mask"].to(self.device),
                                  feats, losses.rotate(feats.sentence), regions)
 
     def _train_only(self, net: torch.nn.Module) -> None:

@@ -1,0 +1,93 @@
+"""Predict the CelebAMask-HQ mask of a photo with a face parser, plus an overlay to check it by eye.
+
+    pixelface-make-mask --image face.jpg --parser 79999_iter.pth --out face_mask.png
+
+(in a checkout also `python scripts/make_mask.py ...`, the same command).
+
+--parser takes this project's parser (e.g. models/parser_synthface.pt, made by scripts/train_parser.py) or
+the BiSeNet weights of face-parsing.PyTorch (79999_iter.pth); nothing is downloaded. The photo is
+centre-cropped to a square, as scripts/manipulate.py crops it, and the mask is written in the CelebAMask-HQ
+palette at that square's size (or --size), ready for --mask of scripts/sample.py and scripts/manipulate.py.
+The overlay (default: <stem of --out>_overlay.png next to it) shows the mask colours blended half over the
+photo. Existing files are kept unless --force.
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pixelface.commands.launch import launch
+from pixelface.core import cli, errors
+from pixelface.core.devices import resolve_device
+from pixelface.core.files import atomic_write
+from pixelface.data.images import MAX_PIXELS, to_uint8
+from pixelface.data.masks import LABELS, NUM_CLASSES, label_to_color
+from pixelface.editing import inputs
+from pixelface.evaluation.faceparsing import load_any_parser
+
+MAX_SIZE = int(MAX_PIXELS ** 0.5)   # the largest side an input image may have
+OVERLAY_WEIGHT = 0.5                # share of the mask colour in the overlay
+
+
+def output_paths(args) -> tuple[Path, Path]:
+    """(mask, overlay) paths, refused (InputError) unless both are distinct .png files other than the photo."""
+    out = Path(args.out)
+    overlay = Path(args.overlay) if args.overlay else out.with_name(f"{out.stem}_overlay.png")
+    for flag, path in (("--out", out), ("--overlay", overlay)):
+        if path.suffix.lower() != ".png":
+            raise errors.InputError(f"{flag} {path}: expected a .png file (JPEG noise would blur the palette colours)")
+        if path.resolve() == Path(args.image).resolve():
+            raise errors.InputError(f"{flag} {path} is the photo itself; choose another file")
+    if out.resolve() == overlay.resolve():
+        raise errors.InputError(f"--out and --overlay are both {out}; give them different names")
+    return out, overlay
+
+
+def overlay_picture(photo: np.ndarray, colours: np.ndarray, weight: float = OVERLAY_WEIGHT) -> np.ndarray:
+    """(S,S,3) uint8 photo and palette colours -> their blend, `weight` of the colour, rounded."""
+    blend = (1.0 - weight) * photo.astype(np.float32) + weight * colours.astype(np.float32)
+    return np.clip(np.round(blend), 0, 255).astype(np.uint8)
+
+
+def save_png(array: np.ndarray, path: Path) -> None:
+    picture = Image.fromarray(array)
+    atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))
+
+
+def class_shares(labels: np.ndarray, least: float = 0.01) -> str:
+    """'skin 41%, hair 22%, ...': the classes covering at least `least` of the mask, largest first."""
+    counts = np.bincount(labels.reshape(-1), minlength=NUM_CLASSES) / labels.size
+    order = [i for i in np.argsort(-counts) if counts[i] >= least]
+    return ", ".join(f"{LABELS[i]} {counts[i]:.0%}" for i in order)
+
+
+def run(args) -> None:
+    if args.size is not None and not 1 <= args.size <= MAX_SIZE:
+        raise errors.InputError(f"--size {args.size}: expected a side between 1 and {MAX_SIZE} pixels")
+    out, overlay = output_paths(args)
+    device = resolve_device(args.device)
+    width, height = inputs.image_shape(args.image)          # a bad photo or parser file is named before
+    size = args.size or min(width, height)                   # any folder is made or the network runs
+    face_parser = load_any_parser(args.parser, device)
+    cli.check_free([out, overlay], args.force)
+    image = inputs.read_image(args.image, size)
+    labels = face_parser.predict(image[None])[0].cpu().numpy()
+    colours = label_to_color(labels)
+    photo = to_uint8(image).permute(1, 2, 0).numpy()
+    save_png(colours, out)
+    save_png(overlay_picture(photo, colours), overlay)
+    print(f"wrote {out} ({size}x{size}, CelebAMask-HQ palette; {class_shares(labels)}) and {overlay}")
+
+
+def execute(args) -> int:
+    """Run the command on parsed arguments (pixelface.commands.parsers.make_mask) -> exit code."""
+    return cli.run(run, args)
+
+
+def main(argv=None) -> int:
+    return launch("make_mask", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
