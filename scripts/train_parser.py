@@ -9,9 +9,9 @@ is never overwritten unless --force is given.
 import argparse
 import sys
 
+from pixelface.commands.parsers import DEVICE_HELP
 from pixelface.core import cli
 from pixelface.core.config import load_config
-from pixelface.commands.parsers import DEVICE_HELP
 from pixelface.core.devices import resolve_device
 from pixelface.evaluation.parser import train_parser
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pixelface.data.datasets import FaceDataset, read_label_map
+from pixelface.data.datasets import FaceDataset
 from pixelface.data.images import to_uint8
+from pixelface.data.mask_files import read_labels
 from pixelface.data.masks import color_tensor
 from pixelface.evaluation import context
 from pixelface.networks import generation
@@ -92,7 +93,7 @@ def test_masks_stored_larger_than_the_model_reach_g_alike_in_grid_evaluation_and
     g, cfg = load_generator(big_ckpt)
     test = FaceDataset(cfg, "test", train=False)
     item = test[0]
-    full = read_label_map(test.mask_paths[0], cfg.DATA.MASK_KIND)
+    full = read_labels(test.mask_paths[0], kind=cfg.DATA.MASK_KIND)
     assert full.shape == (128, 128) and item["mask"].shape == (3, 64, 64)
     assert not torch.equal(item["mask"], color_tensor(item["labels"]))   # blended borders: the hard rule differs
 

@@ -21,6 +21,7 @@ from pixelface.core import cli, errors
 from pixelface.core.devices import resolve_device
 from pixelface.core.files import write_json_atomic, write_text_atomic
 from pixelface.data.images import picture_grid, save_png
+from pixelface.data.mask_files import read_labels
 from pixelface.data.masks import color_tensor, model_mask, resize_labels
 from pixelface.editing import inputs
 from pixelface.networks import generation
@@ -54,7 +55,7 @@ def gather_conditions(args, cfg, text_encoder) -> tuple[list[tuple[str, torch.Te
     else:
         masks = []
         for m in args.mask:
-            labels = inputs.mask_labels(m, cfg.DATA.MASK_SNAP_DISTANCE, cfg.DATA.MASK_MAX_OFF_PALETTE, args.mask_order)
+            labels = read_labels(m, cfg.DATA.MASK_SNAP_DISTANCE, cfg.DATA.MASK_MAX_OFF_PALETTE, args.mask_order)
             masks.append((m, resize_labels(labels, size), model_mask(labels, cfg)))
         dataset_captions = None
     if args.text_file:

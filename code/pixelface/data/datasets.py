@@ -27,9 +27,9 @@ from tqdm import tqdm
 
 from pixelface.core.config import ConfigError, default_config, plain_name_problem, require_path
 from pixelface.core.files import atomic_write, write_bytes_atomic
-from pixelface.data.images import ImageReadError, read_mask_array, read_rgb, resize_and_crop, signed_tensor
-from pixelface.data.masks import (LABELS, LABEL_ID, MASK_ORDERS, NUM_CLASSES, MaskError, color_to_label,
-                                  generator_input, label_to_color, resize_labels, to_celebamask)
+from pixelface.data.images import ImageReadError, read_rgb, resize_and_crop, signed_tensor
+from pixelface.data.mask_files import read_labels
+from pixelface.data.masks import LABELS, LABEL_ID, MASK_ORDERS, generator_input, label_to_color, resize_labels
 
 CAPTIONS_PER_IMAGE = 10
 INDEX_NAME = "dataset2.json"
@@ -151,21 +151,6 @@ def _repeated(ids: list[str]) -> list[str]:
 # Images and masks
 
 
-def read_label_map(path: Path, kind: str, snap_distance: float = 80.0, max_off_palette: float = 0.05,
-                   order: str = "celebamask") -> np.ndarray:
-    """The full-resolution (H,W) uint8 CelebAMask-HQ label map stored at `path` as a colour mask or as label
-    ids numbered in `order` (masks.MASK_ORDERS; colours are always the CelebAMask-HQ palette). ImageReadError
-    when the file cannot be read."""
-    if kind == "color":
-        return color_to_label(read_mask_array(path, "mask", rgb=True), snap_distance, max_off_palette, name=str(path))
-    labels = read_mask_array(path, "mask")
-    if labels.ndim != 2:
-        raise MaskError(f"{path}: expected a single-channel label-id PNG, got a colour image")
-    if labels.min() < 0 or labels.max() >= NUM_CLASSES:
-        raise MaskError(f"{path}: label ids must lie in 0..{NUM_CLASSES - 1}, found {labels.min()}..{labels.max()}")
-    return to_celebamask(labels, order).astype(np.uint8, copy=False)
-
-
 class FaceDataset(torch.utils.data.Dataset):
     """MM-CelebA-HQ images with their parsing masks and one caption each; one item per image.
 
@@ -218,8 +203,8 @@ class FaceDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         # ImageReadError names the file, so a DataLoader worker or a DDP rank fails saying which one.
         image = resize_and_crop(read_rgb(self.image_paths[i], "image"), self.size, Image.BILINEAR)
-        labels_full = read_label_map(self.mask_paths[i], self.mask_kind, self.snap_distance, self.max_off_palette,
-                                     self.mask_order)
+        labels_full = read_labels(self.mask_paths[i], self.snap_distance, self.max_off_palette, self.mask_order,
+                                  kind=self.mask_kind)
         labels = resize_labels(labels_full, self.size)
         mask = generator_input(labels_full, self.size, self.mask_input, self.mask_resize)
         return {"image": signed_tensor(image), "mask": mask, "labels": labels, "caption": self.caption(i),

@@ -23,6 +23,7 @@ import torch
 import torchvision
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from pixelface.core.errors import InputError
 from pixelface.core.files import atomic_write
 
 MAX_PIXELS = 8192 * 8192  # larger images are refused before they are decoded (decompression bombs)
@@ -236,3 +237,25 @@ def signed_tensor(image: Image.Image) -> torch.Tensor:
     """(H,W,3) uint8 PIL image -> float (3,H,W) in [-1, 1]."""
     array = np.asarray(image, dtype=np.float32)
     return torch.from_numpy(array).permute(2, 0, 1).contiguous() / 127.5 - 1.0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sources a user hands over: a path, a PIL image or an array
+
+Source = str | Path | Image.Image | np.ndarray
+
+
+def source_name(source) -> str:
+    """How messages name an input: its path, or the kind, mode and size of an in-memory one."""
+    if isinstance(source, Image.Image):
+        return f"<PIL image, mode {source.mode}, {source.width}x{source.height}>"
+    if isinstance(source, (np.ndarray, torch.Tensor)):
+        return f"<{type(source).__name__} of {str(source.dtype)}, shape {tuple(source.shape)}>"
+    return str(source)
+
+
+def source_path(source, what: str) -> Path:
+    """A path source as a Path; InputError for what is neither a path nor an in-memory picture."""
+    if not isinstance(source, (str, Path)):
+        raise InputError(f"{what}: expected a file path, a PIL image or a numpy array, got {type(source).__name__}")
+    return Path(source)

@@ -21,6 +21,7 @@ from PIL import Image
 from pixelface.core import errors
 from pixelface.core.devices import resolve_device
 from pixelface.data.images import to_pil
+from pixelface.data.mask_files import read_labels
 from pixelface.data.masks import model_mask, resize_labels
 from pixelface.editing import inputs, manipulation
 from pixelface.networks import generation
@@ -59,7 +60,7 @@ class PixelFace:
 
     def _full_labels(self, mask, mask_order: str):
         data = self.cfg.DATA
-        return inputs.mask_labels(mask, data.MASK_SNAP_DISTANCE, data.MASK_MAX_OFF_PALETTE, mask_order)
+        return read_labels(mask, data.MASK_SNAP_DISTANCE, data.MASK_MAX_OFF_PALETTE, mask_order)
 
     def caption(self, text: str) -> str:
         """`text` cleaned as training cleaned captions (InputWarning when it is cut)."""
