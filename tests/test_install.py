@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 from PIL import Image
@@ -98,17 +97,18 @@ def test_installed_console_scripts_reach_their_commands(installed):
     check = "; ".join(f"import {t.split(':')[0]} as m; assert callable(m.{t.split(':')[1]})" for t in targets.values())
     done = run_installed(site, work, [sys.executable, "-c", check])
     assert done.returncode == 0, done.stderr[-2000:]
-    slow = {}
-    for name in COMMANDS:       # from a folder outside the checkout; best of three (the machine may be busy)
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            done = run_installed(site, work, [str(site / "bin" / name), "--help"])
-            times.append(time.perf_counter() - start)
-            assert done.returncode == 0 and "examples:" in done.stdout, (name, done.stderr[-2000:])
-        if min(times) > 2.0:
-            slow[name] = round(min(times), 2)
-    assert not slow, f"--help slower than 2 s: {slow}"
+    for name in COMMANDS:       # from a folder outside the checkout
+        done = run_installed(site, work, [str(site / "bin" / name), "--help"])
+        assert done.returncode == 0 and "examples:" in done.stdout, (name, done.stderr[-2000:])
+    # --help is quick because nothing heavy loads before the arguments parse (speed itself is a benchmark's
+    # business, not a timed test's): each entry point's --help, then the heavy modules present
+    probe = ("import sys\n"
+             + "".join(f"from {t.split(':')[0]} import {t.split(':')[1]} as f{i}\n" for i, t in enumerate(targets.values()))
+             + "for f in [" + ", ".join(f"f{i}" for i in range(len(targets))) + "]:\n"
+             + "    try:\n        f(['--help'])\n    except SystemExit as e:\n        assert e.code == 0\n"
+             + "print(sorted(m for m in ('torch', 'numpy', 'PIL', 'open_clip') if m in sys.modules))\n")
+    done = run_installed(site, work, [sys.executable, "-c", probe])
+    assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == "[]", done.stdout[-500:] + done.stderr[-2000:]
 
 
 @pytest.mark.slow
