@@ -142,3 +142,23 @@ def test_discriminator_equals_the_reference_transcription_with_gradients():
     torch.testing.assert_close(ours[1], ref[1])
     for name in ours[2]:
         torch.testing.assert_close(ours[2][name], ref[2][name], msg=name)
+
+
+def test_pixel_conditional_head_scores_the_caption_where_pixels_and_caption_meet():
+    """MODEL.D_COND_PIXEL_RES: the per-pixel head's parameters get gradients, the caption changes its part of the
+    conditional logit, the unconditional logit is untouched, and bad resolutions are refused."""
+    d = tiny(cond_pixel_res=16).train()
+    image, mask, sentence = tiny_inputs()
+    logit, cond = d(image, mask, sentence)
+    F.binary_cross_entropy_with_logits(cond, torch.ones(4)).backward()
+    for name, p in d.pixel_head.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    plain = tiny()
+    plain.load_state_dict({k: v for k, v in d.state_dict().items() if not k.startswith("pixel_head.")})
+    plain_logit, plain_cond = plain.eval()(image, mask, sentence)
+    d.eval()
+    torch.testing.assert_close(d(image, mask)[0], plain_logit)
+    assert not torch.allclose(d(image, mask, sentence)[1], plain_cond)
+    for bad in (4, 12, 64):
+        with pytest.raises(ValueError, match="cond_pixel_res must be 0 or a power of two"):
+            tiny(cond_pixel_res=bad)

@@ -160,6 +160,7 @@ SCHEMA = {
         "GCMF_DROPOUT": _k(0.06, "GCMF attention dropout, applied per element and per word (reference 0.06 each)", between(0, 1, hi_open=True)),
         "GCMF_CHUNK": _k(0, "GCMF processes at most this many query rows at once; 0: 16384 on CPU (cache-sized), all at once on GPU (fewer launches)", NON_NEGATIVE),
         "D_SPECTRAL_NORM": _k("torch", "power iteration of D's text-head spectral norm: 'torch' (u then v, training only) or 'reference' (v then u on every call)", one_of("torch", "reference")),
+        "D_COND_PIXEL_RES": _k(0, "0 (reference: D reads the caption at 4x4 only), or a resolution of D's body where a per-pixel head also scores image against caption (not in the paper)", NON_NEGATIVE),
         "FOLD_SKIP": _k("none", "also add a linear projection of each stage's per-pixel rows to every fold step's output: 'none' (reference: they pass only through the positional fold), 'mask' (mask features), 'fusion' (mask features and GCMF output)", one_of("none", "mask", "fusion")),
         "UNFOLD_BLUR": _k(False, "a [1,2,1]x[1,2,1]/16 low-pass after every Unfold, so the four sub-pixel channel groups cannot paint a 2-pixel pattern (not in the paper; False = the reference)"),
         "TEXT_TO_W": _k(False, "also shift every w by a linear map of the caption's mean word feature, a global text route beside GCMF's per-pixel one (not in the paper; False = the reference)"),

@@ -115,6 +115,24 @@ class ConditionalHead(nn.Module):
         return self.out(joint).view(-1)
 
 
+class PixelConditionalHead(nn.Module):
+    """MODEL.D_COND_PIXEL_RES (not in the paper): at one resolution of D's body, each pixel's features beside the
+    tiled sentence pass a 1×1 spectral-norm conv + leaky ReLU and a 1×1 conv to a per-pixel logit; their mean
+    joins the conditional logit. The 4×4 head sees a face through a few numbers per cell, too coarse for what a
+    caption says about small or thin regions (lips, cheeks, the skin's tint); here D judges caption and pixel
+    where they meet."""
+
+    def __init__(self, channels: int, sentence_dim: int):
+        super().__init__()
+        self.joint_conv = torch_spectral_norm(nn.Conv2d(channels + sentence_dim, channels, 1))
+        self.out = nn.Conv2d(channels, 1, 1)
+
+    def forward(self, h: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
+        tiled = sentence[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])
+        joint = F.leaky_relu(self.joint_conv(torch.cat([h, tiled], dim=1)), 0.2)
+        return self.out(joint).mean((1, 2, 3))
+
+
 class Discriminator(nn.Module):
     """StyleGAN2 D over cat[image, mask] with an unconditional logit and a sentence-conditional logit.
 
@@ -124,10 +142,13 @@ class Discriminator(nn.Module):
         in_channels: image (3) + mask channels (3 colour, 19 one-hot).
         sentence_dim: width of the sentence embedding fed to the conditional head.
         spectral_norm: the conditional head's power iteration, "torch" or "reference".
+        cond_pixel_res: 0 (the reference), or a resolution in (4, size] where a PixelConditionalHead also scores
+            the caption, on the input of the block at that resolution.
     """
 
     def __init__(self, size: int = 256, channel_multiplier: int = 2, channel_max: int = 512,
-                 in_channels: int = 6, sentence_dim: int = 512, spectral_norm: str = "torch"):
+                 in_channels: int = 6, sentence_dim: int = 512, spectral_norm: str = "torch",
+                 cond_pixel_res: int = 0):
         super().__init__()
         if size < 8 or size & (size - 1):
             raise ValueError(f"discriminator size must be a power of two ≥ 8, got {size}")
@@ -143,12 +164,18 @@ class Discriminator(nn.Module):
         self.final_linear = nn.Sequential(EqualLinear(ch[4] * 16, ch[4], activation=True),
                                           EqualLinear(ch[4], 1))
         self.cond_head = ConditionalHead(ch[4], sentence_dim, spectral_norm)
+        if cond_pixel_res and (cond_pixel_res not in ch or not 4 < cond_pixel_res <= size):
+            raise ValueError(f"cond_pixel_res must be 0 or a power of two in (4, {size}], got {cond_pixel_res}")
+        # index of the block whose input has that resolution
+        self.pixel_block = int(math.log2(size // cond_pixel_res)) if cond_pixel_res else None
+        self.pixel_head = PixelConditionalHead(ch[cond_pixel_res], sentence_dim) if cond_pixel_res else None
 
     @classmethod
     def from_config(cls, cfg) -> "Discriminator":
         return cls(size=cfg.MODEL.SIZE, channel_multiplier=cfg.MODEL.CHANNEL_MULTIPLIER,
                    channel_max=cfg.MODEL.CHANNEL_MAX, in_channels=3 + mask_channels_from_config(cfg),
-                   sentence_dim=cfg.TEXT.SENTENCE_DIM, spectral_norm=cfg.MODEL.D_SPECTRAL_NORM)
+                   sentence_dim=cfg.TEXT.SENTENCE_DIM, spectral_norm=cfg.MODEL.D_SPECTRAL_NORM,
+                   cond_pixel_res=cfg.MODEL.D_COND_PIXEL_RES)
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor, sentence=None):
         """image (B,3,S,S), mask (B,C_m,S,S); sentence (B,sentence_dim), a list of K such tensors, or None.
@@ -160,12 +187,21 @@ class Discriminator(nn.Module):
         sentences = [sentence] if torch.is_tensor(sentence) else list(sentence or [])
         self._check_inputs(image, mask, sentences)
         h = self.from_input(torch.cat([image, mask], dim=1))
-        h = self.final_conv(minibatch_stddev(self.blocks(h)))
+        pixel_h = None
+        for index, block in enumerate(self.blocks):
+            if index == self.pixel_block:
+                pixel_h = h
+            h = block(h)
+        h = self.final_conv(minibatch_stddev(h))
         logit = self.final_linear(h.flatten(1))
         if not sentences:
             return logit, None
-        conds = torch.stack([self.cond_head(h, s) for s in sentences])
+        conds = torch.stack([self.cond_score(h, pixel_h, s) for s in sentences])
         return logit, conds[0] if torch.is_tensor(sentence) else conds
+
+    def cond_score(self, h, pixel_h, sentence):
+        score = self.cond_head(h, sentence)
+        return score if self.pixel_head is None else score + self.pixel_head(pixel_h, sentence)
 
     def _check_inputs(self, image, mask, sentences):
         shape = (self.size, self.size)

@@ -274,6 +274,8 @@ def stddev_feature(out: torch.Tensor, group_max: int = 4) -> torch.Tensor:
 def reference_discriminator_forward(d, image, mask, sentence=None):
     """Pixel_Discriminator.forward on cat[image, mask] with D's parameters: (logit (B,1), cond logit (B,)
     or None). One sentence per call, as the reference; each call runs the whole body."""
+    if d.pixel_head is not None:
+        raise ValueError("the reference's D reads the caption at 4x4 only (MODEL.D_COND_PIXEL_RES must be 0)")
     out = conv_layer(d.from_input, torch.cat([image, mask], 1))
     for block in d.blocks:
         out = res_block(block, out)
