@@ -37,11 +37,13 @@ def test_every_help_shows_examples_and_defaults(name, capsys):
 
 def test_parser_constants_match_the_library():
     from pixelface.data.masks import MASK_ORDERS
+    from pixelface.editing.face_crop import ALIGN_MODES
     from pixelface.editing.manipulation import InversionSettings
     from pixelface.evaluation.registry import METRICS
     assert parsers.METRIC_NAMES == tuple(METRICS)
     assert parsers.INVERSION_STEPS == InversionSettings.steps
     assert parsers.MASK_ORDERS == MASK_ORDERS
+    assert parsers.ALIGN_MODES == ALIGN_MODES
     assert set(launch.COMMANDS) == {n for n in dir(launch) if n in launch.COMMANDS}   # one function per command
 
 

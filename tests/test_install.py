@@ -20,7 +20,7 @@ from pixelface.data.synthface import make_face
 
 BUILD_INPUTS = ("pyproject.toml", "setup.py", "MANIFEST.in", "cfg", "code")
 COMMANDS = ("pixelface-train", "pixelface-sample", "pixelface-edit", "pixelface-eval", "pixelface-make-mask",
-            "pixelface-editor", "pixelface-convert", "pixelface-export")
+            "pixelface-editor", "pixelface-convert", "pixelface-export", "pixelface-align")
 CAPTION = "a woman with blond hair"
 
 # Printed by the installed copy: what it imports and where it puts things.

@@ -15,7 +15,8 @@ from pixelface.commands import parsers
 COMMANDS = {"train": "pixelface.commands.train", "sample": "pixelface.commands.sample",
             "edit": "pixelface.commands.edit", "evaluate": "pixelface.commands.evaluate",
             "make_mask": "pixelface.commands.make_mask", "editor": "pixelface.commands.editor",
-            "convert": "pixelface.commands.convert", "export": "pixelface.commands.export"}
+            "convert": "pixelface.commands.convert", "export": "pixelface.commands.export",
+            "align_face": "pixelface.commands.align_face"}
 
 
 def launch(name: str, argv=None) -> int:
@@ -33,7 +34,7 @@ def _entry(name: str):
     return main
 
 
-train, sample, edit, evaluate, make_mask, editor, convert, export = (_entry(name) for name in COMMANDS)
+train, sample, edit, evaluate, make_mask, editor, convert, export, align_face = (_entry(name) for name in COMMANDS)
 
 
 if __name__ == "__main__":     # python -m pixelface.commands.launch NAME [options]

@@ -16,6 +16,7 @@ METRIC_NAMES = ("fid", "kid", "fid_clip", "clip_score", "r_precision", "mask_acc
                 "fid_parser", "sharpness", "seed_spread", "diversity")
 INVERSION_STEPS = 250    # manipulation.InversionSettings.steps; a test keeps them equal
 MASK_ORDERS = ("celebamask", "faceparsing")   # data.masks.MASK_ORDERS; a test keeps them equal
+ALIGN_MODES = ("auto", "on", "off")           # editing.face_crop.ALIGN_MODES; a test keeps them equal
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -170,6 +171,32 @@ def evaluate() -> argparse.ArgumentParser:
 def check_evaluate(p: argparse.ArgumentParser, args) -> None:
     if args.num < 2 or args.batch < 1:
         p.error("need --num >= 2 and --batch >= 1")
+
+
+def add_alignment(p: argparse.ArgumentParser, default: str = "auto") -> None:
+    """--align, --face and --detector: how a photo becomes the model's aligned face crop."""
+    p.add_argument("--align", choices=ALIGN_MODES, default=default,
+                   help="find the face and cut the CelebA-HQ/FFHQ crop: on; off (centre crop); auto: on unless the "
+                        "photo already is an aligned crop (square, and no face found or its crop is the photo)")
+    p.add_argument("--face", type=int, metavar="K", help="which face of the photo (0, 1, ...; default: the largest)")
+    p.add_argument("--detector", default="dlib", metavar="SPEC",
+                   help="face finder: 'dlib' (HOG + 68 points, from the 'align' extra), a dlib .dat file (a 68-point "
+                        "shape predictor, or mmod_human_face_detector.dat), or package.module:factory")
+
+
+def align_face() -> argparse.ArgumentParser:
+    p = _parser("pixelface-align", "Find the face in a photo and write its aligned CelebA-HQ/FFHQ crop, plus the "
+                "transform and landmarks as JSON beside it (the crop's inverse puts edits back into the photo).", """
+        pip install -r requirements-align.txt      # or: pip install ".[align]"
+        pixelface-align --image group.jpg --out face.png --size 256 --face 1
+        python scripts/align_face.py --image photo.jpg --out crop.png     # writes crop.png and crop.json
+        """)
+    p.add_argument("--image", required=True, help="the photo (any size; EXIF orientation applied)")
+    p.add_argument("--out", required=True, help="crop PNG to write; its .json goes beside it")
+    p.add_argument("--size", type=int, default=256, help="side of the crop in pixels")
+    add_alignment(p, default="on")
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    return p
 
 
 def make_mask() -> argparse.ArgumentParser:

@@ -220,6 +220,27 @@ def save_png(image: torch.Tensor, path: str | Path) -> None:
     atomic_write(Path(path), lambda tmp: picture.save(tmp, format="PNG"))
 
 
+PHOTO_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
+                 ".tiff": "TIFF"}
+
+
+def photo_suffix(source) -> str:
+    """The suffix a whole-photo output keeps: the source file's, when it names an image format, else .png."""
+    suffix = Path(source).suffix.lower() if isinstance(source, (str, Path)) else ""
+    return suffix if suffix in PHOTO_FORMATS else ".png"
+
+
+def save_photo(array: np.ndarray, path: str | Path) -> None:
+    """(H,W,3) uint8 in the format the suffix names (JPEG at quality 95), upright (no EXIF orientation), atomically."""
+    path = Path(path)
+    form = PHOTO_FORMATS.get(path.suffix.lower())
+    if form is None:
+        raise InputError(f"{path}: expected one of the suffixes {', '.join(PHOTO_FORMATS)}")
+    options = {"quality": 95} if form in ("JPEG", "WEBP") else {}
+    picture = Image.fromarray(array)
+    atomic_write(path, lambda tmp: picture.save(tmp, format=form, **options))
+
+
 def resize_and_crop(image: Image.Image, size: int, resample: int) -> Image.Image:
     """Resize the shorter side to `size` with `resample`, then cut the centred size x size square."""
     w, h = image.size
