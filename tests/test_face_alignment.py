@@ -15,9 +15,10 @@ from PIL import Image
 
 from pixelface.core.errors import InputError
 from pixelface.data.face_alignment import Alignment, crop_frame, landmark_residual, warp_to_crop
-from pixelface.data.masks import LABEL_ID
+from pixelface.data.masks import LABEL_ID, label_to_color
 from pixelface.editing.face_crop import face_crop, read_face
 from pixelface.editing.paste_back import face_weight, paste_back, photo_weight
+from conftest import load_script
 
 HAS_ALIGN = all(importlib.util.find_spec(m) for m in ("dlib", "face_recognition_models", "skimage"))
 needs_align = pytest.mark.skipif(not HAS_ALIGN, reason="needs the 'align' extra and scikit-image: "
@@ -223,3 +224,26 @@ def test_align_face_command_writes_the_crop_and_its_json(tmp_path, astronaut):
     again = subprocess.run([sys.executable, "-m", "pixelface.commands.launch", "align_face", "--image",
                             str(tmp_path / "wall.png"), "--out", str(tmp_path / "x.png")], capture_output=True, text=True)
     assert again.returncode == 2 and again.stderr.count("\n") == 1
+
+
+@needs_align
+def test_manipulate_edits_a_photo_and_puts_the_face_back(ckpt, tmp_path, astronaut):
+    """scripts/manipulate.py on a photo that is not an aligned crop: the face is aligned, inverted, edited, and
+    each result is also written as the whole photo (same size, same format), unchanged outside the face."""
+    scene = place(brick(480, 360), astronaut, 20, 0.8, (240, 180))
+    Image.fromarray(scene).save(tmp_path / "scene.png")
+    labels = round_face_labels(64)
+    Image.fromarray(label_to_color(labels.astype(np.uint8))).save(tmp_path / "mask.png")
+    out = tmp_path / "out"
+    assert load_script("manipulate").main([str(a) for a in (
+        "--ckpt", ckpt, "--image", tmp_path / "scene.png", "--mask", tmp_path / "mask.png", "--caption", "a woman",
+        "--edit-text", "a woman with blond hair", "--steps", 2, "--out", out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["alignment"]["how"] == "aligned" and len(report["alignment"]["faces"]) == 1
+    alignment = Alignment.from_json(report["alignment"]["alignment"])
+    outside = photo_weight(labels, alignment) == 0
+    for name in ("photo_reconstruction.png", "photo_edit_1.png"):
+        whole = np.asarray(Image.open(out / name))
+        assert whole.shape == scene.shape
+        np.testing.assert_array_equal(whole[outside], scene[outside])
+        assert not np.array_equal(whole, scene)

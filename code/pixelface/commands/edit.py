@@ -7,6 +7,12 @@
 
 (in a checkout also `python scripts/manipulate.py ...`, the same command).
 
+A photo (--image) is first aligned as the training faces were (--align auto: unless it already is an aligned
+crop; see pixelface.editing.face_crop): the face is found (the largest, or --face K), its CelebA-HQ/FFHQ crop is
+inverted and edited, and every result is also written as the whole photo with the edited face put back
+(photo_reconstruction.EXT, photo_edit_<k>.EXT, in the photo's own format). --mask is then the mask of that
+aligned crop (scripts/make_mask.py --align writes it); --parser predicts it on the crop.
+
 The mask comes from --mask, the dataset (--from-dataset SPLIT --id ID, which also gives the image and, without
 --caption, its caption) or a face parser (--parser: this project's, or face-parsing.PyTorch's 79999_iter.pth).
 Inversion fits W+ and the noise maps (optionally followed by --pti-steps of generator fine-tuning) and is saved
@@ -20,22 +26,25 @@ import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from pixelface.commands.launch import launch
 from pixelface.core import cli, errors
 from pixelface.core.devices import resolve_device
 from pixelface.core.files import write_json_atomic
-from pixelface.data.images import picture_grid, save_png
+from pixelface.data.images import photo_suffix, picture_grid, save_photo, save_png, signed_tensor, to_uint8
 from pixelface.data.masks import color_tensor
 from pixelface.editing import inputs, manipulation
+from pixelface.editing.face_crop import FaceCrop, read_face
 from pixelface.evaluation import measures
 from pixelface.evaluation.faceparsing import load_any_parser
 from pixelface.networks.checkpoint import checkpoint_hash, load_generator
 from pixelface.networks.text_encoder import TextEncoder
 
 
-def source_face(args, cfg, text_encoder, device) -> tuple[torch.Tensor, torch.Tensor, str, dict]:
-    """(image (3,S,S), labels (S,S), cleaned caption, where each came from) of the face to invert."""
+def source_face(args, cfg, text_encoder, device) -> tuple[torch.Tensor, torch.Tensor, str, dict, FaceCrop | None]:
+    """(image (3,S,S), labels (S,S), cleaned caption, where each came from, the photo's FaceCrop or None) of the
+    face to invert."""
     size = cfg.MODEL.SIZE
     if args.from_dataset:
         if args.data_root:
@@ -43,20 +52,23 @@ def source_face(args, cfg, text_encoder, device) -> tuple[torch.Tensor, torch.Te
         item = inputs.dataset_items(cfg, args.from_dataset, [args.id])[0]
         image, labels, caption = item["image"], item["labels"], args.caption or item["caption"]
         origin = {"image": f"{args.from_dataset}:{args.id}", "mask": f"{args.from_dataset}:{args.id}"}
+        photo = None
     else:
         if not args.caption:
             raise errors.InputError("--caption is required: describe the face in --image")
-        image = inputs.read_image(args.image, size)
+        photo = read_face(args.image, size, args.align, args.face, args.detector)
+        image = signed_tensor(Image.fromarray(photo.crop))
         caption = args.caption
         if args.mask:
-            inputs.check_same_aspect(args.image, args.mask)
+            inputs.check_same_aspect(args.image if photo.alignment is None else photo.crop, args.mask)
             labels = inputs.read_mask(args.mask, size, cfg.DATA.MASK_SNAP_DISTANCE, cfg.DATA.MASK_MAX_OFF_PALETTE,
                                        args.mask_order)
             origin = {"image": args.image, "mask": args.mask}
         else:
             labels = load_any_parser(args.parser, device).predict(image[None])[0].cpu()
             origin = {"image": args.image, "mask": f"predicted by {args.parser}"}
-    return image, labels, inputs.prepare_captions([caption], cfg, text_encoder)[0], origin
+        origin["alignment"] = photo.to_json()
+    return image, labels, inputs.prepare_captions([caption], cfg, text_encoder)[0], origin, photo
 
 
 def read_edits(args, cfg, text_encoder, inversion_caption: str) -> list[dict]:
@@ -87,13 +99,15 @@ def run(args) -> Path:
     if args.inversion:
         inversion = manipulation.load_inversion(args.inversion, ckpt_hash)
         origin = {"image": f"from {args.inversion}", "mask": f"from {args.inversion}"}
+        photo = None
     else:
-        image, labels, caption, origin = source_face(args, cfg, text_encoder, device)
+        image, labels, caption, origin, photo = source_face(args, cfg, text_encoder, device)
     edits = read_edits(args, cfg, text_encoder, inversion.caption if args.inversion else caption)
 
     out = Path(args.out)
     names = ["original.png", "reconstruction.png", *(f"edit_{k}.png" for k in range(1, len(edits) + 1)),
-             "strip.png", "report.json", *([] if args.inversion else ["inversion.pt"])]
+             "strip.png", "report.json", *([] if args.inversion else ["inversion.pt"]),
+             *photo_names(photo, args.image, len(edits))]
     cli.check_free([out / n for n in names], args.force)
 
     started = time.time()
@@ -115,8 +129,26 @@ def run(args) -> Path:
               "edit_seconds": round(finished - inverted, 2),
               **measure(text_encoder, inversion, reconstruction, results, edits)}
     write_pictures(out, inversion, reconstruction, results, edits)
+    write_photos(out, photo, args.image, inversion, reconstruction, results, edits)
     write_json_atomic(out / "report.json", report)
     return out
+
+
+def photo_names(photo: FaceCrop | None, source, edits: int) -> list[str]:
+    """The whole-photo outputs of an aligned photo, in its own format: the reconstruction, then each edit."""
+    if photo is None or photo.alignment is None:
+        return []
+    suffix = photo_suffix(source)
+    return [f"photo_reconstruction{suffix}", *(f"photo_edit_{k}{suffix}" for k in range(1, edits + 1))]
+
+
+def write_photos(out: Path, photo: FaceCrop | None, source, inversion, reconstruction, results, edits) -> None:
+    """Each result put back into the whole photo, over the face and hair of the original and the edited mask."""
+    names = photo_names(photo, source, len(edits))
+    masks = [None, *(e["labels"] for e in edits)]
+    for name, image, mask in zip(names, [reconstruction, *results], masks):
+        labels = [inversion.labels.cpu()] + ([] if mask is None else [mask.cpu()])
+        save_photo(photo.paste(to_uint8(image).permute(1, 2, 0).cpu().numpy(), labels), out / name)
 
 
 def measure(text_encoder, inversion, reconstruction, results, edits) -> dict:

@@ -5,9 +5,11 @@
 (in a checkout also `python scripts/make_mask.py ...`, the same command).
 
 --parser takes this project's parser (e.g. models/parser_synthface.pt, made by scripts/train_parser.py) or
-the BiSeNet weights of face-parsing.PyTorch (79999_iter.pth); nothing is downloaded. The photo is
-centre-cropped to a square, as scripts/manipulate.py crops it, and the mask is written in the CelebAMask-HQ
-palette at that square's size (or --size), ready for --mask of scripts/sample.py and scripts/manipulate.py.
+the BiSeNet weights of face-parsing.PyTorch (79999_iter.pth); nothing is downloaded. The photo is cut as
+scripts/manipulate.py cuts it (--align auto: the aligned CelebA-HQ/FFHQ crop of its face, unless it already is
+one, then a centre crop), and the mask is written in the CelebAMask-HQ palette at --size (default: the
+photo's shorter side, ALIGNED_SIZE for an aligned crop), ready for --mask of scripts/sample.py and
+scripts/manipulate.py. An aligned crop is also written, as <stem of --out>_crop.png, to see what the mask covers.
 The overlay (default: <stem of --out>_overlay.png next to it) shows the mask colours blended half over the
 photo. Existing files are kept unless --force.
 """
@@ -21,19 +23,25 @@ from pixelface.commands.launch import launch
 from pixelface.core import cli, errors
 from pixelface.core.devices import resolve_device
 from pixelface.core.files import atomic_write
-from pixelface.data.images import MAX_PIXELS, to_uint8
+from pixelface.data.images import MAX_PIXELS, signed_tensor
 from pixelface.data.masks import LABELS, NUM_CLASSES, label_to_color
 from pixelface.editing import inputs
+from pixelface.editing.face_crop import read_face
 from pixelface.evaluation.faceparsing import load_any_parser
 
 MAX_SIZE = int(MAX_PIXELS ** 0.5)   # the largest side an input image may have
+ALIGNED_SIZE = 512                  # default side of the mask of an aligned face crop
 OVERLAY_WEIGHT = 0.5                # share of the mask colour in the overlay
 
 
-def output_paths(args) -> tuple[Path, Path]:
-    """(mask, overlay) paths, refused (InputError) unless both are distinct .png files other than the photo."""
+def output_paths(args) -> tuple[Path, Path, Path]:
+    """(mask, overlay, crop) paths, refused (InputError) unless they are distinct .png files other than the photo."""
     out = Path(args.out)
     overlay = Path(args.overlay) if args.overlay else out.with_name(f"{out.stem}_overlay.png")
+    crop = out.with_name(f"{out.stem}_crop.png")
+    if crop.resolve() in (overlay.resolve(), Path(args.image).resolve()):
+        raise errors.InputError(f"{crop} (the aligned crop beside --out) is also --overlay or the photo; choose "
+                                f"another --out")
     for flag, path in (("--out", out), ("--overlay", overlay)):
         if path.suffix.lower() != ".png":
             raise errors.InputError(f"{flag} {path}: expected a .png file (JPEG noise would blur the palette colours)")
@@ -41,7 +49,7 @@ def output_paths(args) -> tuple[Path, Path]:
             raise errors.InputError(f"{flag} {path} is the photo itself; choose another file")
     if out.resolve() == overlay.resolve():
         raise errors.InputError(f"--out and --overlay are both {out}; give them different names")
-    return out, overlay
+    return out, overlay, crop
 
 
 def overlay_picture(photo: np.ndarray, colours: np.ndarray, weight: float = OVERLAY_WEIGHT) -> np.ndarray:
@@ -65,19 +73,26 @@ def class_shares(labels: np.ndarray, least: float = 0.01) -> str:
 def run(args) -> None:
     if args.size is not None and not 1 <= args.size <= MAX_SIZE:
         raise errors.InputError(f"--size {args.size}: expected a side between 1 and {MAX_SIZE} pixels")
-    out, overlay = output_paths(args)
+    out, overlay, crop_path = output_paths(args)
     device = resolve_device(args.device)
     width, height = inputs.image_shape(args.image)          # a bad photo or parser file is named before
-    size = args.size or min(width, height)                   # any folder is made or the network runs
-    face_parser = load_any_parser(args.parser, device)
+    face_parser = load_any_parser(args.parser, device)       # any folder is made or the network runs
     cli.check_free([out, overlay], args.force)
-    image = inputs.read_image(args.image, size)
-    labels = face_parser.predict(image[None])[0].cpu().numpy()
+    face = read_face(args.image, args.size or min(width, height), args.align, args.face, args.detector)
+    if face.alignment is not None and args.size is None:
+        face = face.at_size(ALIGNED_SIZE)
+    size = face.crop.shape[0]
+    labels = face_parser.predict(signed_tensor(Image.fromarray(face.crop))[None])[0].cpu().numpy()
     colours = label_to_color(labels)
-    photo = to_uint8(image).permute(1, 2, 0).numpy()
+    written = [out, overlay]
+    if face.alignment is not None:
+        cli.check_free([crop_path], args.force)
+        save_png(face.crop, crop_path)
+        written.append(crop_path)
     save_png(colours, out)
-    save_png(overlay_picture(photo, colours), overlay)
-    print(f"wrote {out} ({size}x{size}, CelebAMask-HQ palette; {class_shares(labels)}) and {overlay}")
+    save_png(overlay_picture(face.crop, colours), overlay)
+    print(f"wrote {out} ({size}x{size} of the {face.how} face, CelebAMask-HQ palette; {class_shares(labels)}), "
+          f"{' and '.join(str(p) for p in written[1:])}")
 
 
 def execute(args) -> int:

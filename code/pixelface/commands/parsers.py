@@ -102,10 +102,12 @@ def edit() -> argparse.ArgumentParser:
         pixelface-edit --ckpt model.pt --from-dataset test --id 8 --edit-text "she has black hair" --out edits/8
         python scripts/manipulate.py --ckpt model.pt --image face.png --mask face_mask.png \\
             --caption "she has blond hair" --edit-mask short_hair.png --out edits/mine
+        pixelface-edit --ckpt model.pt --image phone_photo.jpg --parser 79999_iter.pth --caption "he has short hair" \
+            --edit-text "he has blond short hair" --out edits/photo     # also writes photo_edit_1.jpg, the whole photo
         """)
     p.add_argument("--ckpt", required=True, help="training checkpoint or exported model folder (its G_ema and config)")
     face = p.add_mutually_exclusive_group(required=True)
-    face.add_argument("--image", help="the face to edit (RGB, any size; centre-cropped to a square)")
+    face.add_argument("--image", help="the face or photo to edit (any size; aligned as the training faces were, see --align)")
     face.add_argument("--from-dataset", metavar="SPLIT", choices=("train", "test"),
                       help="take image, mask and caption from the checkpoint's dataset (with --id)")
     face.add_argument("--inversion", help="inversion.pt written by an earlier run: edit it without inverting again")
@@ -134,6 +136,7 @@ def edit() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    add_alignment(p)
     return p
 
 
@@ -205,15 +208,16 @@ def make_mask() -> argparse.ArgumentParser:
         pixelface-make-mask --image face.jpg --parser 79999_iter.pth --out face_mask.png
         python scripts/make_mask.py --image face.jpg --parser models/parser_synthface.pt --size 64 --out m.png
         """)
-    p.add_argument("--image", required=True, help="the photo (RGB, any size; centre-cropped to a square)")
+    p.add_argument("--image", required=True, help="the photo (any size; its aligned face crop, see --align)")
     p.add_argument("--out", required=True, help="mask PNG to write, in the CelebAMask-HQ palette")
     p.add_argument("--parser", required=True, metavar="FILE",
                    help="face parser: this project's (e.g. models/parser_synthface.pt, made by scripts/train_parser.py) "
                         "or face-parsing.PyTorch's BiSeNet weights 79999_iter.pth")
-    p.add_argument("--size", type=int, help="side of the mask in pixels (default: the photo's shorter side)")
+    p.add_argument("--size", type=int, help="side of the mask in pixels (default: 512 for an aligned face, else the photo's shorter side)")
     p.add_argument("--overlay", help="overlay PNG to write (default: <stem of --out>_overlay.png next to it)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    add_alignment(p)
     return p
 
 

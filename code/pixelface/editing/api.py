@@ -5,6 +5,8 @@
     faces = pf.generate("data/synthface/masks/8.png", "she has blond hair", seeds=[0, 1])
     inversion = pf.invert("face.png", "face_mask.png", "she has brown hair")
     blond = pf.edit(inversion, text="she has blond hair")
+    photo = pf.invert("phone.jpg", "phone_mask.png", "he has short hair")   # found and aligned (align="auto")
+    pf.edit(photo, text="he has gray short hair", whole_photo=True).save("gray.jpg")   # pasted back
 
 Every method goes through the same functions (pixelface.networks.generation, .inputs, .editing) as scripts/sample.py
 and scripts/manipulate.py, so a seed gives the same bytes here as in the PNG sample.py writes. Masks and images
@@ -20,10 +22,11 @@ from PIL import Image
 
 from pixelface.core import errors
 from pixelface.core.devices import resolve_device
-from pixelface.data.images import to_pil
+from pixelface.data.images import signed_tensor, to_pil, to_uint8
 from pixelface.data.mask_files import read_labels
 from pixelface.data.masks import model_mask, resize_labels
 from pixelface.editing import inputs, manipulation
+from pixelface.editing.face_crop import FaceCrop, read_face
 from pixelface.networks import generation
 from pixelface.networks.checkpoint import load_generator
 from pixelface.networks.text_encoder import TextEncoder
@@ -79,21 +82,43 @@ class PixelFace:
 
     def invert(self, image, mask, caption: str, steps: int = manipulation.InversionSettings.steps,
                perceptual: str = "auto", pti_steps: int = 0, seed: int = 0, mask_order: str = "celebamask",
-               progress: bool = False) -> manipulation.Inversion:
+               progress: bool = False, align: str = "auto", face: int | None = None,
+               detector="dlib") -> manipulation.Inversion:
         """Fit the generator's latent (and with pti_steps its weights) to a face, its mask and its caption,
-        as scripts/manipulate.py does; pass the result to edit()."""
+        as scripts/manipulate.py does; pass the result to edit(). `image` may be a whole photo: with align
+        "auto" (unless it already is an aligned crop) or "on", its face (the largest, or index `face`) is found
+        and cut as the training faces were (pixelface.editing.face_crop), and `mask` is that crop's mask
+        (align_crop() gives the crop to draw or parse it on)."""
         if steps < 1 or pti_steps < 0:
             raise errors.InputError(f"steps {steps} must be >= 1 and pti_steps {pti_steps} >= 0")
-        inputs.check_same_aspect(image, mask)
+        photo = self.align_crop(image, align, face, detector)
+        inputs.check_same_aspect(image if photo.alignment is None else photo.crop, mask)
         settings = manipulation.InversionSettings(steps=steps, perceptual=perceptual, finetune_steps=pti_steps, seed=seed)
-        return manipulation.invert(self.generator, self.text_encoder, self.cfg, inputs.read_image(image, self.size),
-                              self.labels(mask, mask_order), self.caption(caption), settings, progress)
+        inversion = manipulation.invert(self.generator, self.text_encoder, self.cfg,
+                                        signed_tensor(Image.fromarray(photo.crop)), self.labels(mask, mask_order),
+                                        self.caption(caption), settings, progress)
+        inversion.photo = photo
+        return inversion
+
+    def align_crop(self, image, align: str = "auto", face: int | None = None, detector="dlib") -> FaceCrop:
+        """The photo's face cut at the model's size as invert() cuts it: .crop (uint8), .alignment (None when the
+        image is used as it is), .faces found."""
+        return read_face(image, self.size, align, face, detector)
 
     def edit(self, inversion: manipulation.Inversion, text: str | None = None, mask=None,
-             mask_order: str = "celebamask") -> Image.Image:
+             mask_order: str = "celebamask", whole_photo: bool = False) -> Image.Image:
         """The inverted face re-synthesised with a new caption and/or mask (None: keep the inversion's); with
-        neither, its reconstruction."""
+        neither, its reconstruction. whole_photo: the photo it was cut from with the edited face put back over the
+        face and hair of the old and the new mask (the crop itself when the photo was not aligned)."""
         caption = None if text is None else self.caption(text)
         labels = None if mask is None else self.labels(mask, mask_order)
         generator = manipulation.generator_for(self.generator, inversion)
-        return to_pil(manipulation.edit(generator, self.text_encoder, self.cfg, inversion, caption, labels))
+        edited = to_uint8(manipulation.edit(generator, self.text_encoder, self.cfg, inversion, caption, labels))
+        edited = edited.permute(1, 2, 0).cpu().numpy()
+        if whole_photo:
+            if inversion.photo is None:
+                raise errors.InputError("whole_photo: this inversion was loaded from a file or made from tensors; "
+                                        "invert the photo itself to put edits back into it")
+            masks = [inversion.labels.cpu()] + ([] if labels is None else [labels.cpu()])
+            edited = inversion.photo.paste(edited, masks)
+        return Image.fromarray(edited)

@@ -48,6 +48,13 @@ class FaceCrop:
             return edited
         return paste_back(self.photo, edited, labels, self.alignment)
 
+    def at_size(self, size: int) -> FaceCrop:
+        """The same face cut at another size (an aligned crop is cut again from the photo, not resampled)."""
+        if self.alignment is None:
+            return _as_is(self.photo, size, self.how, self.faces, self.index)
+        alignment = Alignment.from_landmarks(self.faces[self.index].landmarks, size, self.alignment.photo_size)
+        return FaceCrop(warp_to_crop(self.photo, alignment), self.photo, self.how, alignment, self.faces, self.index)
+
     def to_json(self) -> dict:
         return {"how": self.how, "face": self.index, "faces": [f.to_json() for f in self.faces],
                 "alignment": None if self.alignment is None else self.alignment.to_json()}

@@ -122,6 +122,7 @@ class Inversion:
     settings: InversionSettings       # how it was fitted ('auto' perceptual resolved to the kind used)
     losses: list[float] = field(default_factory=list)  # loss per step: W+ phase, then fine-tuning phase
     generator_state: dict | None = None  # fine-tuned (PTI) generator weights; None: the checkpoint's own
+    photo: object = None                 # the FaceCrop of the photo it was cut from, for paste-back (not saved)
 
 
 def latent_statistics(g, samples: int = MEAN_LATENT_SAMPLES) -> tuple[torch.Tensor, float]:

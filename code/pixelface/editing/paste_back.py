@@ -17,11 +17,15 @@ KEPT_REGIONS = ("background", "cloth")   # what the photo keeps; every other reg
 FEATHER = 0.02                           # Gaussian sigma of the mask's edge, as a share of the crop side
 
 
-def face_weight(labels: torch.Tensor | np.ndarray, feather: float = FEATHER) -> torch.Tensor:
-    """(S,S) float in [0,1]: 1 on the face and hair, a feathered edge, 0 within 3 sigma of the crop's border."""
-    labels = torch.as_tensor(np.asarray(labels))
+def face_weight(labels, feather: float = FEATHER) -> torch.Tensor:
+    """(S,S) float in [0,1]: 1 on the face and hair, a feathered edge, 0 within 3 sigma of the crop's border.
+    labels: one (S,S) label map, or several (a list or (K,S,S)): the union of their faces and hair (an edit of
+    the mask replaces the old hair as well as painting the new)."""
+    labels = torch.as_tensor(np.asarray(labels)) if not isinstance(labels, (list, tuple)) else \
+        torch.stack([torch.as_tensor(np.asarray(m)) for m in labels])
     size = labels.shape[-1]
     region = ~torch.isin(labels, torch.tensor([LABEL_ID[name] for name in KEPT_REGIONS]))
+    region = region.reshape(-1, size, size).any(0)
     sigma = max(feather * size, 0.5)
     weight = gaussian_blur(region.float()[None, None], sigma)[0, 0]
     margin = 3 * sigma
