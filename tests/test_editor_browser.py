@@ -4,6 +4,7 @@ comes back as one line, and the page loads nothing from outside 127.0.0.1.
 
 Needs the optional packages of requirements-editor.txt and Debian's chromium (never `playwright install`:
 Playwright is only the driver here); without them the tests are skipped, saying which is missing."""
+import importlib.util
 import io
 import os
 import shutil
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None,
 
 from pixelface import PixelFace  # noqa: E402
 from pixelface.core.config import resolve_path  # noqa: E402
-from pixelface.data.masks import LABEL_ID, color_to_label  # noqa: E402
+from pixelface.data.masks import LABEL_ID, color_to_label, label_to_color  # noqa: E402
 from pixelface.editing import editor_app
 
 # Chromium without a sandbox (root in a container), a GPU, or any traffic of its own.
@@ -186,7 +187,7 @@ def test_edit_tab_inverts_a_photo_and_edits_its_text(pf, page, tmp_path):
     page.get_by_role("tab", name="Edit a photo").click()
     page.click("#edit-button")
     error_toast(page, "nothing to edit yet: invert a photo first")
-    page.set_input_files("#edit-photo input[type=file]", str(image))
+    event(page, lambda: page.set_input_files("#edit-photo input[type=file]", str(image)))
     wait_for_new_look(page, "#edit-photo-mask",
                       lambda: page.set_input_files("#edit-mask-upload input[type=file]", str(mask)))
     page.fill("#edit-caption textarea", "she has brown hair")
@@ -204,3 +205,37 @@ def test_edit_tab_inverts_a_photo_and_edits_its_text(pf, page, tmp_path):
     assert np.array_equal(original, np.asarray(Image.open(image).convert("RGB")))  # the photo, at the model's size
     assert not np.array_equal(edited, reconstruction), "the text edit changed nothing"
     assert "Traceback" not in page.content()
+
+
+@pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("dlib", "face_recognition_models", "skimage")),
+                    reason="needs the 'align' extra and scikit-image: pip install -r requirements-align.txt")
+def test_edit_tab_aligns_an_unaligned_photo_and_puts_the_edit_back(pf, page, tmp_path):
+    """A photo that is no face crop (the astronaut turned and shrunk on a brick wall): the page shows the face
+    found and its aligned crop, inverts that crop, and shows the edit put back into the whole photo, which is
+    byte-identical to the photo outside the feathered face region."""
+    from test_face_alignment import brick, place, round_face_labels
+    from pixelface.editing.face_crop import face_crop
+    from pixelface.editing.paste_back import photo_weight
+    from skimage import data
+    scene = place(brick(480, 360), data.astronaut(), 20, 0.8, (240, 180))
+    Image.fromarray(scene).save(tmp_path / "scene.png")
+    labels = round_face_labels(pf.size)
+    Image.fromarray(label_to_color(labels.astype(np.uint8))).save(tmp_path / "mask.png")
+    page.get_by_role("tab", name="Edit a photo").click()
+    event(page, lambda: page.set_input_files("#edit-photo input[type=file]", str(tmp_path / "scene.png")))
+    boxed, crop = wait_for_picture(page, "#edit-faces"), wait_for_picture(page, "#edit-aligned")
+    expected = face_crop(Image.fromarray(scene), pf.size, "auto")
+    assert boxed.shape == scene.shape and np.array_equal(crop, expected.crop)
+    wait_for_new_look(page, "#edit-photo-mask",
+                      lambda: page.set_input_files("#edit-mask-upload input[type=file]", str(tmp_path / "mask.png")))
+    page.fill("#edit-caption textarea", "she has blond hair")
+    page.fill("#edit-steps input", "3")
+    page.click("#edit-invert")
+    assert np.array_equal(wait_for_picture(page, "#edit-original"), expected.crop)
+    page.fill("#edit-text textarea", "she has black hair")
+    page.click("#edit-button")
+    whole = wait_for_picture(page, "#edit-photo-result")
+    page.screenshot(path=tmp_path / "photo_edit.png", full_page=True)
+    outside = photo_weight(labels, expected.alignment) == 0
+    assert whole.shape == scene.shape and np.array_equal(whole[outside], scene[outside])
+    assert not np.array_equal(whole, scene), "nothing was put back"

@@ -27,10 +27,12 @@ from PIL import Image  # noqa: E402
 from pixelface.core.cli import parse_seeds  # noqa: E402
 from pixelface.core.config import resolve_path  # noqa: E402
 from pixelface.core.errors import InputError, InputWarning
-from pixelface.data.images import resize_and_crop  # noqa: E402
+from PIL import ImageDraw  # noqa: E402
+from pixelface.data.images import signed_tensor  # noqa: E402
 from pixelface.data.masks import LABELS, MASK_ORDERS, PALETTE, label_to_color  # noqa: E402
 from pixelface.editing.api import PixelFace  # noqa: E402
-from pixelface.editing.inputs import check_same_aspect, read_image, source_rgb  # noqa: E402
+from pixelface.editing.face_crop import ALIGN_MODES, FaceCrop, read_face  # noqa: E402
+from pixelface.editing.inputs import check_same_aspect  # noqa: E402
 
 CANVAS = 512          # smallest side of the painting canvas: a 64 px mask is too small to paint on
 MAX_SEEDS = 16        # faces per click: each takes a forward pass, and the page shows them all
@@ -40,6 +42,7 @@ EDITOR_HEIGHT = 480   # on-page height of a canvas with its toolbars: the canvas
 PICTURE_HEIGHT = 256  # on-page height of a result picture (a 64 px face would be a thumbnail)
 COLOURS = [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in PALETTE.tolist()]
 MODEL_EVENTS = "model"  # one concurrency group: the generator is shared, and warnings capture is global
+FACES_SIDE = 768      # the found-faces picture is shown at most this large
 
 
 def dataset_masks(cfg, root: str | Path | None = None, count: int = DATASET_MASKS) -> list[Path]:
@@ -214,13 +217,27 @@ def _generate_tab(pf: PixelFace, masks: list[Path], side: int) -> None:
 # The Edit-a-photo tab
 
 
-def _square_photo(pf: PixelFace, photo: str) -> Image.Image:
-    """The photo centre-cropped to the model's square, as inputs.read_image crops it."""
-    return resize_and_crop(source_rgb(photo), pf.size, Image.LANCZOS)
+def faces_picture(face: FaceCrop) -> np.ndarray:
+    """The photo (at most FACES_SIDE) with every face found boxed, the one used in green with its crop's outline
+    and five landmarks, the others in yellow."""
+    picture = Image.fromarray(face.photo)
+    scale = min(1.0, FACES_SIDE / max(picture.size))
+    picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))))
+    draw = ImageDraw.Draw(picture)
+    for k, found in enumerate(face.faces):
+        colour = (0, 220, 0) if k == face.index else (255, 210, 0)
+        draw.rectangle([v * scale for v in found.box], outline=colour, width=2)
+        draw.text((found.box[0] * scale + 3, found.box[1] * scale + 2), str(k), fill=colour)
+    if face.alignment is not None:
+        draw.polygon([tuple(p * scale) for p in face.alignment.corners()], outline=(0, 220, 0))
+        for x, y in face.faces[face.index].landmarks * scale:
+            draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=(0, 220, 0))
+    return np.asarray(picture)
 
 
 def _edit_tab(pf: PixelFace, parser, side: int) -> None:
-    mask_file = gr.State(None)   # the uploaded mask file: its aspect ratio must match the photo's
+    mask_file = gr.State(None)   # the uploaded mask file: its aspect ratio must match the face crop's
+    face = gr.State(None)        # the photo's FaceCrop: the face found, aligned, at the model's size
     inversion = gr.State(None)
     with gr.Row():
         with gr.Column(scale=3):
@@ -228,11 +245,19 @@ def _edit_tab(pf: PixelFace, parser, side: int) -> None:
                 photo = gr.Image(label="photo", type="filepath", sources=["upload"], elem_id="edit-photo",
                                  height=PICTURE_HEIGHT, elem_classes="pf-fill")
                 with gr.Column():
+                    align = gr.Radio(list(ALIGN_MODES), value="auto", label="align the face",
+                                     info="auto: unless the photo already is an aligned face crop", elem_id="edit-align")
+                    index = gr.Textbox("", label="face (0, 1, ...; empty: the largest)", elem_id="edit-face-index")
                     upload = gr.File(label="its mask (colour or label-id image)", file_types=["image"],
                                      type="filepath", elem_id="edit-mask-upload")
                     order = gr.Radio(list(MASK_ORDERS), value="celebamask", label="label-id order")
                     predict = gr.Button("Predict the mask with the face parser", visible=parser is not None)
-            photo_mask = mask_editor(side, "the photo's mask (fix it with the brush if needed)", None,
+            with gr.Row(elem_classes="pf-fill"):
+                found = gr.Image(label="faces found (green: the one used)", format="png", interactive=False,
+                                 elem_id="edit-faces", height=PICTURE_HEIGHT)
+                aligned = gr.Image(label="aligned face (what is inverted)", format="png", interactive=False,
+                                   elem_id="edit-aligned", height=PICTURE_HEIGHT, elem_classes="pf-pixels")
+            photo_mask = mask_editor(side, "the aligned face's mask (fix it with the brush if needed)", None,
                                      "edit-photo-mask")
             caption = gr.Textbox(label="caption of the photo", elem_id="edit-caption")
             with gr.Row():
@@ -251,44 +276,63 @@ def _edit_tab(pf: PixelFace, parser, side: int) -> None:
                          elem_id="edit-reconstruction", height=PICTURE_HEIGHT)
         edited = gr.Image(label="edit", format="png", interactive=False, elem_id="edit-result",
                           height=PICTURE_HEIGHT)
+    whole = gr.Image(label="the edit put back into the photo", format="png", interactive=False,
+                     elem_id="edit-photo-result")
+
+    def find_face(path, mode, which):
+        """The photo's face, found and aligned as the inversion will use it, shown boxed and cropped."""
+        if not path:
+            return None, None, None
+        which = (which or "").strip()
+        if which and not which.isdigit():
+            raise InputError(f"face {which!r}: expected 0, 1, ... (or empty: the largest)")
+        cropped = read_face(path, pf.size, mode, int(which) if which else None)
+        return cropped, faces_picture(cropped), cropped.crop
 
     def load_mask(path, order_name):
         if not path:
             return gr.skip(), None
         return editor_value(mask_canvas(pf.labels(path, order_name), side)), path
 
-    def predict_mask(path):
-        if not path:
+    def predict_mask(cropped):
+        if cropped is None:
             raise InputError("no photo: upload one first")
-        labels = parser.predict(read_image(path, pf.size)[None])[0].cpu()
+        labels = parser.predict(signed_tensor(Image.fromarray(cropped.crop))[None])[0].cpu()
         return editor_value(mask_canvas(labels, side)), None
 
-    def run_inversion(path, value, file, words, count, progress=gr.Progress(track_tqdm=True)):
-        """Invert the photo (cropped to the model's square, as the mask is) with its mask and caption; the
-        progress bar follows the inversion's tqdm bar. Fills the edit side with the result."""
-        if not path:
+    def run_inversion(cropped, path, value, file, words, count, progress=gr.Progress(track_tqdm=True)):
+        """Invert the photo's face crop (aligned, or the photo cropped to the model's square) with its mask and
+        caption; the progress bar follows the inversion's tqdm bar. Fills the edit side with the result."""
+        if cropped is None:
             raise InputError("no photo: upload one first")
         if file:
-            check_same_aspect(path, file)
+            check_same_aspect(path if cropped.alignment is None else cropped.crop, file)
         labels = painted_labels(pf, value, "mask for the photo")
         count = int(count or 0)
         if not 1 <= count <= MAX_STEPS:
             raise InputError(f"inversion steps {count}: expected 1..{MAX_STEPS}")
-        square = _square_photo(pf, path)
-        fitted = pf.invert(square, labels, words, steps=count, progress=True)
-        return (fitted, square, pf.edit(fitted), None, fitted.caption, editor_value(mask_canvas(fitted.labels, side)))
+        fitted = pf.invert(cropped.crop, labels, words, steps=count, progress=True, align="off")
+        fitted.photo = cropped
+        return (fitted, cropped.crop, pf.edit(fitted), None, None, fitted.caption,
+                editor_value(mask_canvas(fitted.labels, side)))
 
     def run_edit(fitted, words, value):
         if fitted is None:
             raise InputError("nothing to edit yet: invert a photo first")
         labels = painted_labels(pf, value, "edited mask") if value is not None else None
-        return pf.edit(fitted, text=words.strip() or None, mask=labels)
+        text_asked = words.strip() or None
+        result = pf.edit(fitted, text=text_asked, mask=labels)
+        in_photo = (pf.edit(fitted, text=text_asked, mask=labels, whole_photo=True)
+                    if fitted.photo.alignment is not None else None)
+        return result, in_photo
 
+    for trigger in (photo.upload, align.change, index.submit):
+        serial(trigger, find_face, [photo, align, index], [face, found, aligned])
     serial(upload.upload, load_mask, [upload, order], [photo_mask, mask_file], show_progress="hidden")
-    serial(predict.click, predict_mask, photo, [photo_mask, mask_file])
-    serial(invert.click, run_inversion, [photo, photo_mask, mask_file, caption, steps],
-           [inversion, original, recon, edited, text, edit_mask])
-    serial(apply.click, run_edit, [inversion, text, edit_mask], edited)
+    serial(predict.click, predict_mask, face, [photo_mask, mask_file])
+    serial(invert.click, run_inversion, [face, photo, photo_mask, mask_file, caption, steps],
+           [inversion, original, recon, edited, whole, text, edit_mask])
+    serial(apply.click, run_edit, [inversion, text, edit_mask], [edited, whole])
 
 
 # ---------------------------------------------------------------------------------------------------------------
