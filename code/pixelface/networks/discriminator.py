@@ -92,6 +92,12 @@ class ReferenceSpectralNorm(nn.Module):
         return weight / sigma
 
 
+def joint_features(conv: nn.Module, h: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
+    """leaky_relu(conv(cat[h, the sentence tiled over h's pixels])): image features and caption side by side."""
+    tiled = sentence[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])
+    return F.leaky_relu(conv(torch.cat([h, tiled], dim=1)), 0.2)
+
+
 class ConditionalHead(nn.Module):
     """COND_DNET: tile the sentence over 4×4, concat with h, spectral-norm 3×3 conv + leaky ReLU,
     4×4 stride-4 conv to one logit per sample. `spectral_norm`: "torch" or "reference" (see above)."""
@@ -110,9 +116,7 @@ class ConditionalHead(nn.Module):
         self.out = nn.Conv2d(channels, 1, 4, stride=4)
 
     def forward(self, h: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
-        tiled = sentence[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])
-        joint = F.leaky_relu(self.joint_conv(torch.cat([h, tiled], dim=1)), 0.2)
-        return self.out(joint).view(-1)
+        return self.out(joint_features(self.joint_conv, h, sentence)).view(-1)
 
 
 class PixelConditionalHead(nn.Module):
@@ -128,9 +132,7 @@ class PixelConditionalHead(nn.Module):
         self.out = nn.Conv2d(channels, 1, 1)
 
     def forward(self, h: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
-        tiled = sentence[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])
-        joint = F.leaky_relu(self.joint_conv(torch.cat([h, tiled], dim=1)), 0.2)
-        return self.out(joint).mean((1, 2, 3))
+        return self.out(joint_features(self.joint_conv, h, sentence)).mean((1, 2, 3))
 
 
 class Discriminator(nn.Module):
