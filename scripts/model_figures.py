@@ -1,6 +1,6 @@
 """Figures of a trained generator on a synthface-style dataset: what a person checks first.
 
-    python scripts/model_figures.py --ckpt runs/synthface-00000/checkpoints/ckpt-000018000.pt --out docs/default_model
+    python scripts/model_figures.py --ckpt runs/synthface-00000/checkpoints/ckpt-000024000.pt --out docs/default_model
 
 writes
   <out>_vs_data.png     16 test faces of the data beside G_ema's samples for their masks and captions (seed 0);

@@ -2,7 +2,7 @@
 invert a photo and edit its caption and mask.
 
     pip install -r requirements-editor.txt
-    pixelface-editor --ckpt runs/synthface-00000/checkpoints/ckpt-000018000.pt \\
+    pixelface-editor --ckpt runs/synthface-00000/checkpoints/ckpt-000024000.pt \\
         --parser models/parser_synthface.pt        # then open http://127.0.0.1:7860
 
 It listens on 127.0.0.1 only unless --host says otherwise, makes no share link and sends no usage

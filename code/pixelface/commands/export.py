@@ -1,6 +1,6 @@
 """Export a trained generator for sharing: G_ema as safetensors plus its config as JSON, no pickle.
 
-    pixelface-export --ckpt runs/synthface-00000/checkpoints/ckpt-000018000.pt --out models/synthface_g
+    pixelface-export --ckpt runs/synthface-00000/checkpoints/ckpt-000024000.pt --out models/synthface_g
 
 (in a checkout also `python scripts/export_model.py ...`). The folder holds g_ema.safetensors and pixelface.json
 (the run's config, which pins the CLIP weights file by sha256, and where it came from). Every --ckpt option

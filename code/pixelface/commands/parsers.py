@@ -47,7 +47,7 @@ def train() -> argparse.ArgumentParser:
 
 def sample() -> argparse.ArgumentParser:
     p = _parser("pixelface-sample", "Generate faces from a checkpoint for given captions and masks, reproducibly per seed.", """
-        pixelface-sample --ckpt runs/synthface-00000/checkpoints/ckpt-000018000.pt \\
+        pixelface-sample --ckpt runs/synthface-00000/checkpoints/ckpt-000024000.pt \\
             --text "she has blond hair" --text "he has black hair and a beard" --from-dataset test --ids 8 \\
             --seeds 0-3 --out samples/demo
         python scripts/sample.py --ckpt model_folder --mask mask.png --text-file captions.txt --out samples/mine
@@ -153,7 +153,7 @@ def check_edit(p: argparse.ArgumentParser, args) -> None:
 
 def evaluate() -> argparse.ArgumentParser:
     p = _parser("pixelface-eval", "Evaluate generator checkpoints on a split's real masks and captions.", """
-        pixelface-eval --ckpt runs/synthface-00000/checkpoints/ckpt-000018000.pt --num 1000 --out eval/run1
+        pixelface-eval --ckpt runs/synthface-00000/checkpoints/ckpt-000024000.pt --num 1000 --out eval/run1
         pixelface-eval --ckpt a.pt b.pt --metrics fid_clip,clip_score,mask_acc      # a comparison table
         """)
     p.add_argument("--ckpt", nargs="+", required=True, help="generator checkpoint(s); several give a table")
@@ -226,7 +226,7 @@ def editor() -> argparse.ArgumentParser:
                 "to generate faces, or invert a photo and edit its caption and mask. Listens on 127.0.0.1 only unless "
                 "--host says otherwise; no share link, no usage statistics.", """
         pip install -r requirements-editor.txt     # or: pip install ".[editor]"
-        pixelface-editor --ckpt runs/synthface-00000/checkpoints/ckpt-000018000.pt --parser models/parser_synthface.pt
+        pixelface-editor --ckpt runs/synthface-00000/checkpoints/ckpt-000024000.pt --parser models/parser_synthface.pt
         # then open http://127.0.0.1:7860
         """)
     p.add_argument("--ckpt", required=True, help="training checkpoint or exported model folder")
@@ -256,7 +256,7 @@ def convert() -> argparse.ArgumentParser:
 def export() -> argparse.ArgumentParser:
     p = _parser("pixelface-export", "Export a trained generator for sharing: G_ema as safetensors plus its config as "
                 "JSON, no pickle; every --ckpt option accepts the folder.", """
-        pixelface-export --ckpt runs/synthface-00000/checkpoints/ckpt-000018000.pt --out models/synthface_g
+        pixelface-export --ckpt runs/synthface-00000/checkpoints/ckpt-000024000.pt --out models/synthface_g
         """)
     p.add_argument("--ckpt", required=True, help="training checkpoint (its G_ema and config are exported)")
     p.add_argument("--out", required=True, help="folder to write g_ema.safetensors and pixelface.json into")

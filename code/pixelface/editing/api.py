@@ -1,7 +1,7 @@
 """The Python API: a trained generator in a notebook or a program, without the command line.
 
     from pixelface import PixelFace
-    pf = PixelFace.load("runs/synthface-00000/checkpoints/ckpt-000018000.pt")
+    pf = PixelFace.load("runs/synthface-00000/checkpoints/ckpt-000024000.pt")
     faces = pf.generate("data/synthface/masks/8.png", "she has blond hair", seeds=[0, 1])
     inversion = pf.invert("face.png", "face_mask.png", "she has brown hair")
     blond = pf.edit(inversion, text="she has blond hair")
