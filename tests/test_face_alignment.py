@@ -247,3 +247,39 @@ def test_manipulate_edits_a_photo_and_puts_the_face_back(ckpt, tmp_path, astrona
         assert whole.shape == scene.shape
         np.testing.assert_array_equal(whole[outside], scene[outside])
         assert not np.array_equal(whole, scene)
+
+
+class FixedDetector:
+    """A detector plugged in from outside: one face with known landmarks."""
+    def detect(self, rgb):
+        from pixelface.data.face_detection import Face
+        return [Face((60.0, 50.0, 140.0, 130.0), 2.0, upright_landmarks())]
+
+
+def fixed_detector():
+    return FixedDetector()
+
+
+def test_any_detector_plugs_in_without_dlib(tmp_path, monkeypatch):
+    """--detector package.module:factory (and the API's detector=) take any object with detect(rgb); the crop
+    is cut from its landmarks; a factory without detect() or a bad spec is one clear error."""
+    (tmp_path / "my_detector.py").write_text("from test_face_alignment import fixed_detector, FixedDetector\n"
+                                             "def broken():\n    return object()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    photo = np.random.default_rng(0).integers(0, 256, (200, 240, 3), dtype=np.uint8)
+    expected = warp_to_crop(photo, Alignment.from_landmarks(upright_landmarks(), 64, (240, 200)))
+    for detector in ("my_detector:fixed_detector", FixedDetector()):
+        found = face_crop(Image.fromarray(photo), 64, "on", detector=detector)
+        assert found.how == "aligned" and np.array_equal(found.crop, expected)
+    with pytest.raises(InputError, match="has no detect"):
+        face_crop(Image.fromarray(photo), 64, "on", detector="my_detector:broken")
+    with pytest.raises(InputError, match="expected 'dlib', a dlib .dat file or 'package.module:name'"):
+        face_crop(Image.fromarray(photo), 64, "on", detector="retinaface")
+
+
+def test_landmarks_that_are_no_face_layout_are_refused():
+    from pixelface.data.face_detection import Face
+    from pixelface.editing.face_crop import check_face
+    check_face(Face((0, 0, 100, 100), 1.0, upright_landmarks()), "photo.jpg")
+    with pytest.raises(InputError, match="photo.jpg: landmark confidence too low"):
+        check_face(Face((0, 0, 100, 100), 1.0, upright_landmarks()[[3, 1, 4, 0, 2]]), "photo.jpg")
