@@ -154,3 +154,21 @@ def test_one_device_rule_for_every_entry_point():
     if not torch.cuda.is_available():
         with pytest.raises(errors.InputError, match="no such CUDA device"):
             resolve_device("cuda:0")
+
+
+def test_seeds_arrive_as_ints_arrays_or_ranges_and_are_capped_before_anything_is_allocated(pf, dataset_files):
+    mask, _ = dataset_files
+    by_list = pf.generate(mask, CAPTION, seeds=[3, 4])
+    by_array = pf.generate(mask, CAPTION, seeds=np.array([3, 4], dtype=np.int64))
+    assert [pixels(a).tobytes() for a in by_list] == [pixels(b).tobytes() for b in by_array]
+    assert pixels(pf.generate(mask, CAPTION, seeds=np.int32(3))[0]).tobytes() == pixels(by_list[0]).tobytes()
+    with pytest.raises(errors.InputError, match="1,000,000 asked for; at most 100,000 per call"):
+        pf.generate(mask, CAPTION, seeds=range(1_000_000))
+    with pytest.raises(errors.InputError, match="expected a 1-D array of integers"):
+        pf.generate(mask, CAPTION, seeds=np.zeros((2, 2)))
+
+
+def test_a_tiny_photo_is_inverted_with_a_warning(pf, dataset_files):
+    mask, _ = dataset_files
+    with pytest.warns(errors.InputWarning, match=r"is only 8x8 pixels: what is made from it is mostly interpolation"):
+        pf.invert(np.zeros((8, 8, 3), np.uint8), mask, CAPTION, steps=1, perceptual="none", align="off")

@@ -120,6 +120,17 @@ def foreign_torch_file(path: Path) -> Path:
     return path
 
 
+def checkpoint_with_nan(s, part: str) -> Path:
+    """The shared checkpoint with one value of `part` (G, D or G_ema) set to NaN."""
+    ckpt = torch.load(s["ckpt"], map_location="cpu", weights_only=True)
+    name = next(k for k, v in ckpt[part].items() if v.is_floating_point())
+    ckpt[part][name].view(-1)[0] = float("nan")
+    path = s["tmp"] / "nan" / "ckpt.pt"
+    path.parent.mkdir(parents=True)
+    torch.save(ckpt, path)
+    return path
+
+
 def checkpoint_without(s, key: str) -> Path:
     ckpt = torch.load(s["ckpt"], map_location="cpu", weights_only=True)
     del ckpt[key]
@@ -140,6 +151,7 @@ class Case:
     setup: Callable[[dict], None] | None = None
     writes: Callable[[dict], list[Path]] = field(default=lambda s: [])   # the only places allowed to change
     slow: bool = False
+    align: bool = False                         # needs the 'align' extra (face detection) and scikit-image
 
 
 def out_only(s):
@@ -213,7 +225,7 @@ CASES = [
     Case("resume-other-architecture", "main", lambda s: smoke_args(s, "MODEL.STYLE_DIM=48") + ["--resume", str(s["run_copy"])],
          "does not fit this config", setup=lambda s: s.update(run_copy=run_copy(s))),
     Case("resume-missing-keys", "main", lambda s: smoke_args(s) + ["--resume", str(checkpoint_without(s, "opt_G"))],
-         "does not fit this config"),
+         "lacks opt_G"),
     Case("resume-not-a-run", "main", lambda s: smoke_args(s) + ["--resume", str((s["tmp"] / "plain").mkdir() or s["tmp"] / "plain")],
          "is not a run folder"),
     Case("resume-run-without-checkpoint", "main", lambda s: smoke_args(s) + ["--resume", str(s["bare_run"])],
@@ -314,6 +326,68 @@ CASES = [
     Case("convert-missing", "convert_reference", lambda s: ["--in", str(s["tmp"] / "ref.pth"), "--out", str(s["out"] / "c.pt")], "ref.pth"),
     Case("convert-foreign", "convert_reference", lambda s: ["--in", str(write(s["tmp"] / "ref.pth", "text")), "--out",
                                                             str(s["out"] / "c.pt")], "ref.pth"),
+    Case("convert-zero-bytes", "convert_reference", lambda s: ["--in", str(write(s["tmp"] / "ref.pth", b"")), "--out",
+                                                               str(s["out"] / "c.pt")], "ref.pth cannot be read"),
+    Case("convert-out-is-in", "convert_reference", lambda s: ["--in", str(write(s["tmp"] / "ref.pth", "official")), "--out",
+                                                              str(s["tmp"] / "ref.pth"), "--force"], "is the official file being converted"),
+    Case("export-out-is-ckpt", "export_model", lambda s: ["--ckpt", str(s["ckpt"]), "--out", str(s["ckpt"]), "--force"],
+         "would overwrite the model being exported"),
+    Case("sample-ckpt-no-gema", "sample", lambda s: ["--ckpt", str(checkpoint_without(s, "G_ema")), "--mask", str(s["mask"]),
+                                                     "--text", "a", "--out", str(s["out"])], "lacks G_ema"),
+    Case("sample-ckpt-no-config", "sample", lambda s: ["--ckpt", str(checkpoint_without(s, "config")), "--mask", str(s["mask"]),
+                                                       "--text", "a", "--out", str(s["out"])], "lacks config"),
+    Case("sample-ckpt-nan", "sample", lambda s: ["--ckpt", str(checkpoint_with_nan(s, "G_ema")), "--mask", str(s["mask"]),
+                                                 "--text", "a", "--out", str(s["out"])], "non-finite value (NaN or inf)"),
+    Case("export-ckpt-nan", "export_model", lambda s: ["--ckpt", str(checkpoint_with_nan(s, "G_ema")), "--out", str(s["out"])],
+         "G_ema: tensor"),
+    Case("edit-ckpt-no-gema", "manipulate", lambda s: ["--ckpt", str(checkpoint_without(s, "G_ema")), "--image", str(s["image"]),
+                                                       "--mask", str(s["mask"]), "--caption", "a", "--out", str(s["out"])],
+         "lacks G_ema"),
+    Case("resume-nan-weights", "main", lambda s: smoke_args(s) + ["--resume", str(checkpoint_with_nan(s, "D"))],
+         "D: tensor"),
+    Case("sample-out-in-use", "sample", lambda s: sample_args(s), "is being written by another process",
+         setup=lambda s: (s["out"].mkdir(parents=True, exist_ok=True), hold_lock(
+             s, s["out"], "from pixelface.core.files import FolderLock; lock = FolderLock(folder, 'busy')"))),
+    Case("edit-out-in-use", "manipulate", lambda s: edit_args(s), "is being written by another process",
+         setup=lambda s: (s["out"].mkdir(parents=True, exist_ok=True), hold_lock(
+             s, s["out"], "from pixelface.core.files import FolderLock; lock = FolderLock(folder, 'busy')"))),
+    Case("sample-ckpt-complex", "sample", lambda s: ["--ckpt", str(checkpoint_with_complex(s)), "--mask", str(s["mask"]),
+                                                     "--text", "a", "--out", str(s["out"])], "is complex64; expected real"),
+    Case("eval-ckpt-nan", "evaluate", lambda s: ["--ckpt", str(checkpoint_with_nan(s, "G_ema")), "--num", "2",
+                                                 "--out", str(s["out"])], "non-finite value"),
+    Case("eval-ckpt-no-gema", "evaluate", lambda s: ["--ckpt", str(checkpoint_without(s, "G_ema")), "--num", "2",
+                                                     "--out", str(s["out"])], "lacks G_ema"),
+    Case("export-ckpt-no-config", "export_model", lambda s: ["--ckpt", str(checkpoint_without(s, "config")),
+                                                             "--out", str(s["out"])], "lacks config"),
+    Case("edit-ckpt-nan", "manipulate", lambda s: ["--ckpt", str(checkpoint_with_nan(s, "G_ema")), "--image", str(s["image"]),
+                                                   "--mask", str(s["mask"]), "--caption", "a", "--out", str(s["out"])],
+         "non-finite value"),
+    Case("resume-no-rng", "main", lambda s: smoke_args(s) + ["--resume", str(checkpoint_without(s, "rng"))],
+         "lacks rng"),
+    Case("mask-out-in-use", "make_mask", lambda s: ["--image", str(s["image"]), "--parser", str(s["parser"]),
+                                                    "--out", str(s["out"] / "m.png")], "is being written by another process",
+         setup=lambda s: (s.update(parser=tiny_parser(s)), s["out"].mkdir(parents=True, exist_ok=True),
+                          hold_lock(s, s["out"], "from pixelface.core.files import FolderLock; lock = FolderLock(folder, 'busy')"))),
+    Case("align-image-missing", "align_face", lambda s: ["--image", str(s["tmp"] / "me.jpg"), "--out", str(s["out"] / "c.png")],
+         "me.jpg"),
+    Case("align-out-not-png", "align_face", lambda s: ["--image", str(s["image"]), "--out", str(s["out"] / "c.jpg")],
+         "--out " ),
+    Case("align-bad-size", "align_face", lambda s: ["--image", str(s["image"]), "--out", str(s["out"] / "c.png"), "--size", "0"],
+         "--size 0"),
+    Case("align-bad-detector", "align_face", lambda s: ["--image", str(s["image"]), "--out", str(s["out"] / "c.png"),
+                                                        "--detector", "retinaface"], "--detector 'retinaface'"),
+    Case("align-out-exists", "align_face", lambda s: ["--image", str(s["image"]), "--out", str(s["out"] / "c.png")],
+         "pass --force", setup=lambda s: write(s["out"] / "c.png", b"mine")),
+    Case("align-no-face", "align_face", lambda s: ["--image", str(brick_photo(s)), "--out", str(s["out"] / "c.png")],
+         "wall.png: no face found", writes=out_only, align=True),
+    Case("align-face-index", "align_face", lambda s: ["--image", str(astronaut_photo(s)), "--out", str(s["out"] / "c.png"),
+                                                      "--face", "3"], "face 3 asked for, but 1 found", writes=out_only,
+         align=True),
+    Case("edit-align-no-face", "manipulate", lambda s: edit_args(s, "--align", "on", image=brick_photo(s), mask=wide_mask(s)),
+         "no face found", writes=out_only, align=True),
+    Case("mask-align-no-face", "make_mask", lambda s: ["--image", str(brick_photo(s)), "--parser", str(s["parser"]),
+                                                       "--out", str(s["out"] / "m.png"), "--align", "on"], "no face found",
+         setup=lambda s: s.update(parser=tiny_parser(s)), writes=out_only, align=True),
     Case("report-no-run", "report_run", lambda s: [str(s["tmp"] / "norun"), "--out", str(s["out"] / "r")], "norun"),
 ]
 
@@ -333,10 +407,45 @@ def wide_mask(s) -> Path:
     return path
 
 
-def hold_lock(s, run_dir: Path) -> None:
-    """Another process holds the run's lock until the test ends."""
-    code = ("import sys, time; from pathlib import Path; from pixelface.training.runs import RunLock; "
-            "RunLock(Path(sys.argv[1])).acquire(); print('locked', flush=True); time.sleep(120)")
+def brick_photo(s, name="wall.png", size=(200, 160)) -> Path:
+    """A photo without a face: scikit-image's brick texture."""
+    from skimage import data
+    path = s["tmp"] / name
+    Image.fromarray(data.brick()[: size[1], : size[0]]).convert("RGB").save(path)
+    return path
+
+
+def astronaut_photo(s, name="astronaut.png") -> Path:
+    """A photo with one face: scikit-image's astronaut."""
+    from skimage import data
+    path = s["tmp"] / name
+    Image.fromarray(data.astronaut()).save(path)
+    return path
+
+
+def tiny_parser(s) -> Path:
+    """An untrained face parser file of this project's format (make_mask's --parser)."""
+    from pixelface.evaluation.parser import FaceParser, save_parser
+    torch.manual_seed(0)
+    path = s["tmp"] / "parser.pt"
+    save_parser(FaceParser(width=4, depth=2), path, {}, {})
+    return path
+
+
+def checkpoint_with_complex(s) -> Path:
+    ckpt = torch.load(s["ckpt"], map_location="cpu", weights_only=True)
+    name = next(k for k, v in ckpt["G_ema"].items() if v.is_floating_point())
+    ckpt["G_ema"][name] = ckpt["G_ema"][name].to(torch.complex64)
+    path = s["tmp"] / "complex" / "ckpt.pt"
+    path.parent.mkdir(parents=True)
+    torch.save(ckpt, path)
+    return path
+
+
+def hold_lock(s, run_dir: Path, claim: str = "from pixelface.training.runs import RunLock as Lock; lock = Lock(folder)") -> None:
+    """Another process holds the run's lock (or, with another `claim`, an output folder) until the test ends."""
+    code = ("import sys, time; from pathlib import Path; folder = Path(sys.argv[1]); " + claim +
+            "; lock.acquire(); print('locked', flush=True); time.sleep(120)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(run_dir)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"
     s["cleanup"].append(proc.kill)
@@ -375,8 +484,13 @@ NO_GRADIO = pytest.mark.skipif(importlib.util.find_spec("gradio") is None,
                                reason="the editor needs gradio: pip install -r requirements-editor.txt")
 
 
+NO_ALIGN = pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("dlib", "face_recognition_models", "skimage")),
+                              reason="needs the 'align' extra and scikit-image: pip install -r requirements-align.txt")
+
+
 def _marks(case: Case) -> list:
-    return ([pytest.mark.slow] if case.slow else []) + ([NO_GRADIO] if case.cli == "editor" else [])
+    return (([pytest.mark.slow] if case.slow else []) + ([NO_GRADIO] if case.cli == "editor" else [])
+            + ([NO_ALIGN] if case.align else []))
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=_marks(c)) for c in CASES])
@@ -417,13 +531,26 @@ def test_resume_auto_falls_back_to_the_newest_readable_checkpoint(shared, tmp_pa
     newer = run / "checkpoints" / "ckpt-000999999.pt"
     newer.write_bytes(b"")                                      # a save that never finished
     (run / "checkpoints" / "latest").write_text(newer.name + "\n")
-    stale = write(run / "checkpoints" / ".ckpt-000999999.pt.abc.tmp", b"half")
+    stale = write(run / "checkpoints" / ".ckpt-000999999.pt.4242.pixelface-tmp", b"half")
+    mine = [write(run / "checkpoints" / ".notes.123.tmp", b"a user's"), write(run / ".draft.tmp", b"a user's")]
     s = {**shared, "out": tmp_path / "out"}
     code, errors = run_cli("main", smoke_args(s) + ["--resume", "auto"], capsys)
     assert code == 0 and not errors
     log = (run / "log.txt").read_text()
     assert f"resumed from {run / 'checkpoints' / shared['ckpt'].name}" in log
-    assert not stale.exists()
+    assert not stale.exists()                                   # only the atomic writer's own temporaries go
+    assert all(p.read_bytes() == b"a user's" for p in mine)
+
+
+def test_a_resume_that_changes_the_config_logs_every_changed_key(shared, tmp_path, capsys):
+    run = tmp_path / "out" / "smoke-00000"
+    shutil.copytree(shared["run"], run)
+    s = {**shared, "out": tmp_path / "out"}
+    code, errors = run_cli("main", smoke_args(s, "TRAIN.LR_G=0.00123") + ["--resume", "auto"], capsys)
+    assert code == 0 and not errors
+    saved = torch.load(shared["ckpt"], map_location="cpu", weights_only=True)["config"]["TRAIN"]["LR_G"]
+    log = (run / "log.txt").read_text()
+    assert f"config changed on resume: TRAIN.LR_G: {saved!r} -> 0.00123" in log
 
 
 def test_a_failed_start_leaves_no_empty_run_folder(shared, tmp_path, capsys):
@@ -454,3 +581,20 @@ def test_two_trainings_cannot_share_a_run_folder(shared, tmp_path):
         first.wait(timeout=120)
     assert second.returncode == 2
     assert f"run folder {run} is in use by another training" in second.stderr
+
+
+def test_a_write_that_fails_inside_a_library_is_one_oserror_and_keeps_the_old_file(tmp_path):
+    """torch.save reports a full disk as RuntimeError, safetensors as its own error: the atomic writer turns either
+    into an OSError naming the file (one `error:` line in every CLI), keeps the earlier file, leaves no temporary."""
+    from pixelface.core.files import atomic_write
+    target = write(tmp_path / "model.pt", b"old")
+
+    def full_disk(tmp):
+        tmp.write_bytes(b"half")
+        raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+    with pytest.raises(OSError, match=r"could not write .*model.pt \(PytorchStreamWriter failed writing file data/0: "
+                                      r"file write failed\); nothing was replaced, any earlier model.pt is kept"):
+        atomic_write(target, full_disk)
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+    with pytest.raises(TypeError):      # a bug stays a bug
+        atomic_write(target, lambda tmp: None + 1)

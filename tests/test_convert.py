@@ -444,6 +444,19 @@ def test_one_error_lists_missing_unknown_and_misshaped_keys():
     assert "g_ema: 5 missing (style.1.bias, linears.2.bias, fc1.bias and 2 more)" in message
 
 
+def test_damaged_weights_are_refused_naming_the_tensor():
+    """NaN or inf, or complex numbers, in the official file would convert, sample black images and train on: refused."""
+    data = reference_file_dict()
+    data["g_ema"]["style.1.weight"] = data["g_ema"]["style.1.weight"].clone()
+    data["g_ema"]["style.1.weight"].view(-1)[3] = float("inf")
+    with pytest.raises(ConversionError, match=r"^ckpt_0150.pth: g_ema: tensor style.1.weight holds 1 non-finite value"):
+        convert(data, tiny_cfg(), source="ckpt_0150.pth")
+    data = reference_file_dict()
+    data["d"]["final_conv.1.bias"] = data["d"]["final_conv.1.bias"].to(torch.complex64)
+    with pytest.raises(ConversionError, match="d: tensor final_conv.1.bias is complex64; expected real floating-point"):
+        convert(data, tiny_cfg(), source="ckpt_0150.pth")
+
+
 def test_altered_blur_kernel_is_refused():
     data = reference_file_dict()
     data["d"]["convs.1.conv2.0.kernel"] = torch.ones(4, 4) / 16
@@ -499,13 +512,14 @@ def test_cli_reports_one_error_line_and_writes_nothing(tmp_path, capsys):
 # Optimisers and the written checkpoint
 
 
-def reference_adam(state, seed):
-    """The reference's Adam state dict: states indexed by position in parameters() (buffers excluded)."""
+def reference_adam(state, seed, vector_states=False):
+    """The reference's Adam state dict: states indexed by position in parameters() (buffers excluded). The
+    spectral-norm vectors get no state (no grad), unless `vector_states` (a file that has them anyway)."""
     names = [k for k in state if not k.endswith("kernel")]
     gen = torch.Generator().manual_seed(seed)
     moments = {i: {"step": 120, "exp_avg": torch.randn(state[n].shape, generator=gen),
                    "exp_avg_sq": torch.rand(state[n].shape, generator=gen)}
-               for i, n in enumerate(names) if not n.endswith(("weight_u", "weight_v"))}   # no grad, no state
+               for i, n in enumerate(names) if vector_states or not n.endswith(("weight_u", "weight_v"))}
     group = {"lr": 0.0016, "betas": (0.0, 0.992), "eps": 1e-8, "weight_decay": 0, "amsgrad": False,
              "params": list(range(len(names)))}
     return {"state": moments, "param_groups": [group]}, names
@@ -527,6 +541,18 @@ def test_adam_states_follow_their_parameters():
     opt.load_state_dict(ckpt["opt_D"])                          # loads as the trainer's would
     assert summary.lines()[-2] == f"g_optim: {len(index)} Adam states converted"
     assert summary.lines()[-1].startswith("d_optim:")
+
+
+def test_adam_states_of_the_spectral_norm_vectors_are_dropped():
+    """The reference keeps D's spectral-norm vectors as parameters without gradients; a file holding Adam moments
+    for them anyway converts (they are buffers here, updated by power iteration, not by Adam)."""
+    data = reference_file_dict()
+    data["d_optim"], names = reference_adam(data["d"], 6, vector_states=True)
+    assert any(n.endswith("weight_u") for n in names)
+    ckpt, summary = convert(data, tiny_cfg())
+    d = Discriminator.from_config(tiny_cfg())
+    assert len(ckpt["opt_D"]["state"]) == len(list(d.parameters()))
+    assert summary.lines()[-1] == f"d_optim: {len(list(d.parameters()))} Adam states converted"
 
 
 def test_mismatched_adam_state_starts_fresh_with_a_notice():

@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 
 from pixelface.core.config import load_config
+from pixelface.core.errors import InputWarning
 from conftest import REPO_ROOT
 from pixelface.data.datasets import DatasetError, FaceDataset, clean_caption, load_index
 from pixelface.data.images import resize_and_crop
@@ -251,3 +252,31 @@ def test_items_batch_through_a_dataloader(fake_root):
     batch = next(iter(loader))
     assert batch["image"].shape == (2, 3, SIZE, SIZE) and batch["labels"].shape == (2, SIZE, SIZE)
     assert batch["id"] == ["0", "1"] and len(batch["caption"]) == 2
+
+
+def test_a_mask_of_another_aspect_than_its_image_is_refused_naming_both(fake_root):
+    """Image and mask are each resized and centre-cropped: another aspect ratio would shift the regions, so it is
+    an error naming both files; the same aspect at another size is resized, with one warning."""
+    Image.fromarray(np.zeros((SIZE // 2, SIZE, 3), np.uint8)).save(fake_root / "masks/1.jpg")
+    ds = FaceDataset(_cfg(fake_root), "train", train=True)
+    with pytest.raises(ValueError, match=r"masks/1.jpg: the mask is 32x16 but its image .*images/1.jpg is 32x32"):
+        ds[1]
+    big = np.kron(_draw_labels(0), np.ones((2, 2), np.int64)).astype(np.uint8)
+    Image.fromarray(PALETTE[big]).save(fake_root / "masks/1.jpg", quality=95, subsampling=0)
+    ds = FaceDataset(_cfg(fake_root), "train", train=True)
+    with pytest.warns(InputWarning, match=r"masks/1.jpg is 64x64 but its image is 32x32: both are resized"):
+        item = ds[1]
+    assert item["labels"].shape == (SIZE, SIZE)
+
+
+def test_an_index_that_inflates_beyond_the_limit_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    import zipfile
+    from pixelface.data import datasets
+    monkeypatch.setattr(datasets, "MAX_INDEX_BYTES", 1000)
+    with zipfile.ZipFile(tmp_path / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("dataset2.json", " " * 5000)
+    with pytest.raises(DatasetError, match=r"bomb.zip: dataset2.json inflates to 5,000 bytes, larger than"):
+        load_index(tmp_path / "bomb.zip")
+    (tmp_path / "big.json").write_text(" " * 5000)
+    with pytest.raises(DatasetError, match=r"big.json: larger than"):
+        load_index(tmp_path / "big.json")

@@ -239,3 +239,24 @@ def test_edit_tab_aligns_an_unaligned_photo_and_puts_the_edit_back(pf, page, tmp
     outside = photo_weight(labels, expected.alignment) == 0
     assert whole.shape == scene.shape and np.array_equal(whole[outside], scene[outside])
     assert not np.array_equal(whole, scene), "nothing was put back"
+
+
+def test_an_upload_beyond_the_limit_is_refused_before_it_reaches_the_disk(url):
+    """The server refuses (413) an upload larger than editor_app.MAX_UPLOAD; nothing lands in its cache."""
+    import urllib.error
+    import urllib.request
+    limit = int(editor_app.MAX_UPLOAD.removesuffix("mb")) * 1024 * 1024
+    boundary = "pixelfaceboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + b"\0" * (limit + 1) + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(url.rstrip("/") + "/gradio_api/upload", data=body, method="POST",
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=60)
+    assert refused.value.code == 413
+    cache = os.environ["GRADIO_TEMP_DIR"]
+    assert not [p for p in _files_under(cache) if p.endswith("big.png")]
+
+
+def _files_under(folder: str) -> list[str]:
+    return [os.path.join(root, name) for root, _, names in os.walk(folder) for name in names]

@@ -200,10 +200,12 @@ def photo(path, width=40, height=30):
 
 
 def test_make_mask_writes_a_palette_mask_and_an_overlay(weights, tmp_path, capsys):
+    """--align off: the photo's centred square, as before faces were aligned (tests/test_face_alignment.py and
+    test_bad_inputs.py cover the aligned crop)."""
     script = load_script("make_mask")
     image = photo(tmp_path / "face.png")
     out = tmp_path / "masks" / "face_mask.png"
-    assert script.main(["--image", str(image), "--out", str(out), "--parser", str(weights[0])]) == 0
+    assert script.main(["--image", str(image), "--out", str(out), "--parser", str(weights[0]), "--align", "off"]) == 0
     overlay = tmp_path / "masks" / "face_mask_overlay.png"
     mask = np.asarray(Image.open(out))
     assert mask.shape == (30, 30, 3)                                    # the photo's centred square
@@ -215,7 +217,7 @@ def test_make_mask_writes_a_palette_mask_and_an_overlay(weights, tmp_path, capsy
 
     other = tmp_path / "check.png"
     assert script.main(["--image", str(image), "--out", str(out), "--parser", str(weights[0]), "--size", "16",
-                        "--overlay", str(other), "--force"]) == 0
+                        "--overlay", str(other), "--force", "--align", "off"]) == 0
     assert Image.open(out).size == (16, 16) and Image.open(other).size == (16, 16)
 
 
@@ -224,7 +226,7 @@ def test_make_mask_keeps_existing_files_without_force(weights, tmp_path, capsys)
     image = photo(tmp_path / "face.png")
     out = tmp_path / "mask.png"
     out.write_bytes(b"mine")
-    code = script.main(["--image", str(image), "--out", str(out), "--parser", str(weights[0])])
+    code = script.main(["--image", str(image), "--out", str(out), "--parser", str(weights[0]), "--align", "off"])
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
     assert code == 2 and len(errors) == 1 and "exist already" in errors[0] and "--force" in errors[0]
     assert out.read_bytes() == b"mine" and not (tmp_path / "mask_overlay.png").exists()

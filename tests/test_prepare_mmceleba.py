@@ -98,7 +98,7 @@ def test_second_run_skips_and_a_deleted_output_is_rebuilt(raw):
     summary = prepare_mmceleba(**raw, size=OUT)
     assert (summary.written, summary.skipped) == (1, 7)
     assert Image.open(raw["out"] / "images/1.jpg").size == (OUT, OUT)
-    assert not list(raw["out"].rglob("*.tmp"))
+    assert not list(raw["out"].rglob("*pixelface-tmp"))
 
 
 def test_output_of_another_size_is_an_error_not_overwritten(raw):

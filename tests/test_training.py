@@ -127,6 +127,20 @@ def test_resume_refuses_another_text_mlp_learning_rate(smoke_root, tmp_path):
     load_resume(same, path)   # the same multipliers load
 
 
+def test_a_non_finite_generator_never_reaches_g_ema(smoke_root, tmp_path):
+    """A G holding NaN (finite gradients can still overflow) is not averaged into G_ema: the step counts as
+    skipped, so every checkpoint's G_ema stays usable."""
+    trainer = Trainer(smoke_cfg(smoke_root), tmp_path, torch.device("cpu"), progress_bar=False)
+    before = [t.clone() for t in trainer.G_ema.state_dict().values()]
+    with torch.no_grad():
+        next(trainer.G.parameters()).view(-1)[0] = float("nan")
+    assert trainer.update_ema() is False
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.G_ema.state_dict().values()))
+    with torch.no_grad():
+        next(trainer.G.parameters()).view(-1)[0] = 0.0
+    assert trainer.update_ema() is True
+
+
 def test_nonfinite_losses_skip_updates_then_stop_with_a_checkpoint(smoke_root, tmp_path, monkeypatch):
     torch.set_num_threads(1)
     nan = lambda *tensors: tensors[0].sum() * float("nan")

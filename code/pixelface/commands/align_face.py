@@ -17,7 +17,9 @@ from pixelface.commands.launch import launch
 from pixelface.core import cli, errors
 from pixelface.core.files import atomic_write, write_json_atomic
 from pixelface.data.images import MAX_PIXELS
+from pixelface.data.face_detection import load_detector
 from pixelface.editing.face_crop import read_face
+from pixelface.editing.inputs import image_shape
 
 MAX_SIZE = int(MAX_PIXELS ** 0.5)
 
@@ -29,8 +31,10 @@ def run(args) -> None:
     if not 1 <= args.size <= MAX_SIZE:
         raise errors.InputError(f"--size {args.size}: expected a side between 1 and {MAX_SIZE} pixels")
     report = out.with_suffix(".json")
+    image_shape(args.image)                    # a bad photo or detector is named before any folder is made
+    detector = load_detector(args.detector) if args.align == "on" else args.detector
     cli.check_free([out, report], args.force)
-    face = read_face(args.image, args.size, args.align, args.face, args.detector)
+    face = read_face(args.image, args.size, args.align, args.face, detector)
     crop = Image.fromarray(face.crop)
     atomic_write(out, lambda tmp: crop.save(tmp, format="PNG"))
     write_json_atomic(report, {"image": str(args.image), "size": args.size, **face.to_json()})

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from pixelface.commands.launch import launch
-from pixelface.core import cli
+from pixelface.core import cli, errors
 from pixelface.core.config import load_config
 from pixelface.training.convert import convert_file
 
@@ -27,6 +27,9 @@ def main(argv=None) -> int:
 
 
 def convert(args) -> None:
+    if Path(args.out).resolve() == Path(args.src).resolve():
+        raise errors.InputError(f"--out {args.out} is the official file being converted (--in); write the converted "
+                                f"checkpoint to another file")
     if Path(args.out).exists() and not args.force:
         raise FileExistsError(f"{args.out} exists; pass --force to overwrite it")
     summary = convert_file(args.src, args.out, load_config(args.cfg, args.set))

@@ -9,7 +9,8 @@ the BiSeNet weights of face-parsing.PyTorch (79999_iter.pth); nothing is downloa
 scripts/manipulate.py cuts it (--align auto: the aligned CelebA-HQ/FFHQ crop of its face, unless it already is
 one, then a centre crop), and the mask is written in the CelebAMask-HQ palette at --size (default: the
 photo's shorter side, ALIGNED_SIZE for an aligned crop), ready for --mask of scripts/sample.py and
-scripts/manipulate.py. An aligned crop is also written, as <stem of --out>_crop.png, to see what the mask covers.
+scripts/manipulate.py. The photo is parsed at most MAX_PARSE_SIDE large (the overlay too) and the mask resized to
+--size. An aligned crop is also written, as <stem of --out>_crop.png, to see what the mask covers.
 The overlay (default: <stem of --out>_overlay.png next to it) shows the mask colours blended half over the
 photo. Existing files are kept unless --force.
 """
@@ -24,13 +25,15 @@ from pixelface.core import cli, errors
 from pixelface.core.devices import resolve_device
 from pixelface.core.files import atomic_write
 from pixelface.data.images import MAX_PIXELS, signed_tensor
-from pixelface.data.masks import LABELS, NUM_CLASSES, label_to_color
+from pixelface.data.masks import LABELS, NUM_CLASSES, label_to_color, resize_labels
 from pixelface.editing import inputs
 from pixelface.editing.face_crop import read_face
 from pixelface.evaluation.faceparsing import load_any_parser
 
 MAX_SIZE = int(MAX_PIXELS ** 0.5)   # the largest side an input image may have
 ALIGNED_SIZE = 512                  # default side of the mask of an aligned face crop
+MAX_PARSE_SIDE = 1024               # the photo is parsed (and the overlay drawn) at most this large; the mask is
+                                    # then resized to --size, so an 8000 px photo costs what a 1024 px one does
 OVERLAY_WEIGHT = 0.5                # share of the mask colour in the overlay
 
 
@@ -78,19 +81,20 @@ def run(args) -> None:
     width, height = inputs.image_shape(args.image)          # a bad photo or parser file is named before
     face_parser = load_any_parser(args.parser, device)       # any folder is made or the network runs
     cli.check_free([out, overlay], args.force)
-    face = read_face(args.image, args.size or min(width, height), args.align, args.face, args.detector)
+    size = args.size or min(width, height)
+    face = read_face(args.image, min(size, MAX_PARSE_SIDE), args.align, args.face, args.detector)
     if face.alignment is not None and args.size is None:
-        face = face.at_size(ALIGNED_SIZE)
-    size = face.crop.shape[0]
-    labels = face_parser.predict(signed_tensor(Image.fromarray(face.crop))[None])[0].cpu().numpy()
-    colours = label_to_color(labels)
+        size = ALIGNED_SIZE
+        face = face.at_size(min(size, MAX_PARSE_SIDE))
+    parsed = face_parser.predict(signed_tensor(Image.fromarray(face.crop))[None])[0].cpu().numpy()
+    labels = parsed if size == parsed.shape[0] else resize_labels(parsed, size).numpy()
     written = [out, overlay]
     if face.alignment is not None:
         cli.check_free([crop_path], args.force)
         save_png(face.crop, crop_path)
         written.append(crop_path)
-    save_png(colours, out)
-    save_png(overlay_picture(face.crop, colours), overlay)
+    save_png(label_to_color(labels), out)
+    save_png(overlay_picture(face.crop, label_to_color(parsed)), overlay)
     print(f"wrote {out} ({size}x{size} of the {face.how} face, CelebAMask-HQ palette; {class_shares(labels)}), "
           f"{' and '.join(str(p) for p in written[1:])}")
 

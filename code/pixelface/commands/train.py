@@ -69,8 +69,7 @@ def train(args) -> None:
         # before the data are found and the checkpoint to resume from fits the networks this config builds.
         plan = dist.broadcast_object(plan_resume(args.out, cfg.CONFIG_NAME, args.resume) if rank == 0 else None)
         trainer = Trainer(cfg, plan.run_dir, device, progress_bar=not args.no_progress)
-        if plan.checkpoint is not None:
-            load_resume(trainer, plan.checkpoint)
+        changes = load_resume(trainer, plan.checkpoint) if plan.checkpoint is not None else []
         run_dir = plan.run_dir
         if rank == 0:
             if plan.note:
@@ -85,6 +84,8 @@ def train(args) -> None:
         trainer.run_dir = dist.broadcast_object(run_dir)
         if plan.checkpoint is not None:
             trainer.log(f"resumed from {plan.checkpoint} at {trainer.progress.nimg} images")
+            for change in changes:        # config.yaml now holds the new values; the log keeps the old ones
+                trainer.log(f"config changed on resume: {change}")
         trainer.run()
     finally:
         if lock is not None:

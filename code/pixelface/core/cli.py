@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from pixelface.core.errors import InputError, InputWarning
+from pixelface.core.files import claim_output_folder
 
 EXIT_OK, EXIT_CRASH, EXIT_BAD_INPUT, EXIT_NONFINITE = 0, 1, 2, 3
 MAX_SEEDS = 100_000       # more would not fit in memory as images anyway
@@ -102,9 +103,12 @@ def run(main, *args, extra_errors: dict[type, int] | None = None) -> int:
 
 def check_free(paths: list[Path], force: bool) -> None:
     """Refuse (FileExistsError naming them) to overwrite existing outputs unless `force`, and make sure
-    their folders can be written: both before any expensive work."""
+    their folders can be written: both before any expensive work. Each folder is then held by this process
+    (files.claim_output_folder) until it exits, so a second writer into it stops instead of replacing these
+    outputs, and the check above stays true while they are written."""
     for folder in dict.fromkeys(Path(p).parent for p in paths):
         check_output_folder(folder)
+        claim_output_folder(folder)
     taken = [str(p) for p in paths if p.exists()]
     if taken and not force:
         shown = ", ".join(taken[:5]) + (f" and {len(taken) - 5} more" if len(taken) > 5 else "")

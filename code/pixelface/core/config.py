@@ -374,6 +374,16 @@ def to_plain(tree):
     return {k: to_plain(v) if isinstance(v, dict) else v for k, v in tree.items()}
 
 
+def config_changes(saved: dict, cfg) -> list[str]:
+    """'KEY: old -> new' for every key whose value differs between a checkpoint's stored config and `cfg` (keys
+    only one of them has count too; private keys do not)."""
+    old, new = _flatten(saved), _flatten(to_plain({k: v for k, v in cfg.items() if not k.startswith("_")}))
+    missing = object()
+    return [f"{key}: {old.get(key, missing)!r} -> {new.get(key, missing)!r}".replace(repr(missing), "(none)")
+            for key in sorted(set(old) | set(new))
+            if not key.startswith("_") and old.get(key, missing) != new.get(key, missing)]
+
+
 # Keys removed from the schema, with the value that builds today's networks: a checkpoint that stored that
 # value loads as before; one that stored another cannot be rebuilt and is refused, naming the key.
 RETIRED_KEYS = {"MODEL.POSFOLD_WIDTH": 0}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -26,12 +27,15 @@ from PIL import Image
 from tqdm import tqdm
 
 from pixelface.core.config import ConfigError, default_config, plain_name_problem, require_path
+from pixelface.core.errors import InputWarning
 from pixelface.core.files import atomic_write, write_bytes_atomic
 from pixelface.data.images import ImageReadError, read_rgb, resize_and_crop, signed_tensor
 from pixelface.data.mask_files import read_labels
 from pixelface.data.masks import LABELS, LABEL_ID, MASK_ORDERS, generator_input, label_to_color, resize_labels
 
 CAPTIONS_PER_IMAGE = 10
+MAX_INDEX_BYTES = 256 << 20    # a caption index larger than this is refused before it is read or inflated
+PAIR_ASPECT_TOLERANCE = 0.01   # relative difference of image and mask aspect ratios accepted
 INDEX_NAME = "dataset2.json"
 MISSING_SHOWN = 5  # missing files named in an error; the count gives the rest
 
@@ -66,14 +70,23 @@ def _index_bytes(path: Path) -> bytes:
     """The bytes of dataset2.json at `path`, or inside the zip archive at `path`."""
     if not path.is_file():
         raise DatasetError(f"caption index {path} does not exist")
+    too_big = f"larger than {MAX_INDEX_BYTES >> 20} MiB (MMCelebA's is 28 MiB); not a caption index"
     if path.suffix.lower() != ".zip":
+        if path.stat().st_size > MAX_INDEX_BYTES:
+            raise DatasetError(f"{path}: {too_big}")
         return path.read_bytes()
     try:
         with zipfile.ZipFile(path) as archive:
-            members = [n for n in archive.namelist() if Path(n).name == INDEX_NAME]
+            members = [m for m in archive.infolist() if Path(m.filename).name == INDEX_NAME]
             if len(members) != 1:
                 raise DatasetError(f"{path}: expected exactly one {INDEX_NAME} in the archive, found {len(members)}")
-            return archive.read(members[0])
+            if members[0].file_size > MAX_INDEX_BYTES:         # the header's size, before anything is inflated
+                raise DatasetError(f"{path}: {INDEX_NAME} inflates to {members[0].file_size:,} bytes, {too_big}")
+            with archive.open(members[0]) as member:          # and never more than that, whatever the header says
+                data = member.read(MAX_INDEX_BYTES + 1)
+            if len(data) > MAX_INDEX_BYTES:
+                raise DatasetError(f"{path}: {INDEX_NAME} {too_big}")
+            return data
     except zipfile.BadZipFile as e:
         raise DatasetError(f"{path}: not a readable zip archive ({e})") from None
 
@@ -177,6 +190,7 @@ class FaceDataset(torch.utils.data.Dataset):
         self.split, self.train, self.seed, self.epoch = split, train, cfg.SEED, 0
         self.size, self.words, self.eval_slot = data.IMAGE_SIZE, data.WORDS_NUM, data.EVAL_CAPTION
         self.mask_kind, self.mask_resize, self.mask_order = data.MASK_KIND, data.MASK_RESIZE, data.MASK_ORDER
+        self._size_warned = False
         self.mask_input = cfg.MODEL.MASK_INPUT
         self.snap_distance, self.max_off_palette = data.MASK_SNAP_DISTANCE, data.MASK_MAX_OFF_PALETTE
 
@@ -202,13 +216,31 @@ class FaceDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         # ImageReadError names the file, so a DataLoader worker or a DDP rank fails saying which one.
-        image = resize_and_crop(read_rgb(self.image_paths[i], "image"), self.size, Image.BILINEAR)
+        raw = read_rgb(self.image_paths[i], "image")
         labels_full = read_labels(self.mask_paths[i], self.snap_distance, self.max_off_palette, self.mask_order,
                                   kind=self.mask_kind)
+        self._check_pair(i, raw.size, labels_full.shape)
+        image = resize_and_crop(raw, self.size, Image.BILINEAR)
         labels = resize_labels(labels_full, self.size)
         mask = generator_input(labels_full, self.size, self.mask_input, self.mask_resize)
         return {"image": signed_tensor(image), "mask": mask, "labels": labels, "caption": self.caption(i),
                 "id": self.ids[i], "index": i}
+
+
+    def _check_pair(self, i: int, image_size: tuple[int, int], mask_shape: tuple[int, ...]) -> None:
+        """An image and its mask must show the same picture: another aspect ratio is an error naming both files;
+        another size of the same aspect is resized (each to DATA.IMAGE_SIZE), with one warning per dataset."""
+        (iw, ih), (mh, mw) = image_size, mask_shape[-2:]
+        if (iw, ih) == (mw, mh):
+            return
+        if abs((iw / ih) / (mw / mh) - 1) > PAIR_ASPECT_TOLERANCE:
+            raise ImageReadError(f"{self.mask_paths[i]}: the mask is {mw}x{mh} but its image {self.image_paths[i]} is "
+                                 f"{iw}x{ih}; different aspect ratios, so the regions would not line up")
+        if not self._size_warned:
+            self._size_warned = True
+            warnings.warn(f"{self.mask_paths[i]} is {mw}x{mh} but its image is {iw}x{ih}: both are resized to "
+                          f"{self.size} (same aspect ratio; later pairs like it are not reported)", InputWarning,
+                          stacklevel=2)
 
 
 def _check_data_config(data):

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
 from pixelface.core import errors
+from pixelface.core.cli import MAX_SEEDS
 from pixelface.core.devices import resolve_device
 from pixelface.data.images import signed_tensor, to_pil, to_uint8
 from pixelface.data.mask_files import read_labels
@@ -30,6 +32,22 @@ from pixelface.editing.face_crop import FaceCrop, read_face
 from pixelface.networks import generation
 from pixelface.networks.checkpoint import load_generator
 from pixelface.networks.text_encoder import TextEncoder
+
+
+def api_seeds(seeds) -> list[int]:
+    """An int, or a list, tuple, range or 1-D numpy array of them, as a list of Python ints; at most the CLI's
+    MAX_SEEDS, checked before anything is allocated (InputError)."""
+    if isinstance(seeds, (int, np.integer)):
+        return [int(seeds)]
+    if isinstance(seeds, np.ndarray):
+        if seeds.ndim != 1 or not np.issubdtype(seeds.dtype, np.integer):
+            raise errors.InputError(f"seeds: expected a 1-D array of integers, got shape {seeds.shape} of {seeds.dtype}")
+        seeds = seeds.tolist()
+    if not isinstance(seeds, (list, tuple, range)):
+        raise errors.InputError(f"seeds: expected an int or a list of ints, got {type(seeds).__name__}")
+    if len(seeds) > MAX_SEEDS:
+        raise errors.InputError(f"seeds: {len(seeds):,} asked for; at most {MAX_SEEDS:,} per call")
+    return [int(s) if isinstance(s, np.integer) else s for s in seeds]
 
 
 class PixelFace:
@@ -73,7 +91,7 @@ class PixelFace:
                  batch_size: int = 1) -> list[Image.Image]:
         """One RGB image per seed (an int or a list of them) for one mask and one caption: the pixels
         scripts/sample.py writes for them on the same device (it samples with batch_size 1)."""
-        seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+        seeds = api_seeds(seeds)
         mask_input = model_mask(self._full_labels(mask, mask_order), self.cfg)   # the rule training used
         images = generation.sample(self.generator, self.text_encoder, self.cfg,
                                    mask_input.expand(len(seeds), -1, -1, -1),

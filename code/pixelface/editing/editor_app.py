@@ -43,6 +43,8 @@ PICTURE_HEIGHT = 256  # on-page height of a result picture (a 64 px face would b
 COLOURS = [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in PALETTE.tolist()]
 MODEL_EVENTS = "model"  # one concurrency group: the generator is shared, and warnings capture is global
 FACES_SIDE = 768      # the found-faces picture is shown at most this large
+MAX_UPLOAD = "50mb"   # larger uploads are refused by the server before they reach the disk
+CACHE_CLEANUP = (600, 3600)   # every 10 min, uploads and results older than an hour are deleted (and all at exit)
 
 
 def dataset_masks(cfg, root: str | Path | None = None, count: int = DATASET_MASKS) -> list[Path]:
@@ -343,7 +345,7 @@ def build_app(pf: PixelFace, parser=None, dataset_masks: list[Path] | tuple = ()
     """The editor for one loaded model; `parser` (anything with .predict like parser.FaceParser) enables
     mask prediction for photos; `dataset_masks` fill the Generate tab's dropdown."""
     side = canvas_side(pf.size)
-    with gr.Blocks(title="PixelFace+ editor", analytics_enabled=False) as app:
+    with gr.Blocks(title="PixelFace+ editor", analytics_enabled=False, delete_cache=CACHE_CLEANUP) as app:
         gr.Markdown(f"### PixelFace+ editor &nbsp; <small>{pf.source} ({pf.size} px, {pf.device})</small>")
         with gr.Tab("Generate", elem_id="tab-generate"):
             _generate_tab(pf, list(dataset_masks), side)
@@ -357,5 +359,5 @@ def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, block: boo
     its local URL. With block=False it returns at once and serves from a background thread."""
     app.queue(default_concurrency_limit=1)
     app.launch(server_name=host, server_port=port, share=False, ssr_mode=False, mcp_server=False, quiet=True,
-               prevent_thread_lock=not block, show_error=True, css=CSS, footer_links=[])
+               prevent_thread_lock=not block, show_error=True, css=CSS, footer_links=[], max_file_size=MAX_UPLOAD)
     return app.local_url

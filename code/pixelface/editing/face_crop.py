@@ -7,8 +7,9 @@ photo (pixelface.editing.paste_back).
 
 align: "on" always aligns (no face is an error); "off" centre-crops the photo as it is; "auto" (the default)
 aligns unless the photo already is an aligned crop: square, and either no face is found in it (faces smaller
-than about 40 px are not) or the crop the face asks for is the photo itself, within ALIGNED_TOLERANCE of its
-side. Without dlib, "auto" centre-crops (with a warning for a photo that is not square).
+than about 40 px are not), or the crop the face asks for is the photo itself, within ALIGNED_TOLERANCE of its
+side, or its face is too small or unclear to align (with a warning). Without dlib, "auto" centre-crops (with a
+warning for a photo that is not square).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from pixelface.editing.paste_back import paste_back
 
 ALIGN_MODES = ("auto", "on", "off")
 MIN_FACE_PX = 48            # narrowest face box accepted: below it the crop is mostly upsampled blur
+TINY_PHOTO_SIDE = 32        # photos whose shorter side is smaller get a warning (nothing can be found in them)
 # A square photo whose face crop lies this close to its own frame (share of its side) is a crop already: CelebA-HQ
 # crops lie within 0.02, this project's synthetic faces (a looser frame) within 0.25 (300 faces measured).
 ALIGNED_TOLERANCE = 0.3
@@ -96,6 +98,9 @@ def face_crop(rgb: Image.Image, size: int, align: str = "auto", face: int | None
     name = name or source_name(rgb)
     photo = np.asarray(rgb)
     square = photo.shape[0] == photo.shape[1]
+    if min(photo.shape[:2]) < TINY_PHOTO_SIDE:
+        warnings.warn(f"{name} is only {photo.shape[1]}x{photo.shape[0]} pixels: what is made from it is mostly "
+                      f"interpolation (a face photo of at least {MIN_FACE_PX} px is expected)", InputWarning, stacklevel=2)
     if align == "off":
         return _as_is(photo, size, "centre crop")
     try:
@@ -117,7 +122,15 @@ def face_crop(rgb: Image.Image, size: int, align: str = "auto", face: int | None
     alignment = Alignment.from_landmarks(chosen.landmarks, size, (photo.shape[1], photo.shape[0]))
     if align == "auto" and square and face is None and alignment.covers_whole_photo(ALIGNED_TOLERANCE):
         return _as_is(photo, size, "as is (already an aligned crop)", found, index)
-    check_face(chosen, name)
+    try:
+        check_face(chosen, name)
+    except InputError as error:
+        if not (align == "auto" and square and face is None):
+            raise
+        # a small square picture whose face is too small or too unclear to align is most likely a crop already
+        warnings.warn(f"{error}; using the square photo as it is (pass --align on to require alignment)",
+                      InputWarning, stacklevel=2)
+        return _as_is(photo, size, "as is (square; its face could not be aligned)", found, index)
     return FaceCrop(warp_to_crop(photo, alignment), photo, "aligned", alignment, found, index)
 
 

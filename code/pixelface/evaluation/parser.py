@@ -35,6 +35,8 @@ def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
         nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 
+MAX_LOGIT_SIDE = 1024   # predict() resizes logits up to this side, then labels (nearest) beyond it
+
 class FaceParser(nn.Module):
     """U-Net with `depth` poolings; level i has width * 2**i channels (width 8, depth 3: 123k parameters;
     width 16: 488k). Two 3x3 conv + BatchNorm + ReLU per level, nearest upsampling, skip concatenation.
@@ -97,10 +99,18 @@ class FaceParser(nn.Module):
         self.eval()
         x = self._at_training_size(images)
         logits = self(x)
-        if tuple(logits.shape[-2:]) != tuple(images.shape[-2:]):
-            logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        height, width = images.shape[-2:]
+        # Logits are resized smoothly up to MAX_LOGIT_SIDE, the labels beyond it: 19 float maps of an 8000 px photo
+        # would take 4.9 GB.
+        scale = min(1.0, MAX_LOGIT_SIDE / max(height, width))
+        smooth = (max(1, round(height * scale)), max(1, round(width * scale)))
+        if tuple(logits.shape[-2:]) != smooth:
+            logits = F.interpolate(logits, size=smooth, mode="bilinear", align_corners=False)
+        labels = logits.argmax(1)
+        if smooth != (height, width):
+            labels = F.interpolate(labels[:, None].float(), size=(height, width), mode="nearest")[:, 0].long()
         self.train(was_training)
-        return logits.argmax(1)
+        return labels
 
 
 def flip_batch(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -48,11 +48,34 @@ def load_formatted(path: str | Path, fmt: str, what: str, error=ValueError, map_
     return data
 
 
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Load one of our training checkpoints."""
+def load_checkpoint(path: str | Path, map_location="cpu", needs: tuple[str, ...] = ("config", "G_ema")) -> dict:
+    """Load one of our training checkpoints, refusing one that lacks any of the entries `needs`."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return load_formatted(path, FORMAT, "PixelFace+ checkpoint", map_location=map_location)
+    data = load_formatted(path, FORMAT, "PixelFace+ checkpoint", map_location=map_location)
+    missing = [key for key in needs if key not in data]
+    if missing:
+        raise ValueError(f"checkpoint {path} lacks {', '.join(missing)}: it is damaged or was edited; use another "
+                         f"checkpoint of the run")
+    return data
+
+
+def check_weights(state: dict, source: str, expected: dict | None = None) -> None:
+    """Refuse weights that would silently poison every image: a tensor that is complex, or not floating point where
+    `expected` (the model's own state dict) has a floating-point one, or that holds NaN or inf. One error naming the
+    first such tensor and `source`."""
+    for name, tensor in state.items():
+        if not torch.is_tensor(tensor):
+            continue
+        want = None if expected is None else expected.get(name)
+        if tensor.is_complex() or (want is not None and want.is_floating_point() and not tensor.is_floating_point()):
+            raise ValueError(f"{source}: tensor {name} is {str(tensor.dtype).replace('torch.', '')}; expected real "
+                             f"floating-point weights")
+        if tensor.is_floating_point():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise ValueError(f"{source}: tensor {name} holds {bad} non-finite value{'s' * (bad > 1)} (NaN or "
+                                 f"inf) of {tensor.numel()}; the weights are damaged")
 
 
 def export_model(ckpt_path: str | Path, out_dir: str | Path, overwrite: bool = False) -> list[Path]:
@@ -60,6 +83,8 @@ def export_model(ckpt_path: str | Path, out_dir: str | Path, overwrite: bool = F
     EXPORT_WEIGHTS (safetensors) and EXPORT_CONFIG (JSON). Existing files are kept unless `overwrite`."""
     out_dir = Path(out_dir)
     targets = [out_dir / EXPORT_WEIGHTS, out_dir / EXPORT_CONFIG]
+    if Path(ckpt_path).resolve() in {p.resolve() for p in (out_dir, *targets)}:
+        raise ValueError(f"--out {out_dir} would overwrite the model being exported ({ckpt_path}); choose another folder")
     existing = [str(t) for t in targets if t.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{' and '.join(existing)} already exist; pass --force to replace them")
@@ -116,6 +141,7 @@ def load_generator(path: str | Path, device="cpu"):
     except ConfigError as e:
         raise ValueError(f"checkpoint {path}: its config does not match this code ({e})") from None
     g_ema = Generator.from_config(cfg)
+    check_weights(state, f"checkpoint {path}: G_ema", g_ema.state_dict())
     try:
         g_ema.load_state_dict(state)
     except RuntimeError as e:

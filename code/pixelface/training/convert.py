@@ -31,7 +31,7 @@ import torch
 
 from pixelface.core.config import to_plain
 from pixelface.core.files import file_hash
-from pixelface.networks.checkpoint import FORMAT, atomic_save
+from pixelface.networks.checkpoint import FORMAT, atomic_save, check_weights
 from pixelface.networks.discriminator import Discriminator
 from pixelface.networks.generator import FOLDS_PER_STAGE, Generator
 from pixelface.networks.layers import blur_kernel
@@ -227,7 +227,12 @@ def load_reference(net: torch.nn.Module, state: dict, part: str = "state dict") 
     """Load one reference state dict into our `net` (G or D) in place; returns counts by kind of key."""
     rules = generator_rules(net) if isinstance(net, Generator) else discriminator_rules(net)
     _check_covered(net, rules)
-    net.load_state_dict(map_state(state, rules, net, part))
+    mapped = map_state(state, rules, net, part)
+    try:
+        check_weights(mapped, part, net.state_dict())     # dtypes: a complex or integer file would be cast silently
+    except ValueError as e:
+        raise ConversionError(str(e)) from None
+    net.load_state_dict(mapped)
     kinds = [rule.kind for rule in rules.values()]
     return {kind: kinds.count(kind) for kind in ("param", "dead", "constant")}
 
@@ -273,8 +278,8 @@ def convert_optimizer(saved, names: list[str], rules: dict[str, Rule], net, opti
         rule = rules.get(owner.get(position))
         if rule is None or not isinstance(state, dict):
             return fresh, f"state {position} belongs to no parameter"
-        if rule.target is None:
-            continue                                            # a dead parameter's moments
+        if rule.target is None or rule.target not in params:
+            continue    # a dead parameter's moments, or a spectral-norm vector's (a buffer here: no Adam moments)
         moved = _adam_state(state, rule, params[rule.target].shape)
         if moved is None:
             return fresh, f"the moments of {owner[position]} do not have its shape {rule.shape}"
@@ -306,7 +311,8 @@ def read_reference(path: str | Path) -> dict:
         raise ConversionError(f"{path}: refused, it holds more than tensors and containers (loading it "
                               f"would run pickled code: {str(e).splitlines()[0][:200]})") from None
     except Exception as e:  # truncated, not a torch file, ...
-        raise ConversionError(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        reason = (str(e).strip().splitlines() or ["empty or truncated file"])[0]
+        raise ConversionError(f"{path} cannot be read ({type(e).__name__}: {reason})") from None
     if isinstance(data, dict) and data.get("format") == FORMAT:
         raise ConversionError(f"{path} is already a checkpoint of this project; nothing to convert")
     if not isinstance(data, dict) or not all(isinstance(data.get(k), dict) for k in NETWORKS):
@@ -339,6 +345,11 @@ def convert(data: dict, cfg, source: str = "reference checkpoint") -> tuple[dict
     """(our training checkpoint, summary) from a read reference checkpoint and the config to build."""
     nets = {"g": Generator.from_config(cfg), "d": Discriminator.from_config(cfg),
             "g_ema": Generator.from_config(cfg)}
+    for part in nets:       # damaged weights are named as such, not as a layout mismatch
+        try:
+            check_weights(strip_ddp(data.get(part) or {}), f"{source}: {part}")
+        except ValueError as e:
+            raise ConversionError(str(e)) from None
     counts, errors = {}, []
     for part, net in nets.items():
         try:

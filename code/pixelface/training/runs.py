@@ -9,18 +9,13 @@ What a run folder guarantees (README "Failure behaviour"):
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from pixelface.core.config import ConfigError, plain_name_problem
+from pixelface.core.files import TEMPORARY_NAME, FolderLock
 from pixelface.networks.checkpoint import load_checkpoint
-
-try:
-    import fcntl
-except ImportError:          # not POSIX: no lock, the rest works
-    fcntl = None
 
 CHECKPOINT_GLOB = "ckpt-*.pt"
 _RUN_NUMBER = r"-(\d{5})"
@@ -137,36 +132,20 @@ def plan_resume(out: Path, name: str, resume: str | None) -> ResumePlan:
     return ResumePlan(None, path, f"starting a new run initialised from {path}")
 
 
-class RunLock:
-    """Exclusive lock on the run folder itself (flock on its directory), held until release() or process
-    exit: the OS drops it when a training is killed, and nothing is written into the folder for it."""
+class RunLock(FolderLock):
+    """Exclusive lock on a run folder for a training's life (pixelface.core.files.FolderLock)."""
 
     def __init__(self, run_dir: Path):
+        super().__init__(run_dir, f"run folder {run_dir} is in use by another training; wait for it to end or "
+                                  f"resume another run")
         self.run_dir = run_dir
-        self._fd = None
-
-    def acquire(self) -> "RunLock":
-        fd = os.open(self.run_dir, os.O_RDONLY)
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                raise RunFolderError(f"run folder {self.run_dir} is in use by another training; wait for "
-                                     f"it to end or resume another run") from None
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)          # closing drops the flock
-            self._fd = None
 
 
 def remove_stale_temporaries(run_dir: Path) -> list[Path]:
-    """Delete the temporary files of saves that were killed midway (.<name>.<…>.tmp); returns them."""
+    """Delete the temporary files of saves that were killed midway; returns them. Only names atomic_write alone
+    produces (.<name>.<pid>.pixelface-tmp) are touched: a user's own .tmp files stay."""
     stale = [p for folder in (run_dir, run_dir / "checkpoints") if folder.is_dir()
-             for p in folder.glob(".*.tmp") if p.is_file()]
+             for p in folder.iterdir() if TEMPORARY_NAME.match(p.name) and p.is_file()]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale

@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from pixelface.core import distributed as dist
-from pixelface.core.config import SCHEMA, ConfigError, to_yaml, to_plain
+from pixelface.core.config import SCHEMA, ConfigError, config_changes, to_plain, to_yaml
 from pixelface.core.files import atomic_write, write_text_atomic
 from pixelface.data.caption_regions import named_region_masks
 from pixelface.data.datasets import FaceDataset
@@ -33,7 +33,7 @@ from pixelface.data.masks import color_tensor
 from pixelface.evaluation.metrics import evaluate_generator
 from pixelface.evaluation.registry import METRICS, is_lower_better
 from pixelface.networks import generation, losses
-from pixelface.networks.checkpoint import atomic_save, load_checkpoint, FORMAT
+from pixelface.networks.checkpoint import FORMAT, atomic_save, check_weights, load_checkpoint
 from pixelface.networks.discriminator import Discriminator
 from pixelface.networks.generator import Generator
 from pixelface.networks.text_encoder import TextEncoder, pin_weights_hash
@@ -156,7 +156,7 @@ class TrainingNetworks:
     path length differentiate twice, which compiled graphs do not support, so they keep the eager modules."""
 
     def __init__(self, G: torch.nn.Module, D: torch.nn.Module, distributed: bool, compile_main: bool):
-        ddp = (lambda m: DDP(m, broadcast_buffers=False)) if distributed else (lambda m: m)
+        ddp = (lambda m: DDP(m, forward_sync_buffers=False)) if distributed else (lambda m: m)
         # Static shapes: the batch is fixed, and symbolic shapes trip inductor on G's folds; a new word
         # count (TEXT.FIXED_LENGTH false) costs one recompilation.
         compiled = (lambda m: torch.compile(m, dynamic=False)) if compile_main else (lambda m: m)
@@ -408,12 +408,17 @@ class Trainer:
         return ok
 
     @torch.no_grad()
-    def update_ema(self) -> None:
+    def update_ema(self) -> bool:
+        """Move G_ema toward G; False (G_ema left as it was) when G holds a non-finite value, so a bad step is
+        skipped in G_ema as in G and every checkpoint's G_ema stays usable."""
+        if not all(bool(torch.isfinite(t).all()) for t in self.G.state_dict().values() if t.is_floating_point()):
+            return False
         beta = ema_beta(self.cfg, self.batch_total, self.progress.nimg)
         for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
             p_ema.lerp_(p, 1 - beta)
         for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
             b_ema.copy_(b)
+        return True
 
     def train_step(self, batch) -> None:
         cfg, p = self.cfg.TRAIN, self.progress
@@ -428,7 +433,7 @@ class Trainer:
         ok &= self.g_main(inputs)
         if p.step % cfg.PL_INTERVAL == 0:
             ok &= self.g_reg(inputs)
-        self.update_ema()
+        ok &= self.update_ema()
         p.step += 1
         p.nimg += self.batch_total
         p.batch_in_epoch += 1
@@ -551,9 +556,15 @@ def write_config(run_dir: Path, cfg) -> None:
     write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
 
 
-def load_resume(trainer: Trainer, ckpt_path: Path) -> None:
-    """Load a training checkpoint into `trainer`, or ConfigError naming the file when it does not fit."""
-    ckpt = load_checkpoint(ckpt_path)
+RESUME_ENTRIES = ("config", "G", "D", "G_ema", "opt_G", "opt_D", "scaler", "progress", "rng")
+
+
+def load_resume(trainer: Trainer, ckpt_path: Path) -> list[str]:
+    """Load a training checkpoint into `trainer`, or ConfigError naming the file when it does not fit. Returns the
+    config keys this resume changes ('KEY: old -> new'), for the log."""
+    ckpt = load_checkpoint(ckpt_path, needs=RESUME_ENTRIES)
+    for name in ("G", "D", "G_ema"):       # non-finite weights would only ever train into more of them
+        check_weights(ckpt[name], f"checkpoint {ckpt_path}: {name}", getattr(trainer, name).state_dict())
     pinned = (ckpt.get("config") or {}).get("TEXT", {}).get("PRETRAINED_SHA256", "")
     if pinned and pinned != trainer.cfg.TEXT.PRETRAINED_SHA256:
         raise ConfigError(f"{ckpt_path} was trained with TEXT.PRETRAINED sha256 {pinned[:12]}..., but "
@@ -573,6 +584,7 @@ def load_resume(trainer: Trainer, ckpt_path: Path) -> None:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"{ckpt_path} does not fit this config ({type(e).__name__}: {first}); resume "
                           f"with the config it was trained with (its config.yaml)") from None
+    return config_changes(ckpt["config"], trainer.cfg)
 
 
 def check_eval_settings(cfg) -> None:
