@@ -345,7 +345,8 @@ CASES = [
          "lacks G_ema"),
     Case("resume-nan-weights", "main", lambda s: smoke_args(s) + ["--resume", str(checkpoint_with_nan(s, "D"))],
          "D: tensor"),
-    Case("sample-out-in-use", "sample", lambda s: sample_args(s), "is being written by another process",
+    Case("sample-out-in-use", "sample", lambda s: sample_args(s), "is being written by another process; wait for it to "
+         "end or choose another output (held by process ",
          setup=lambda s: (s["out"].mkdir(parents=True, exist_ok=True), hold_lock(
              s, s["out"], "from pixelface.core.files import FolderLock; lock = FolderLock(folder, 'busy')"))),
     Case("edit-out-in-use", "manipulate", lambda s: edit_args(s), "is being written by another process",
@@ -354,9 +355,12 @@ CASES = [
     Case("sample-ckpt-complex", "sample", lambda s: ["--ckpt", str(checkpoint_with_complex(s)), "--mask", str(s["mask"]),
                                                      "--text", "a", "--out", str(s["out"])], "is complex64; expected real"),
     Case("eval-ckpt-nan", "evaluate", lambda s: ["--ckpt", str(checkpoint_with_nan(s, "G_ema")), "--num", "2",
-                                                 "--out", str(s["out"])], "non-finite value"),
+                                                 "--out", str(s["out"])], "non-finite value", writes=out_only),
     Case("eval-ckpt-no-gema", "evaluate", lambda s: ["--ckpt", str(checkpoint_without(s, "G_ema")), "--num", "2",
-                                                     "--out", str(s["out"])], "lacks G_ema"),
+                                                     "--out", str(s["out"])], "lacks G_ema", writes=out_only),
+    Case("eval-out-in-use", "evaluate", lambda s: ["--ckpt", str(s["ckpt"]), "--num", "2", "--out", str(s["out"])],
+         "is being written by another process", setup=lambda s: (s["out"].mkdir(parents=True, exist_ok=True), hold_lock(
+             s, s["out"], "from pixelface.core.files import FolderLock; lock = FolderLock(folder, 'busy')"))),
     Case("export-ckpt-no-config", "export_model", lambda s: ["--ckpt", str(checkpoint_without(s, "config")),
                                                              "--out", str(s["out"])], "lacks config"),
     Case("edit-ckpt-nan", "manipulate", lambda s: ["--ckpt", str(checkpoint_with_nan(s, "G_ema")), "--image", str(s["image"]),

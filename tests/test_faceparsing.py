@@ -221,6 +221,19 @@ def test_make_mask_writes_a_palette_mask_and_an_overlay(weights, tmp_path, capsy
     assert Image.open(out).size == (16, 16) and Image.open(other).size == (16, 16)
 
 
+def test_make_mask_parses_a_large_size_at_its_working_size(weights, tmp_path, capsys):
+    """--size beyond make_mask.MAX_PARSE_SIDE: the photo is parsed (and the overlay drawn) at that side, and only the
+    label map is resized up, so memory does not grow with --size."""
+    script = load_script("make_mask")
+    image = photo(tmp_path / "face.png")
+    out = tmp_path / "mask.png"
+    assert script.main(["--image", str(image), "--out", str(out), "--parser", str(weights[0]), "--size", "2048",
+                        "--align", "off"]) == 0
+    mask = np.asarray(Image.open(out))
+    assert mask.shape == (2048, 2048, 3) and Image.open(tmp_path / "mask_overlay.png").size == (1024, 1024)
+    assert all((PALETTE == colour).all(1).any() for colour in np.unique(mask.reshape(-1, 3), axis=0))
+
+
 def test_make_mask_keeps_existing_files_without_force(weights, tmp_path, capsys):
     script = load_script("make_mask")
     image = photo(tmp_path / "face.png")

@@ -39,7 +39,8 @@ def evaluate(args, names) -> None:
     seeds = cli.parse_seeds(args.seeds)
     args.device = resolve_device(args.device)
     if args.out:
-        report_paths(args.out, args.force)  # fail before hours of generation, not after
+        report_paths(args.out, args.force)  # fail before hours of generation, not after; and hold the folder
+        cli.check_free(list(report_paths(args.out, overwrite=True)), force=True)
     reports = {}
     for path in args.ckpt:
         print(f"evaluating {path}", file=sys.stderr, flush=True)

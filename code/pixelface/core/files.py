@@ -93,7 +93,8 @@ class FolderLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 os.close(fd)
-                raise FolderInUse(self.busy) from None
+                holder = lock_holder(self.folder)
+                raise FolderInUse(f"{self.busy} (held by {holder})" if holder else self.busy) from None
         self._fd = fd
         return self
 
@@ -101,6 +102,27 @@ class FolderLock:
         if self._fd is not None:
             os.close(self._fd)          # closing drops the flock
             self._fd = None
+
+
+def lock_holder(folder: Path) -> str | None:
+    """'process PID (its command line)' holding a flock on `folder`, read from Linux's /proc/locks (None elsewhere
+    or when it cannot be told)."""
+    try:
+        st = os.stat(folder)
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == device and fields[4].isdigit():
+            pid = int(fields[4])
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                command = ""
+            return f"process {pid}" + (f" ({command.strip()[:120]})" if command.strip() else "")
+    return None
 
 
 _OUTPUT_CLAIMS: dict[Path, FolderLock] = {}
