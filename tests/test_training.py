@@ -354,19 +354,33 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(smoke_root, tmp_path):
     _assert_same(_final_state(tmp_path / "straight" / "smoke-00000"), _final_state(tmp_path / "killed" / "smoke-00000"))
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(smoke_root, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGUSR1])
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(smoke_root, tmp_path, stop):
+    """SIGTERM (kill, most schedulers) and SIGUSR1 (Slurm's warning before the time limit): a checkpoint, exit 0."""
     proc = _main(smoke_root, tmp_path, "--set", "TRAIN.TOTAL_KIMG=1", "--set", "TRAIN.SNAPSHOT_KIMG=0")
     log_file = tmp_path / "smoke-00000" / "log.txt"
     deadline = time.time() + 300
     while not (log_file.exists() and "training to" in log_file.read_text()) and time.time() < deadline:
         time.sleep(0.05)
     time.sleep(1.0)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(stop)
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 0, out
-    assert "stopped by SIGTERM" in out
+    assert f"stopped by {stop.name}" in out
     nimg = load_checkpoint(latest_checkpoint(tmp_path / "smoke-00000"))["progress"]["nimg"]
     assert 0 < nimg < 1000
+
+
+def test_snapshot_minutes_checkpoint_on_wall_time(smoke_root, tmp_path):
+    """TRAIN.SNAPSHOT_MINUTES: a checkpoint whenever that much wall time passed since the last one, with no kimg
+    schedule at all (here 0.0001 min: after every step)."""
+    torch.set_num_threads(1)
+    cfg = smoke_cfg(smoke_root, "TRAIN.SNAPSHOT_KIMG=0", "TRAIN.SNAPSHOT_MINUTES=0.0001", "TRAIN.KEEP_CHECKPOINTS=100")
+    Trainer(cfg, tmp_path, torch.device("cpu"), progress_bar=False).run()
+    log = (tmp_path / "log.txt").read_text()
+    steps = round(cfg.TRAIN.TOTAL_KIMG * 1000 / cfg.TRAIN.BATCH_SIZE)
+    assert log.count("(0.0001 minutes since the last one)") >= steps - 1
+    assert len(list((tmp_path / "checkpoints").glob("ckpt-*.pt"))) >= steps - 1
 
 
 def test_periodic_evaluation_logs_metrics_and_keeps_the_best(smoke_root, tmp_path):

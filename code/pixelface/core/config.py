@@ -200,6 +200,7 @@ SCHEMA = {
         "LOG_KIMG": _k(1.0, "log line and scalars every this many kimg (0: only at the end)", NON_NEGATIVE),
         "SAMPLE_KIMG": _k(10.0, "sample grid every this many kimg", NON_NEGATIVE),
         "SNAPSHOT_KIMG": _k(50.0, "checkpoint every this many kimg (0: only at the end and on SIGTERM)", NON_NEGATIVE),
+        "SNAPSHOT_MINUTES": _k(0.0, "if > 0, also a checkpoint whenever this many minutes of wall time have passed since the last one (preemptible clusters think in minutes lost, not kimg)", NON_NEGATIVE),
         "KEEP_CHECKPOINTS": _k(3, "keep the last K periodic checkpoints (plus best and final)", POSITIVE),
         "EVAL_KIMG": _k(0.0, "run the evaluation hook every this many kimg (0: never)", NON_NEGATIVE),
         "EVAL_METRICS": _k(["fid_clip", "clip_score"], "metrics of the periodic evaluation (names from pixelface.evaluation.metrics.METRICS)"),

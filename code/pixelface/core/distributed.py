@@ -62,6 +62,15 @@ def any_rank(flag: bool, device) -> bool:
     return bool(t.item())
 
 
+def any_rank_each(flags: list[bool], device) -> list[bool]:
+    """any_rank of several flags in one all-reduce: each True on every rank when True on at least one."""
+    if not dist.is_initialized():
+        return list(flags)
+    t = torch.tensor([float(f) for f in flags], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
+
+
 def gather_objects(obj) -> list:
     """Every rank's `obj`, in rank order, on every rank."""
     if not dist.is_initialized():

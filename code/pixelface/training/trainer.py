@@ -40,6 +40,11 @@ from pixelface.networks.text_encoder import TextEncoder, pin_weights_hash
 from pixelface.training import phases
 
 
+# SIGTERM: what kill, Ctrl-C's cousin and most schedulers send; SIGUSR1: what Slurm sends ahead of the time limit
+# (sbatch --signal=USR1@120), so the job can checkpoint and be requeued.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
+
+
 class NonFiniteLossError(RuntimeError):
     """Too many consecutive steps produced non-finite losses."""
 
@@ -214,7 +219,8 @@ class Trainer:
             for net in (self.G, self.D, self.G_ema):
                 net.to(memory_format=torch.channels_last)
         self.nets = TrainingNetworks(self.G, self.D, self.world > 1, cfg.TRAIN.COMPILE)
-        self.stop_requested = False
+        self.stop_requested = ""          # the name of the signal that asked to stop
+        self._last_snapshot = time.monotonic()
         self.stats: dict[str, list[float]] = {}
 
     # ----------------------------------------------------------------------------------------- setup
@@ -274,6 +280,7 @@ class Trainer:
         """Write checkpoints/ckpt-<nimg>.pt atomically, update `latest`, keep the last K (rank 0 writes)."""
         self.check_consistency()
         state = self.state_dict()
+        self._last_snapshot = time.monotonic()
         if self.rank != 0:
             return None
         folder = self.run_dir / "checkpoints"
@@ -464,7 +471,8 @@ class Trainer:
             self._save_grid_reference(grid)
             if p.nimg == 0:
                 self.sample_grid(grid, f"fakes-{0:09d}", writer)
-        previous = signal.signal(signal.SIGTERM, self._request_stop)
+        previous = {sig: signal.signal(sig, self._request_stop) for sig in STOP_SIGNALS}
+        self._last_snapshot = time.monotonic()
         throughput = Throughput(p.nimg)
         bar = _progress_bar(total, p.nimg) if self.show_progress else None
         self.log(f"training to {total} images: batch {cfg.TRAIN.BATCH_SIZE} x {self.world} ranks, "
@@ -483,10 +491,14 @@ class Trainer:
                             f"{p.nonfinite_streak} consecutive steps had non-finite losses; stopped at "
                             f"{p.nimg} images (TRAIN.MAX_NONFINITE_SKIPS={cfg.TRAIN.MAX_NONFINITE_SKIPS})")
                     self._periodic(before, total, grid, writer, throughput)
-                    if dist.any_rank(self.stop_requested, self.device):
-                        self.save_checkpoint("SIGTERM")
-                        self.log("stopped by SIGTERM; resume with --resume auto")
+                    stop, due = dist.any_rank_each([bool(self.stop_requested), self._snapshot_due()], self.device)
+                    if stop:
+                        name = self.stop_requested or "a signal on another rank"
+                        self.save_checkpoint(name)
+                        self.log(f"stopped by {name}; resume with --resume auto")
                         return
+                    if due:
+                        self.save_checkpoint(f"{cfg.TRAIN.SNAPSHOT_MINUTES:g} minutes since the last one")
                     if p.nimg >= total:
                         break
                 else:
@@ -495,7 +507,8 @@ class Trainer:
             if not _crossed(p.nimg - self.batch_total, p.nimg, cfg.TRAIN.SNAPSHOT_KIMG):
                 self.save_checkpoint("end of training")
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             if bar is not None:
                 bar.close()
             if writer is not None:
@@ -538,7 +551,12 @@ class Trainer:
                 self.log(f"new best {t.EVAL_METRIC} = {results[t.EVAL_METRIC]:.4f} (checkpoints/best.pt)")
 
     def _request_stop(self, signum, frame) -> None:
-        self.stop_requested = True
+        self.stop_requested = signal.Signals(signum).name
+
+    def _snapshot_due(self) -> bool:
+        """TRAIN.SNAPSHOT_MINUTES of wall time since the last checkpoint (any reason) have passed."""
+        minutes = self.cfg.TRAIN.SNAPSHOT_MINUTES
+        return minutes > 0 and time.monotonic() - self._last_snapshot >= 60 * minutes
 
 
 # ------------------------------------------------------------------------------------- run folders
