@@ -381,7 +381,7 @@ CASES = [
     Case("align-bad-detector", "align_face", lambda s: ["--image", str(s["image"]), "--out", str(s["out"] / "c.png"),
                                                         "--detector", "retinaface"], "--detector 'retinaface'"),
     Case("align-out-exists", "align_face", lambda s: ["--image", str(s["image"]), "--out", str(s["out"] / "c.png")],
-         "pass --force", setup=lambda s: write(s["out"] / "c.png", b"mine")),
+         "pass --force", setup=lambda s: write(s["out"] / "c.png", b"mine"), align=True),
     Case("align-no-face", "align_face", lambda s: ["--image", str(brick_photo(s)), "--out", str(s["out"] / "c.png")],
          "wall.png: no face found", writes=out_only, align=True),
     Case("align-face-index", "align_face", lambda s: ["--image", str(astronaut_photo(s)), "--out", str(s["out"] / "c.png"),
