@@ -22,7 +22,7 @@ from pixelface.data.synthface import write_dataset
 from pixelface.networks.text_encoder import TextEncoder
 from pixelface.training import trainer as trainer_module
 from pixelface.training.runs import latest_checkpoint, plan_resume
-from pixelface.training.trainer import NonFiniteLossError, Throughput, Trainer, load_resume, write_config
+from pixelface.training.trainer import NonFiniteLossError, Throughput, Trainer, load_resume, reshard_position, write_config
 
 SMOKE = REPO_ROOT / "cfg" / "smoke.yml"
 MAIN = REPO_ROOT / "code" / "main.py"
@@ -311,6 +311,24 @@ def test_torchrun_two_processes(smoke_root, tmp_path):
     ckpt = load_checkpoint(latest_checkpoint(run))
     assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2 and ckpt["progress"]["nimg"] == 16
     assert (run / "config.yaml").is_file()
+
+    # The same run resumed on one process (2 -> 1): images shown kept, the epoch's sampler re-sharded, one notice.
+    resumed = _main(smoke_root, tmp_path, "--resume", "auto", "--set", "TRAIN.TOTAL_KIMG=0.032")
+    log = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, log
+    assert "resumed with 1 process(es) x batch 2 from a checkpoint of 2 x 2: images shown (16)" in log
+    assert "each rank's random stream restarted from the run's seed" in log
+    assert load_checkpoint(latest_checkpoint(run))["progress"]["nimg"] == 32
+
+
+@pytest.mark.parametrize("batches, saved, now, expected", [
+    (3, (4, 2), (4, 1), 6),     # 2 processes -> 1: the 24 images shown are 6 batches of the one process
+    (6, (4, 1), (4, 2), 3),     # 1 -> 2: 24 images, dealt out rank by rank, are 3 batches per rank
+    (5, (4, 1), (8, 2), 1),     # rounded down to whole new batches: images 16-19 come again
+    (7, (4, 2), (4, 2), 7),     # unchanged
+])
+def test_resuming_with_another_world_size_or_batch_keeps_the_images_of_the_epoch(batches, saved, now, expected):
+    assert reshard_position(batches, *saved, *now) == expected
 
 
 def _final_state(run_dir: Path) -> dict:

@@ -86,6 +86,8 @@ def train(args) -> None:
             trainer.log(f"resumed from {plan.checkpoint} at {trainer.progress.nimg} images")
             for change in changes:        # config.yaml now holds the new values; the log keeps the old ones
                 trainer.log(f"config changed on resume: {change}")
+            for note in trainer.resume_notes:
+                trainer.log(note)
         trainer.run()
     finally:
         if lock is not None:

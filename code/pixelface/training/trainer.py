@@ -61,6 +61,14 @@ class Progress:
     best: float = math.inf     # best TRAIN.EVAL_METRIC so far, sign-flipped when higher is better
 
 
+def reshard_position(batches: int, saved_batch: int, saved_world: int, batch: int, world: int) -> int:
+    """Batches per rank already consumed in the current epoch, for a run resumed with another batch size or number
+    of processes: the images of the epoch shown so far (batches x saved_batch x saved_world) are the first ones of
+    the epoch's permutation, which DistributedSampler deals out rank by rank, so skipping that many images in total,
+    rounded down to whole new batches, continues the epoch (at most one batch of images is shown twice)."""
+    return (batches * saved_batch * saved_world) // (batch * world)
+
+
 class _Offset(Sampler):
     """The rank's share of one epoch, starting `offset` items in: resuming mid-epoch skips what was seen."""
 
@@ -220,6 +228,7 @@ class Trainer:
                 net.to(memory_format=torch.channels_last)
         self.nets = TrainingNetworks(self.G, self.D, self.world > 1, cfg.TRAIN.COMPILE)
         self.stop_requested = ""          # the name of the signal that asked to stop
+        self.resume_notes: list[str] = []  # what a resume had to adapt (another world size or batch), for the log
         self._last_snapshot = time.monotonic()
         self.stats: dict[str, list[float]] = {}
 
@@ -256,6 +265,16 @@ class Trainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         self.progress = Progress(**ckpt["progress"])
         rng = ckpt["rng"]
+        saved_world = int(ckpt.get("world_size", len(rng) or 1))
+        saved_batch = int(ckpt["config"]["TRAIN"]["BATCH_SIZE"])
+        if (saved_world, saved_batch) != (self.world, self.cfg.TRAIN.BATCH_SIZE):
+            self.progress.batch_in_epoch = reshard_position(self.progress.batch_in_epoch, saved_batch, saved_world,
+                                                            self.cfg.TRAIN.BATCH_SIZE, self.world)
+            self.resume_notes.append(
+                f"resumed with {self.world} process(es) x batch {self.cfg.TRAIN.BATCH_SIZE} from a checkpoint of "
+                f"{saved_world} x {saved_batch}: images shown ({self.progress.nimg}) and every kimg schedule kept, this "
+                f"epoch's sampler re-sharded after its first {self.progress.batch_in_epoch * self.batch_total} images"
+                + ("" if len(rng) == self.world else ", each rank's random stream restarted from the run's seed"))
         if len(rng) == self.world:  # a different world size cannot replay the same random stream
             _set_rng_state(rng[self.rank], self.device)
 
