@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixelface.core.errors import InputError
+from pixelface.core.errors import InputError, InputWarning
 from pixelface.data.face_alignment import Alignment, crop_frame, landmark_residual, warp_to_crop
 from pixelface.data.masks import LABEL_ID, label_to_color
 from pixelface.editing.face_crop import face_crop, read_face
@@ -196,6 +196,18 @@ def test_two_faces_the_largest_by_default_or_the_one_asked_for(astronaut):
 @needs_align
 def test_a_small_face_is_refused_naming_the_minimum(astronaut):
     scene = Image.fromarray(place(brick(400, 300), astronaut, 0, 0.45, (200, 150)))
+    with pytest.raises(InputError, match="the minimum is 48 px"):
+        face_crop(scene, SIZE, "on")
+
+
+@needs_align
+def test_a_square_photo_whose_face_is_too_small_is_used_as_it_is_in_auto_mode(astronaut):
+    """auto: a small square picture whose face cannot be aligned is most likely a crop already (a warning says
+    why); on: the same photo is refused."""
+    scene = Image.fromarray(place(brick(300, 300), astronaut, 0, 0.45, (150, 150)))
+    with pytest.warns(InputWarning, match=r"the minimum is 48 px .*; using the square photo as it is"):
+        kept = face_crop(scene, SIZE, "auto")
+    assert kept.alignment is None and kept.how == "as is (square; its face could not be aligned)"
     with pytest.raises(InputError, match="the minimum is 48 px"):
         face_crop(scene, SIZE, "on")
 

@@ -437,7 +437,8 @@ class Trainer:
     def update_ema(self) -> bool:
         """Move G_ema toward G; False (G_ema left as it was) when G holds a non-finite value, so a bad step is
         skipped in G_ema as in G and every checkpoint's G_ema stays usable."""
-        if not all(bool(torch.isfinite(t).all()) for t in self.G.state_dict().values() if t.is_floating_point()):
+        finite = [torch.isfinite(t).all() for t in self.G.state_dict().values() if t.is_floating_point()]
+        if not bool(torch.stack(finite).all()):      # one device sync per step, not one per tensor
             return False
         beta = ema_beta(self.cfg, self.batch_total, self.progress.nimg)
         for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
