@@ -145,7 +145,7 @@ def build(args):
         for net in (g, d):
             net.to(memory_format=torch.channels_last)
         images, masks = (x.contiguous(memory_format=torch.channels_last) for x in (images, masks))
-    regions = named_region_masks(captions, labels) if cfg.TRAIN.RECON_NAMED_WEIGHT > 0 else None
+    regions = named_region_masks(captions, labels, cfg.TRAIN.RECON_NAMED_ZONES) if cfg.TRAIN.RECON_NAMED_WEIGHT > 0 else None
     data = phases.PhaseBatch(images, masks, feats, losses.rotate(feats.sentence), regions)
     return cfg, overrides, device, g, d, text, clip_label, data
 

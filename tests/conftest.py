@@ -1,5 +1,6 @@
 import importlib.util
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,36 @@ from pixelface.networks.checkpoint import load_generator  # noqa: E402
 from pixelface.networks.text_encoder import TextEncoder  # noqa: E402
 from pixelface.training.runs import latest_checkpoint  # noqa: E402
 from pixelface.training.trainer import Trainer  # noqa: E402
+
+SMOKE = REPO_ROOT / "cfg" / "smoke.yml"
+MAIN = REPO_ROOT / "code" / "main.py"
+
+
+@pytest.fixture(scope="session")
+def smoke_root(tmp_path_factory) -> Path:
+    """A 40-face synthface dataset at 64 px for the smoke config's training runs."""
+    root = tmp_path_factory.mktemp("smoke_data")
+    write_dataset(root, 40, 64, 0, workers=1, force=True)
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def smoke_env(**extra) -> dict:
+    """The environment of a training subprocess: offline, one thread, unbuffered output."""
+    return dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
+
+
+def run_main(root, out, *args, **kw) -> subprocess.Popen:
+    """code/main.py on the smoke config and data `root`, writing runs under `out`; stdout and stderr merged."""
+    cmd = [sys.executable, str(MAIN), "--cfg", str(SMOKE), "--out", str(out), "--no-progress",
+           "--set", f"DATA.ROOT={root}", "--set", "DATA.SYNTHESIZE=false", *args]
+    return subprocess.Popen(cmd, env=smoke_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
 
 def load_script(name):
     """scripts/<name>.py as a module (the scripts are not a package): tests call its main(argv)."""

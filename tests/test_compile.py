@@ -5,21 +5,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO_ROOT
+from conftest import SMOKE
 from pixelface.core.config import load_config
-from pixelface.data.synthface import write_dataset
 from pixelface.training.trainer import Trainer
 
-SMOKE = REPO_ROOT / "cfg" / "smoke.yml"
 STEPS = 3          # step 0 runs R1 and path length, step 2 path length again (smoke intervals 4 and 2)
 LOSSES = ("loss/D", "loss/R1", "loss/G", "loss/CLIP", "loss/PL")
-
-
-@pytest.fixture(scope="module")
-def smoke_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("smoke_data")
-    write_dataset(root, 40, 64, 0, workers=1, force=True)
-    return root
 
 
 def run_steps(root: Path, run_dir: Path, compiled: bool) -> dict[str, list[float]]:

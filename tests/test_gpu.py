@@ -3,7 +3,6 @@ benchmark on CUDA. Every test here is skipped on machines without CUDA."""
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,34 +11,19 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from conftest import REPO_ROOT
+from conftest import MAIN, REPO_ROOT, SMOKE, free_port
 from pixelface.core.config import load_config
-from pixelface.data.synthface import write_dataset
 from pixelface.training.runs import latest_checkpoint
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="CUDA is not available: the GPU training and benchmark checks need a GPU")
 
-SMOKE = REPO_ROOT / "cfg" / "smoke.yml"
 GPU_SETTINGS = ["TRAIN.AMP=bf16", "TRAIN.CHANNELS_LAST=true", "TRAIN.TOTAL_KIMG=0.008", "TRAIN.SNAPSHOT_KIMG=0.004",
                 "TRAIN.LOG_KIMG=0.004"]
 
 
 def world() -> int:
     return max(1, torch.cuda.device_count())
-
-
-@pytest.fixture(scope="module")
-def smoke_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("smoke_data")
-    write_dataset(root, 40, 64, 0, workers=1, force=True)
-    return root
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _losses_are_finite(run_dir: Path) -> None:
@@ -70,7 +54,7 @@ def _nccl_worker(rank, world_size, port, root, out):
 
 
 def test_nccl_bf16_channels_last_training_writes_checkpoints(smoke_root, tmp_path):
-    mp.spawn(_nccl_worker, args=(world(), _free_port(), str(smoke_root), str(tmp_path)), nprocs=world(), join=True)
+    mp.spawn(_nccl_worker, args=(world(), free_port(), str(smoke_root), str(tmp_path)), nprocs=world(), join=True)
     _losses_are_finite(tmp_path)
     ckpt = latest_checkpoint(tmp_path)
     assert ckpt is not None
@@ -79,7 +63,7 @@ def test_nccl_bf16_channels_last_training_writes_checkpoints(smoke_root, tmp_pat
 
 def test_torchrun_cli_on_every_gpu(smoke_root, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(world()), "--master_port",
-           str(_free_port()), str(REPO_ROOT / "code" / "main.py"), "--cfg", str(SMOKE), "--device", "cuda",
+           str(free_port()), str(MAIN), "--cfg", str(SMOKE), "--device", "cuda",
            "--out", str(tmp_path), "--no-progress", "--set", f"DATA.ROOT={smoke_root}",
            "--set", "DATA.SYNTHESIZE=false"] + [a for s in GPU_SETTINGS for a in ("--set", s)]
     done = subprocess.run(cmd, env=dict(os.environ, HF_HUB_OFFLINE="1"), capture_output=True, text=True,

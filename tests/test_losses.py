@@ -4,6 +4,7 @@ import torch.nn.functional as F
 
 from pixelface.core.config import load_config
 from pixelface.data.caption_regions import named_region_masks, named_regions
+from pixelface.data.face_zones import face_zones
 from pixelface.data.masks import LABEL_ID
 from pixelface.networks import losses
 from pixelface.training.trainer import adam_optimizer, ema_beta, lr_factor
@@ -55,6 +56,43 @@ def test_captions_name_the_regions_whose_colour_they_state():
     assert named_regions("the man has black hair he has no beard") == ["hair", "skin"]
     assert named_regions("this person has rosy cheeks and wavy hair") == ["skin"]   # a style, not a colour
     assert named_regions("this person is smiling") == []
+
+
+def test_with_zones_blush_and_make_up_name_the_cheeks_and_eyelids_not_the_skin():
+    assert named_regions("this person has rosy cheeks and wavy hair", zones=True) == ["cheeks"]
+    assert named_regions("she wears heavy makeup and has pale skin", zones=True) == ["skin", "eyelids"]
+    assert named_regions("he has a goatee and black hair", zones=True) == ["hair", "skin"]
+
+
+def _upright_face(size=32, eye_row=12, eye_cols=(10, 21)):
+    """A label map of skin with two 2x2 eyes and a lip row: the eye axis is horizontal."""
+    labels = torch.zeros(size, size, dtype=torch.long)
+    labels[4:28, 4:28] = LABEL_ID["skin"]
+    for name, col in zip(("r_eye", "l_eye"), eye_cols):
+        labels[eye_row:eye_row + 2, col:col + 2] = LABEL_ID[name]
+    labels[22, 12:20] = LABEL_ID["u_lip"]
+    return labels
+
+
+def test_face_zones_place_cheeks_below_and_eyelids_above_the_eyes_and_follow_them():
+    labels = _upright_face()
+    zones = face_zones(labels.numpy())
+    cheek_rows, eyelid_rows = zones["cheeks"].nonzero()[0], zones["eyelids"].nonzero()[0]
+    assert cheek_rows.min() > 13 and eyelid_rows.max() < 13          # eye centres at row 13
+    assert zones["eyelids"].sum() > 0 and zones["cheeks"].sum() > 0
+    lower = face_zones(_upright_face(eye_row=15).numpy())              # the face moved down 3 rows
+    assert lower["cheeks"].nonzero()[0].min() == cheek_rows.min() + 3
+    no_eyes = labels.clone()
+    no_eyes[no_eyes == LABEL_ID["l_eye"]] = LABEL_ID["skin"]
+    assert face_zones(no_eyes.numpy()) is None
+
+
+def test_zone_masks_are_empty_for_a_face_without_eyes_and_skin_stays_whole():
+    labels = torch.stack([_upright_face(), torch.full((32, 32), LABEL_ID["skin"])])
+    regions = named_region_masks(["she has rosy cheeks and pale skin"] * 2, labels, zones=True)
+    assert regions.shape == (2, 2, 32, 32)                            # skin, cheeks
+    assert regions[0, 0].sum() == (labels[0] == LABEL_ID["skin"]).sum() and regions[1, 0].sum() == 32 * 32
+    assert 0 < regions[0, 1].sum() < 100 and regions[1, 1].sum() == 0  # no eyes, no cheeks to judge
 
 
 def test_named_region_loss_weighs_each_named_region_alike_and_ignores_the_rest():

@@ -3,7 +3,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,37 +16,14 @@ from pixelface.core.config import ConfigError, load_config
 from pixelface.networks import losses
 from pixelface.networks.checkpoint import file_hash, load_checkpoint, load_generator
 from pixelface.training.clip_pretrain import pretrain_clip
-from conftest import REPO_ROOT
-from pixelface.data.synthface import write_dataset
+from conftest import MAIN, REPO_ROOT, SMOKE, free_port, run_main, smoke_env
 from pixelface.networks.text_encoder import TextEncoder
 from pixelface.training import trainer as trainer_module
 from pixelface.training.runs import latest_checkpoint, plan_resume
 from pixelface.training.trainer import NonFiniteLossError, Throughput, Trainer, load_resume, reshard_position, write_config
 
-SMOKE = REPO_ROOT / "cfg" / "smoke.yml"
-MAIN = REPO_ROOT / "code" / "main.py"
-
-
-@pytest.fixture(scope="module")
-def smoke_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("smoke_data")
-    write_dataset(root, 40, 64, 0, workers=1, force=True)
-    return root
-
-
 def smoke_cfg(root, *overrides):
     return load_config(SMOKE, [f"DATA.ROOT={root}", "DATA.SYNTHESIZE=false", *overrides])
-
-
-def _env():
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    return env
-
-
-def _main(root, out, *args, **kw):
-    cmd = [sys.executable, str(MAIN), "--cfg", str(SMOKE), "--out", str(out), "--no-progress",
-           "--set", f"DATA.ROOT={root}", "--set", "DATA.SYNTHESIZE=false", *args]
-    return subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
 def test_all_configs_load():
@@ -167,7 +143,7 @@ def test_reconstruction_loss_alone_moves_the_generator_only_when_weighted(smoke_
     zero = lambda logit, cond: 0 * (logit.sum() + cond.sum())   # the adversarial term switched off
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(losses, "generator_adversarial_loss", zero)
-        assert trainer.g_main(inputs)
+        assert trainer.grun_main(inputs)
     moved = [not torch.equal(a, b) for a, b in zip(before, trainer.G.parameters())]
     assert any(moved) == (weight > 0)
     assert ("loss/recon" in trainer.stats) == (weight > 0)
@@ -181,10 +157,10 @@ def test_faded_reconstruction_loss_is_off_after_its_fade(smoke_root, tmp_path):
     trainer = Trainer(cfg, tmp_path, torch.device("cpu"), progress_bar=False)
     inputs = trainer.phase_batch(next(iter(trainer._loader())))
     trainer.progress.nimg = 50
-    assert trainer.g_main(inputs)
+    assert trainer.grun_main(inputs)
     assert len(trainer.stats["loss/recon"]) == 1
     trainer.progress.nimg = 100
-    assert trainer.g_main(inputs)
+    assert trainer.grun_main(inputs)
     assert len(trainer.stats["loss/recon"]) == 1     # faded out: not computed any more
 
 
@@ -216,7 +192,7 @@ def test_mode_seeking_pairs_each_condition_with_another_z_and_moves_the_generato
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(losses, "generator_adversarial_loss", lambda logit, cond: 0 * (logit.sum() + cond.sum()))
         mp.setattr(trainer.nets, "generate", spy)
-        assert trainer.g_main(inputs)
+        assert trainer.grun_main(inputs)
     # items 2, 3 repeat items 0, 1 (same mask and words, other z); the odd fifth item is kept
     assert torch.equal(seen["masks"][2:4], masks[:2]) and torch.equal(seen["masks"][4], masks[4])
     assert torch.equal(seen["words"][2:4], feats.words[:2])
@@ -225,13 +201,15 @@ def test_mode_seeking_pairs_each_condition_with_another_z_and_moves_the_generato
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.G.parameters()))
 
 
-def test_named_region_loss_reaches_the_generator_through_a_training_step(smoke_root, tmp_path):
+@pytest.mark.parametrize("zones, caption", [(False, "she has blond hair and wears lipstick"),
+                                             (True, "she has rosy cheeks and wears heavy makeup")])
+def test_named_region_loss_reaches_the_generator_through_a_training_step(smoke_root, tmp_path, zones, caption):
     torch.set_num_threads(1)
     cfg = smoke_cfg(smoke_root, "TRAIN.RECON_NAMED_WEIGHT=10", "TRAIN.MODE_SEEKING_WEIGHT=1", "TRAIN.CLIP_WEIGHT=0",
-                    "TRAIN.BATCH_SIZE=4")
+                    "TRAIN.BATCH_SIZE=4", f"TRAIN.RECON_NAMED_ZONES={zones}")
     trainer = Trainer(cfg, tmp_path, torch.device("cpu"), progress_bar=False)
     batch = next(iter(trainer._loader()))
-    batch["caption"] = ["she has blond hair and wears lipstick"] * 4   # every sample names hair and lips
+    batch["caption"] = [caption] * 4             # every sample names two regions (with zones: cheeks, eyelids)
     before = [p.detach().clone() for p in trainer.G.parameters()]
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(losses, "generator_adversarial_loss", lambda logit, cond: 0 * (logit.sum() + cond.sum()))
@@ -271,12 +249,6 @@ def test_bf16_autocast_trains_on_cpu(smoke_root, tmp_path, monkeypatch):
     assert sum(not torch.equal(a, b) for a, b in zip(d_before, trainer.D.parameters())) > len(d_before) // 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank, world, port, root, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank), HF_HUB_OFFLINE="1")
@@ -293,7 +265,7 @@ def _ddp_worker(rank, world, port, root, out):
 
 
 def test_two_gloo_processes_end_with_identical_networks(smoke_root, tmp_path):
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(smoke_root), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), str(smoke_root), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["fp"] == r1["fp"]          # G, D and G_ema identical on both ranks
     assert r0["z"] != r1["z"]            # while each rank drew its own randomness
@@ -303,9 +275,9 @@ def test_two_gloo_processes_end_with_identical_networks(smoke_root, tmp_path):
 
 def test_torchrun_two_processes(smoke_root, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(_free_port()), str(MAIN), "--cfg", str(SMOKE), "--out", str(tmp_path), "--no-progress",
+           str(free_port()), str(MAIN), "--cfg", str(SMOKE), "--out", str(tmp_path), "--no-progress",
            "--set", f"DATA.ROOT={smoke_root}", "--set", "DATA.SYNTHESIZE=false"]
-    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, env=smoke_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     run = tmp_path / "smoke-00000"
     ckpt = load_checkpoint(latest_checkpoint(run))
@@ -313,7 +285,7 @@ def test_torchrun_two_processes(smoke_root, tmp_path):
     assert (run / "config.yaml").is_file()
 
     # The same run resumed on one process (2 -> 1): images shown kept, the epoch's sampler re-sharded, one notice.
-    resumed = _main(smoke_root, tmp_path, "--resume", "auto", "--set", "TRAIN.TOTAL_KIMG=0.032")
+    resumed = run_main(smoke_root, tmp_path, "--resume", "auto", "--set", "TRAIN.TOTAL_KIMG=0.032")
     log = resumed.communicate(timeout=300)[0]
     assert resumed.returncode == 0, log
     assert "resumed with 1 process(es) x batch 2 from a checkpoint of 2 x 2: images shown (16)" in log
@@ -353,10 +325,10 @@ def _assert_same(a, b, where=""):
 
 def test_sigkill_then_resume_matches_an_uninterrupted_run(smoke_root, tmp_path):
     length = ["--set", "TRAIN.TOTAL_KIMG=0.04"]  # 20 steps, a checkpoint every 2
-    straight = _main(smoke_root, tmp_path / "straight", *length)
+    straight = run_main(smoke_root, tmp_path / "straight", *length)
     assert straight.wait(timeout=300) == 0, straight.stdout.read()
 
-    killed = _main(smoke_root, tmp_path / "killed", *length)
+    killed = run_main(smoke_root, tmp_path / "killed", *length)
     ckpts = tmp_path / "killed" / "smoke-00000" / "checkpoints"
     deadline = time.time() + 300
     while not (ckpts / "ckpt-000000012.pt").exists() and time.time() < deadline:
@@ -365,7 +337,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(smoke_root, tmp_path):
     killed.wait()
     assert not (ckpts / "ckpt-000000040.pt").exists(), "the run finished before it could be killed"
 
-    resumed = _main(smoke_root, tmp_path / "killed", *length, "--resume", "auto")
+    resumed = run_main(smoke_root, tmp_path / "killed", *length, "--resume", "auto")
     log = resumed.communicate(timeout=300)[0]
     assert resumed.returncode == 0, log
     assert "resumed from" in log
@@ -375,7 +347,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(smoke_root, tmp_path):
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGUSR1])
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(smoke_root, tmp_path, stop):
     """SIGTERM (kill, most schedulers) and SIGUSR1 (Slurm's warning before the time limit): a checkpoint, exit 0."""
-    proc = _main(smoke_root, tmp_path, "--set", "TRAIN.TOTAL_KIMG=1", "--set", "TRAIN.SNAPSHOT_KIMG=0")
+    proc = run_main(smoke_root, tmp_path, "--set", "TRAIN.TOTAL_KIMG=1", "--set", "TRAIN.SNAPSHOT_KIMG=0")
     log_file = tmp_path / "smoke-00000" / "log.txt"
     deadline = time.time() + 300
     while not (log_file.exists() and "training to" in log_file.read_text()) and time.time() < deadline:

@@ -30,8 +30,9 @@ def _parser(prog: str, description: str, examples: str) -> argparse.ArgumentPars
 
 def train() -> argparse.ArgumentParser:
     p = _parser("pixelface-train", "Train PixelFace+ (prepares missing data and CLIP weights on the way).", """
-        torchrun --nproc_per_node 2 code/main.py --cfg cfg/synthface.yml          # in a checkout
-        torchrun --nproc_per_node N -m pixelface.commands.train --cfg synthface --set TRAIN.TOTAL_KIMG=50
+        python code/main.py --nproc 2 --cfg cfg/synthface.yml      # 2 processes, loopback only (in a checkout)
+        pixelface-train --nproc 2 --cfg synthface --set TRAIN.TOTAL_KIMG=50
+        torchrun --nproc_per_node N --max-restarts 3 code/main.py --cfg cfg/X.yml --resume auto   # clusters
         pixelface-train --cfg cfg/smoke.yml --resume auto                          # one process
         """)
     p.add_argument("--cfg", help="YAML config overriding the defaults in pixelface/core/config.py, or a bare config name")
@@ -41,6 +42,8 @@ def train() -> argparse.ArgumentParser:
                    help="'auto': continue the newest run of this config; or a checkpoint / run folder")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help=DEVICE_HELP)
     p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="train with N processes on this machine, every socket on loopback (not under torchrun)")
     p.add_argument("--help-config", action="store_true", help="list every config key and exit")
     return p
 

@@ -2,12 +2,14 @@
 
     torchrun --nproc_per_node N -m pixelface.commands.train --cfg synthface [--set KEY.SUB=VALUE ...]
     torchrun --nproc_per_node N code/main.py --cfg cfg/X.yml [--resume auto|PATH]   # the same, in a checkout
+    pixelface-train --nproc N --cfg cfg/X.yml   # N processes on this machine, sockets on loopback only
     pixelface-train --cfg cfg/X.yml       # one process, no launcher needed (in a checkout: python code/main.py)
 
 --cfg takes a YAML file or a bare config name (synthface, smoke, ...). The heavy lifting is in
 pixelface.training.trainer; this command parses options, prepares missing data and weights (rank 0 only), picks the
 run folder (default <project home>/runs) and hands over.
 """
+import os
 import sys
 import warnings
 
@@ -17,6 +19,7 @@ from pixelface.commands.launch import launch
 from pixelface.core import cli
 from pixelface.core import distributed as dist
 from pixelface.core.config import describe, load_config
+from pixelface.core.local_launcher import run_workers
 from pixelface.core.runtime import cores_available, cpu_threads_per_rank, tune_glibc_malloc
 from pixelface.training.prepare import prepare_inputs
 from pixelface.training.runs import RunLock, new_run_dir, plan_resume, remove_stale_temporaries
@@ -29,7 +32,25 @@ def execute(args) -> int:
     if args.help_config:
         print("\n".join(describe()))
         return 0
+    if args.nproc < 1 or (args.nproc > 1 and "RANK" in os.environ):
+        why = "must be at least 1" if args.nproc < 1 else "under a launcher (RANK is set): use one or the other"
+        print(f"pixelface-train: --nproc {args.nproc} {why}", file=sys.stderr)
+        return cli.EXIT_BAD_INPUT
+    if args.nproc > 1:
+        return run_workers(args.nproc, worker_command(args))
     return cli.run(train, args, extra_errors={NonFiniteLossError: cli.EXIT_NONFINITE})
+
+
+def worker_command(args) -> list[str]:
+    """The command line each --nproc worker runs: these arguments, as one process of the job."""
+    command = [sys.executable, "-m", "pixelface.commands.launch", "train", "--out", str(args.out),
+               "--device", args.device]
+    for flag, value in (("--cfg", args.cfg), ("--resume", args.resume)):
+        if value is not None:
+            command += [flag, str(value)]
+    for item in args.set:
+        command += ["--set", item]
+    return command + (["--no-progress"] if args.no_progress else [])
 
 
 def main(argv=None) -> int:

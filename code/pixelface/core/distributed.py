@@ -1,7 +1,7 @@
 """torch.distributed with defaults that let a single process run without any launcher.
 
-Under torchrun the environment carries RANK / WORLD_SIZE / LOCAL_RANK; without it we are rank 0 of 1
-and every collective below is a no-op.
+Under torchrun (or pixelface-train --nproc) the environment carries RANK / WORLD_SIZE / LOCAL_RANK; without it
+we are rank 0 of 1 and every collective below is a no-op.
 """
 from __future__ import annotations
 
@@ -28,8 +28,11 @@ def init(device_type: str) -> tuple[int, int, torch.device]:
         device = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=TIMEOUT,
-                                device_id=device if device_type == "cuda" else None)
+        # pixelface-train --nproc (core/local_launcher.py): the ranks meet through a file, not a TCP store
+        store_file = os.environ.get("PIXELFACE_STORE_FILE")
+        store = dist.FileStore(store_file, world) if store_file else None
+        dist.init_process_group(backend, timeout=TIMEOUT, device_id=device if device_type == "cuda" else None,
+                                **({"store": store, "rank": rank, "world_size": world} if store else {}))
     return rank, world, device
 
 

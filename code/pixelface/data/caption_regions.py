@@ -5,13 +5,19 @@ A caption that says "brown hair" fixes the hair's colour; "lipstick" the lips'; 
 "heavy makeup" and "beard" (or "no beard") the skin's. Everything a caption does not name, background, clothes,
 skin tone, an unnamed hair colour, is left to z. TRAIN.RECON_NAMED_WEIGHT uses this to pull only those regions
 toward the real face of the same mask and caption.
+
+With zones (TRAIN.RECON_NAMED_ZONES), blush and eye shadow are placed where they are worn: "rosy cheeks" names
+the cheeks and "heavy makeup" the eyelids (pixelface.data.face_zones), so a few pixels of colour weigh as much as
+the hair instead of a tenth of the skin.
 """
 from __future__ import annotations
 
 import re
 
+import numpy as np
 import torch
 
+from pixelface.data.face_zones import ZONES, face_zones
 from pixelface.data.masks import LABEL_ID
 
 # (pattern over the cleaned caption, regions whose colour it fixes)
@@ -20,21 +26,38 @@ CAPTION_REGIONS = (
     (re.compile(r"\blipstick\b"), ("u_lip", "l_lip")),
     (re.compile(r"\b(pale skin|rosy cheeks|heavy makeup|makeup|beard|mustache|goatee|sideburns)\b"), ("skin",)),
 )
+CAPTION_ZONES = CAPTION_REGIONS[:2] + (
+    (re.compile(r"\b(pale skin|beard|mustache|goatee|sideburns)\b"), ("skin",)),
+    (re.compile(r"\brosy cheeks\b"), ("cheeks",)),
+    (re.compile(r"\b(heavy makeup|makeup)\b"), ("eyelids",)),
+)
 
 
-def named_regions(caption: str) -> list[str]:
-    """The region names whose colour `caption` states, in CAPTION_REGIONS order, each once."""
+def named_regions(caption: str, zones: bool = False) -> list[str]:
+    """The region names whose colour `caption` states, in CAPTION_REGIONS (or with `zones`, CAPTION_ZONES)
+    order, each once."""
     text = caption.lower()
-    found = [region for pattern, regions in CAPTION_REGIONS if pattern.search(text) for region in regions]
+    table = CAPTION_ZONES if zones else CAPTION_REGIONS
+    found = [region for pattern, regions in table if pattern.search(text) for region in regions]
     return list(dict.fromkeys(found))
 
 
-def named_region_masks(captions: list[str], labels: torch.Tensor) -> torch.Tensor:
+def _region_mask(labels: np.ndarray, region: str, zones: dict | None) -> np.ndarray:
+    if region in ZONES:
+        return zones[region] if zones is not None else np.zeros(labels.shape, bool)
+    return labels == LABEL_ID[region]
+
+
+def named_region_masks(captions: list[str], labels: torch.Tensor, zones: bool = False) -> torch.Tensor:
     """(B,R,H,W) float masks, one per region any caption names (R = the distinct names in the batch), each
-    zero for the samples whose caption does not name it. labels (B,H,W) CelebAMask-HQ ids."""
-    names = list(dict.fromkeys(r for c in captions for r in named_regions(c)))
-    masks = torch.zeros(labels.shape[0], len(names), *labels.shape[1:], device=labels.device)
-    for b, caption in enumerate(captions):
-        for region in named_regions(caption):
-            masks[b, names.index(region)] = (labels[b] == LABEL_ID[region]).float()
-    return masks
+    zero for the samples whose caption does not name it (or, for a face zone, whose label map lacks an eye).
+    labels (B,H,W) CelebAMask-HQ ids."""
+    named = [named_regions(c, zones) for c in captions]
+    names = list(dict.fromkeys(r for regions in named for r in regions))
+    masks = np.zeros((labels.shape[0], len(names), *labels.shape[1:]), np.float32)
+    for b, regions in enumerate(named):
+        label_map = labels[b].cpu().numpy()
+        placed = face_zones(label_map) if any(r in ZONES for r in regions) else None
+        for region in regions:
+            masks[b, names.index(region)] = _region_mask(label_map, region, placed)
+    return torch.from_numpy(masks).to(labels.device)

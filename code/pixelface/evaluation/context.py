@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -21,6 +22,10 @@ def generate_images(g_ema, cfg, text_encoder, batch: dict, samples: list[int], s
     seeds = [generation.image_seed(seed, k) for k in samples]
     return generation.generate(g_ema, text_encoder, batch["mask"], list(batch["caption"]),
                                seeds, batch_size=len(seeds))
+
+
+def no_heartbeat(what: str) -> None:
+    """The heartbeat of an evaluation that nothing watches."""
 
 
 @dataclass
@@ -41,6 +46,7 @@ class EvalContext:
     samples: list[dict] = field(default_factory=list)  # sample number, image id, caption of the main set
     collected: dict = field(default_factory=dict)     # need -> what its collector gathered in the main pass
     _extractors: dict = field(default_factory=dict)
+    heartbeat: Callable[[str], None] = no_heartbeat    # told what is being done, batch by batch (training watchdog)
 
     def extractor(self, kind: str):
         """The 'inception', 'clip' or 'parser_features' feature extractor, built once."""
@@ -72,6 +78,7 @@ class EvalContext:
                                              num_workers=self.cfg.DATA.NUM_WORKERS)
         start = 0
         for batch in loader:
+            self.heartbeat(f"evaluation batch at sample {samples[start] if samples else 0}")
             count = batch["labels"].shape[0]
             yield samples[start:start + count], batch
             start += count

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm import tqdm
@@ -18,7 +19,7 @@ from tqdm import tqdm
 from pixelface.core.config import project_home
 from pixelface.data.datasets import FaceDataset
 from pixelface.evaluation.collectors import COLLECTORS, check_need
-from pixelface.evaluation.context import EvalContext
+from pixelface.evaluation.context import EvalContext, no_heartbeat
 from pixelface.evaluation.registry import METRICS
 from pixelface.evaluation.stats_cache import StatsCache, safe_name
 
@@ -54,7 +55,8 @@ def default_parser_path(cfg) -> Path:
 def evaluate_generator(g_ema, cfg, text_encoder, *, split: str = "test", num: int = 1000,
                        metrics: list[str] | None = None, seeds=(0,), batch_size: int = 16, device="cpu",
                        parser_path: str | Path | None = None, cache_dir: str | Path | None = None,
-                       inception_path: str | Path | None = None, progress: bool = False) -> dict:
+                       inception_path: str | Path | None = None, progress: bool = False,
+                       heartbeat: Callable[[str], None] | None = None) -> dict:
     """Generate `num` images from the split's real masks and fixed captions (caption slot DATA.EVAL_CAPTION;
     sample k shows item k mod the split size, with seed seeds[0]) and compute `metrics` (None: all available).
 
@@ -63,6 +65,7 @@ def evaluate_generator(g_ema, cfg, text_encoder, *, split: str = "test", num: in
     Both defaults, and models/ below, are in project_home().
     inception_path: the Inception weights (default: models/ or the torch hub cache).
     progress: a progress bar over the generated set and a line per metric, on stderr.
+    heartbeat: called with what is being done at every batch and metric (the training watchdog's beat).
     Returns {"metrics": {name: float}, "skipped": {metric: why}, "settings": {...}, "samples": [{sample, id,
     caption}]}; the training hook logs result["metrics"].
     """
@@ -73,7 +76,7 @@ def evaluate_generator(g_ema, cfg, text_encoder, *, split: str = "test", num: in
     dataset = FaceDataset(cfg, split, train=False)
     ctx = EvalContext(g_ema, cfg, text_encoder, dataset, split, num, [int(s) for s in seeds], batch_size,
                       torch.device(device), StatsCache(cache_dir), Path(parser_path or default_parser_path(cfg)),
-                      Path(inception_path) if inception_path else None)
+                      Path(inception_path) if inception_path else None, heartbeat=heartbeat or no_heartbeat)
     ctx.settings.update(dataset=cfg.DATA.NAME, split=split, num=num, seeds=ctx.seeds, batch_size=batch_size,
                         caption_slot=cfg.DATA.EVAL_CAPTION, image_size=cfg.DATA.IMAGE_SIZE,
                         split_images=len(dataset))
@@ -85,6 +88,7 @@ def evaluate_generator(g_ema, cfg, text_encoder, *, split: str = "test", num: in
                           progress)
         results = {}
         for name in names:
+            ctx.heartbeat(f"evaluation: {name}")
             if progress:
                 print(f"evaluation: {name}", file=sys.stderr, flush=True)
             results.update(METRICS[name].compute(ctx))

@@ -12,7 +12,9 @@ import copy
 import hashlib
 import json
 import math
+import os
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from pixelface.core import distributed as dist
 from pixelface.core.config import SCHEMA, ConfigError, config_changes, to_plain, to_yaml
 from pixelface.core.files import atomic_write, write_text_atomic
+from pixelface.core.watchdog import STALL_EXIT_CODE, LocalBoard, Watchdog, store_board
 from pixelface.data.caption_regions import named_region_masks
 from pixelface.data.datasets import FaceDataset
 from pixelface.data.images import to_uint8
@@ -231,6 +234,7 @@ class Trainer:
         self.resume_notes: list[str] = []  # what a resume had to adapt (another world size or batch), for the log
         self._last_snapshot = time.monotonic()
         self.stats: dict[str, list[float]] = {}
+        self.beat = _no_beat               # the progress watchdog's heartbeat while run() trains
 
     # ----------------------------------------------------------------------------------------- setup
     def _autocast_dtype(self):
@@ -407,7 +411,9 @@ class Trainer:
 
     def phase_batch(self, batch: dict) -> phases.PhaseBatch:
         feats = self.text.encode(batch["caption"])
-        regions = named_region_masks(batch["caption"], batch["labels"]) if self.cfg.TRAIN.RECON_NAMED_WEIGHT > 0 else None
+        train = self.cfg.TRAIN
+        regions = (named_region_masks(batch["caption"], batch["labels"], train.RECON_NAMED_ZONES)
+                   if train.RECON_NAMED_WEIGHT > 0 else None)
         return phases.PhaseBatch(batch["image"].to(self.device), batch["mask"].to(self.device),
                                  feats, losses.rotate(feats.sentence), regions)
 
@@ -454,12 +460,17 @@ class Trainer:
         for opt, lr in self.base_lr.items():
             for group in opt.param_groups:
                 group["lr"] = lr * factor
+        self.beat(f"step {p.step}: D main")
         ok = self.d_main(inputs)
         if p.step % cfg.R1_INTERVAL == 0:
+            self.beat(f"step {p.step}: D R1")
             ok &= self.d_reg(inputs)
+        self.beat(f"step {p.step}: G main")
         ok &= self.g_main(inputs)
         if p.step % cfg.PL_INTERVAL == 0:
+            self.beat(f"step {p.step}: G path length")
             ok &= self.g_reg(inputs)
+        self.beat(f"step {p.step}: EMA")
         ok &= self.update_ema()
         p.step += 1
         p.nimg += self.batch_total
@@ -498,8 +509,10 @@ class Trainer:
         self.log(f"training to {total} images: batch {cfg.TRAIN.BATCH_SIZE} x {self.world} ranks, "
                  f"G {sum(q.numel() for q in self.G.parameters()):,} / D "
                  f"{sum(q.numel() for q in self.D.parameters() if q.requires_grad):,} parameters")
+        watchdog = self._start_watchdog()
         try:
             while p.nimg < total:
+                self.beat(f"step {p.step}: loading data")
                 for batch in self._loader():
                     before = p.nimg
                     self.train_step(batch)
@@ -511,6 +524,7 @@ class Trainer:
                             f"{p.nonfinite_streak} consecutive steps had non-finite losses; stopped at "
                             f"{p.nimg} images (TRAIN.MAX_NONFINITE_SKIPS={cfg.TRAIN.MAX_NONFINITE_SKIPS})")
                     self._periodic(before, total, grid, writer, throughput)
+                    self.beat(f"step {p.step}: agreeing on stop or snapshot")
                     stop, due = dist.any_rank_each([bool(self.stop_requested), self._snapshot_due()], self.device)
                     if stop:
                         name = self.stop_requested or "a signal on another rank"
@@ -521,12 +535,16 @@ class Trainer:
                         self.save_checkpoint(f"{cfg.TRAIN.SNAPSHOT_MINUTES:g} minutes since the last one")
                     if p.nimg >= total:
                         break
+                    self.beat(f"step {p.step}: loading data")
                 else:
                     p.epoch += 1
                     p.batch_in_epoch = 0
             if not _crossed(p.nimg - self.batch_total, p.nimg, cfg.TRAIN.SNAPSHOT_KIMG):
                 self.save_checkpoint("end of training")
         finally:
+            if watchdog is not None:
+                watchdog.stop()
+                self.beat = _no_beat
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             if bar is not None:
@@ -540,10 +558,13 @@ class Trainer:
             self._flush_stats(writer, throughput)
         with throughput.maintenance():       # counted in the next log window, apart from training
             if (_crossed(before, now, t.SAMPLE_KIMG) or last) and self.rank == 0:
+                self.beat("sampling the image grid")
                 self.sample_grid(grid, f"fakes-{now:09d}", writer)
             if _crossed(before, now, t.EVAL_KIMG) or (last and t.EVAL_KIMG > 0):
+                self.beat("evaluating" if self.rank == 0 else "waiting for rank 0's evaluation")
                 self._evaluate(writer)
             if _crossed(before, now, t.SNAPSHOT_KIMG):
+                self.beat("writing a checkpoint")
                 self.save_checkpoint("snapshot")
 
     def _evaluate(self, writer) -> None:
@@ -552,7 +573,8 @@ class Trainer:
         results = None
         if self.rank == 0:
             results = evaluate_generator(self.G_ema, self.cfg, self.text, split="test", num=t.EVAL_NUM,
-                                         metrics=list(t.EVAL_METRICS), device=self.device)["metrics"]
+                                         metrics=list(t.EVAL_METRICS), device=self.device,
+                                         heartbeat=self.beat)["metrics"]
         results = dist.broadcast_object(results)
         if self.rank == 0:
             for k, v in results.items():
@@ -570,6 +592,26 @@ class Trainer:
                 atomic_save(state, self.run_dir / "checkpoints" / "best.pt")
                 self.log(f"new best {t.EVAL_METRIC} = {results[t.EVAL_METRIC]:.4f} (checkpoints/best.pt)")
 
+    def _start_watchdog(self) -> Watchdog | None:
+        """TRAIN.STALL_TIMEOUT_S > 0: a watchdog over every rank's beats (core/watchdog.py), self.beat its heartbeat."""
+        timeout = self.cfg.TRAIN.STALL_TIMEOUT_S
+        if timeout <= 0:
+            return None
+        board = store_board(timeout) if self.world > 1 else LocalBoard()
+        watchdog = Watchdog(timeout, self.rank, self.world, board, self._stalled).start()
+        self.beat = watchdog.beat
+        return watchdog
+
+    def _stalled(self, message: str) -> None:
+        """The watchdog's verdict: one line from every rank, then this process ends (its main thread may be stuck
+        in a collective that would never return); checkpoints are written atomically, so the newest is whole."""
+        line = f"[{time.strftime('%H:%M:%S')}] rank {self.rank}: {message}"
+        print(line, file=sys.stderr, flush=True)
+        if self.rank == 0:
+            with open(self.run_dir / "log.txt", "a") as f:
+                f.write(line + "\n")
+        os._exit(STALL_EXIT_CODE)
+
     def _request_stop(self, signum, frame) -> None:
         self.stop_requested = signal.Signals(signum).name
 
@@ -577,6 +619,10 @@ class Trainer:
         """TRAIN.SNAPSHOT_MINUTES of wall time since the last checkpoint (any reason) have passed."""
         minutes = self.cfg.TRAIN.SNAPSHOT_MINUTES
         return minutes > 0 and time.monotonic() - self._last_snapshot >= 60 * minutes
+
+
+def _no_beat(what: str) -> None:
+    """The heartbeat outside run(), or with the watchdog off."""
 
 
 # ------------------------------------------------------------------------------------- run folders

@@ -1,12 +1,13 @@
 """Attribute scorer: reads the colour-only attributes back from pixels inside the label map's regions
 (predict_attributes, score_attributes), so an evaluation can ask whether a generated face obeyed its
-caption. Regions are placed in the face's own frame (from the eye centroids), so pose does not matter,
+caption. Regions are placed in the face's own frame (pixelface.data.face_zones), so pose does not matter,
 and colours are compared as chromaticity against the face's own reference skin, so lighting and skin
 tone do not either."""
 from __future__ import annotations
 
 import numpy as np
 
+from pixelface.data.face_zones import face_zones
 from pixelface.data.masks import LABEL_ID
 from .attributes import COLOR_ONLY, HAIR_RGB
 
@@ -34,59 +35,14 @@ def _median(image: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
     return np.median(image[mask].astype(np.float64), 0)
 
 
-class _FaceFrame:
-    """Pixel coordinates in units of the eye distance: u along the eye axis, v down the face."""
-
-    def __init__(self, labels: np.ndarray):
-        ys, xs = np.mgrid[: labels.shape[0], : labels.shape[1]] + 0.5
-        eyes = [np.array([xs[labels == LABEL_ID[c]].mean(), ys[labels == LABEL_ID[c]].mean()])
-                for c in ("r_eye", "l_eye")]
-        axis = eyes[1] - eyes[0]
-        self.d = float(np.hypot(*axis))
-        self.eyes = eyes
-        self.along = axis / self.d
-        self.down = np.array([-self.along[1], self.along[0]])
-        self.xs, self.ys = xs, ys
-
-    def coords(self, origin) -> tuple[np.ndarray, np.ndarray]:
-        dx, dy = self.xs - origin[0], self.ys - origin[1]
-        return (dx * self.along[0] + dy * self.along[1]) / self.d, (dx * self.down[0] + dy * self.down[1]) / self.d
-
-
-def _face_frame(labels: np.ndarray) -> _FaceFrame | None:
-    both_eyes = all((labels == LABEL_ID[c]).sum() >= 2 for c in ("l_eye", "r_eye"))
-    return _FaceFrame(labels) if both_eyes else None
-
-
-def _zones(labels: np.ndarray, frame: _FaceFrame) -> dict[str, np.ndarray]:
-    skin = labels == LABEL_ID["skin"]
-    skinlike = skin | (labels == LABEL_ID["eyeglasses"])
-    mid = (frame.eyes[0] + frame.eyes[1]) / 2
-    u, v = frame.coords(mid)
-    cheeks = np.zeros_like(skin)
-    shadow = np.zeros_like(skin)
-    around_eyes = np.zeros_like(skin)
-    for side, eye in ((-1, frame.eyes[0]), (1, frame.eyes[1])):
-        eu, ev = frame.coords(eye)
-        cheeks |= np.hypot(eu - side * 0.075, ev - 0.34) < 0.17
-        shadow |= (np.abs(eu) < 0.22) & (ev > -0.3) & (ev < 0)
-        around_eyes |= (np.abs(eu) < 0.5) & (ev > -0.4) & (ev < 0.8)
-    lips = np.isin(labels, [LABEL_ID["u_lip"], LABEL_ID["l_lip"], LABEL_ID["mouth"]])
-    lips_bottom = v[lips].max() if lips.any() else 1.2
-    # Reference skin: forehead and temples, away from blush, eyeshadow and beard.
-    return {"reference": (skin & (v < 0.3) & ~around_eyes) | (skin & (v < -0.45)),
-            "cheeks": skin & cheeks, "eyeshadow": skinlike & shadow,
-            "chin": skin & (v > lips_bottom + 0.08) & (np.abs(u) < 0.45)}
-
-
 def _color_features(image: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
     """Median RGB of each region the scorer looks at (regions under _MIN_PIXELS are left out), plus
     the make-up statistics of the thin regions as chromaticities."""
     regions = {"hair": labels == LABEL_ID["hair"],
                "lips": np.isin(labels, [LABEL_ID["u_lip"], LABEL_ID["l_lip"]])}
-    frame = _face_frame(labels)
-    if frame is not None:
-        regions.update(_zones(labels, frame))
+    zones = face_zones(labels)
+    if zones is not None:
+        regions.update(zones)
     found = {}
     for name, mask in regions.items():
         median = _median(image, mask)
@@ -96,8 +52,8 @@ def _color_features(image: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarr
     # blended with skin; the reddest / bluest quarter of the region carries the make-up if any.
     if "lips" in found:
         found["lips_red"] = np.percentile(_chroma(image[regions["lips"]])[:, 1], 75)
-    if "eyeshadow" in found:
-        found["eyeshadow_blue"] = np.percentile(_chroma(image[regions["eyeshadow"]])[:, 2], 75)
+    if "eyelids" in found:
+        found["eyeshadow_blue"] = np.percentile(_chroma(image[regions["eyelids"]])[:, 2], 75)
     return found
 
 
