@@ -41,7 +41,6 @@ import argparse
 import contextlib
 import ctypes
 import json
-import platform
 import statistics
 import sys
 import time
@@ -50,7 +49,7 @@ import torch
 
 from pixelface.core import cli
 from pixelface.core.config import ConfigError, load_config
-from pixelface.core.runtime import tune_glibc_malloc
+from pixelface.core.runtime import cpu_model, tune_glibc_malloc
 from pixelface.data.caption_regions import named_region_masks
 from pixelface.data.masks import NUM_CLASSES, model_mask
 from pixelface.networks import layers, losses
@@ -298,19 +297,6 @@ class Phases:
 
 # ------------------------------------------------------------------------------------------------
 # Measurement
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo, else platform.processor()): the CPU ratios depend on it,
-    since the two sides spend their time in different kernels (convolutions vs copies)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _rss_mb(field: str) -> float | None:

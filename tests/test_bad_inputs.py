@@ -323,6 +323,9 @@ CASES = [
     Case("export-ckpt-zero", "export_model", lambda s: ["--ckpt", str(write(s["tmp"] / "z.pt", b"")), "--out", str(s["out"])], "z.pt"),
     Case("export-out-exists", "export_model", lambda s: ["--ckpt", str(s["ckpt"]), "--out", str(s["out"])], "pixelface.json already exist",
          setup=lambda s: write(s["out"] / "pixelface.json", "{}")),
+    Case("export-out-in-use", "export_model", lambda s: ["--ckpt", str(s["ckpt"]), "--out", str(s["out"])],
+         "is being written by another process", setup=lambda s: (s["out"].mkdir(parents=True, exist_ok=True), hold_lock(
+             s, s["out"], "from pixelface.core.files import FolderLock; lock = FolderLock(folder, 'busy')"))),
     Case("convert-missing", "convert_reference", lambda s: ["--in", str(s["tmp"] / "ref.pth"), "--out", str(s["out"] / "c.pt")], "ref.pth"),
     Case("convert-foreign", "convert_reference", lambda s: ["--in", str(write(s["tmp"] / "ref.pth", "text")), "--out",
                                                             str(s["out"] / "c.pt")], "ref.pth"),

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pixelface.core.config import load_config
+from pixelface.core.files import FolderLock
 from pixelface.data.masks import label_to_color
 from pixelface.data.synthface import make_face, write_dataset
 from pixelface.networks.checkpoint import load_checkpoint, load_generator
@@ -575,6 +576,15 @@ def test_converted_checkpoint_samples_and_edits_through_the_scripts(tmp_path, ca
     assert load_script("convert_reference").main(["--in", str(src), "--out", str(out), "--cfg", smoke]) == 0
     printed = capsys.readouterr().out
     assert "g_ema: " in printed and "dropped as dead" in printed and "parameters: G " in printed
+    (tmp_path / "busy").mkdir()
+    held = FolderLock(tmp_path / "busy", "busy").acquire()   # another writer holds the folder: refused, nothing written
+    try:
+        assert load_script("convert_reference").main(["--in", str(src), "--out", str(tmp_path / "busy" / "b.pt"),
+                                                      "--cfg", smoke]) == 2
+        assert "is being written by another process" in capsys.readouterr().err
+    finally:
+        held.release()
+    assert list((tmp_path / "busy").iterdir()) == []
 
     ckpt = load_checkpoint(out)
     assert ckpt["converted_from"]["file"] == "ckpt_0150.pth"

@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -267,6 +268,12 @@ def test_a_mask_of_another_aspect_than_its_image_is_refused_naming_both(fake_roo
     with pytest.warns(InputWarning, match=r"masks/1.jpg is 64x64 but its image is 32x32: both are resized"):
         item = ds[1]
     assert item["labels"].shape == (SIZE, SIZE)
+    # MMCelebA's own layout, images an exact multiple of their masks (1024 over 512), is read without a word.
+    small = _draw_labels(0)[::2, ::2].astype(np.uint8)
+    Image.fromarray(PALETTE[small]).save(fake_root / "masks/1.jpg", quality=95, subsampling=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert FaceDataset(_cfg(fake_root), "train", train=True)[1]["labels"].shape == (SIZE, SIZE)
 
 
 def test_an_index_that_inflates_beyond_the_limit_is_refused_before_it_is_read(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.distributed as torch_dist
 
-from conftest import MAIN, SMOKE, free_port, smoke_env
+from conftest import MAIN, SMOKE, free_port, run_main, smoke_env
 from pixelface.core.watchdog import STALL_EXIT_CODE, LocalBoard, StoreBoard, Watchdog
 from pixelface.networks.checkpoint import load_checkpoint
 from pixelface.training.runs import latest_checkpoint
@@ -244,3 +244,17 @@ def test_torchrun_restarts_a_killed_node_and_the_run_ends_as_an_uninterrupted_on
     for part in ("G", "D", "G_ema"):
         for key, tensor in straight[part].items():
             assert torch.equal(tensor, killed[part][key]), f"{part}.{key}"
+
+
+def test_a_one_process_run_resumes_on_two_with_one_notice(smoke_root, tmp_path):
+    """1 -> 2 processes (2 -> 1: tests/test_training.py): images shown kept, the sampler re-sharded, a notice."""
+    first = run_main(smoke_root, tmp_path)
+    assert first.wait(timeout=300) == 0, first.stdout.read()
+    run = tmp_path / "smoke-00000"
+    assert load_checkpoint(latest_checkpoint(run))["progress"]["nimg"] == 16
+    resumed = run_main(smoke_root, tmp_path, "--nproc", "2", "--resume", "auto", "--set", "TRAIN.TOTAL_KIMG=0.032")
+    log = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, log
+    assert "resumed with 2 process(es) x batch 2 from a checkpoint of 1 x 2: images shown (16)" in log
+    ckpt = load_checkpoint(latest_checkpoint(run))
+    assert ckpt["world_size"] == 2 and ckpt["progress"]["nimg"] == 32

@@ -30,9 +30,11 @@ def convert(args) -> None:
     if Path(args.out).resolve() == Path(args.src).resolve():
         raise errors.InputError(f"--out {args.out} is the official file being converted (--in); write the converted "
                                 f"checkpoint to another file")
-    if Path(args.out).exists() and not args.force:
+    if Path(args.out).exists() and not args.force:        # before the (slow) conversion; again at the claim
         raise FileExistsError(f"{args.out} exists; pass --force to overwrite it")
-    summary = convert_file(args.src, args.out, load_config(args.cfg, args.set))
+    # Once the official file is read and converted, --out's folder is claimed until we exit.
+    summary = convert_file(args.src, args.out, load_config(args.cfg, args.set),
+                           before_writing=lambda dst: cli.check_free([dst], args.force))
     print(f"converted {args.src} -> {args.out}")
     for line in summary.lines():
         print(f"  {line}")

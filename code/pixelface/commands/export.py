@@ -16,8 +16,14 @@ from pixelface.networks.checkpoint import export_model
 
 def execute(args) -> int:
     """Run the command on parsed arguments (pixelface.commands.parsers.export) -> exit code."""
-    return cli.run(lambda: print("wrote " + " and ".join(
-        str(p) for p in export_model(args.ckpt, args.out, overwrite=args.force))))
+    return cli.run(export, args)
+
+
+def export(args) -> None:
+    # Once the checkpoint is read, the folder is claimed until we exit: another export into it stops.
+    written = export_model(args.ckpt, args.out, overwrite=args.force,
+                           before_writing=lambda targets: cli.check_free(targets, args.force))
+    print("wrote " + " and ".join(str(p) for p in written))
 
 
 def main(argv=None) -> int:

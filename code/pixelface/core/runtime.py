@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import platform
 
 
 def tune_glibc_malloc(threshold: int = 1 << 30) -> bool:
@@ -37,3 +38,16 @@ def cores_available() -> int:
 def cpu_threads_per_rank() -> int:
     """An equal share of the cores for each rank on this machine (at least one)."""
     return max(1, cores_available() // processes_on_this_machine())
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo, else platform.processor()): every speed figure names it, since
+    kernels and their ratios differ between CPU families."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

@@ -229,13 +229,17 @@ class FaceDataset(torch.utils.data.Dataset):
 
     def _check_pair(self, i: int, image_size: tuple[int, int], mask_shape: tuple[int, ...]) -> None:
         """An image and its mask must show the same picture: another aspect ratio is an error naming both files;
-        another size of the same aspect is resized (each to DATA.IMAGE_SIZE), with one warning per dataset."""
+        another size of the same aspect is resized (each to DATA.IMAGE_SIZE), with one warning per dataset unless the
+        image is an exact multiple of the mask (MMCelebA: 1024-px images, 512-px masks)."""
         (iw, ih), (mh, mw) = image_size, mask_shape[-2:]
         if (iw, ih) == (mw, mh):
             return
         if abs((iw / ih) / (mw / mh) - 1) > PAIR_ASPECT_TOLERANCE:
             raise ImageReadError(f"{self.mask_paths[i]}: the mask is {mw}x{mh} but its image {self.image_paths[i]} is "
                                  f"{iw}x{ih}; different aspect ratios, so the regions would not line up")
+        scale = iw / mw
+        if scale == round(scale) and ih == round(scale) * mh:
+            return          # an exact multiple, as MMCelebA's 1024-px images over their 512-px masks: nothing to say
         if not self._size_warned:
             self._size_warned = True
             warnings.warn(f"{self.mask_paths[i]} is {mw}x{mh} but its image is {iw}x{ih}: both are resized to "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import safetensors.torch
 import torch
@@ -78,9 +79,12 @@ def check_weights(state: dict, source: str, expected: dict | None = None) -> Non
                                  f"inf) of {tensor.numel()}; the weights are damaged")
 
 
-def export_model(ckpt_path: str | Path, out_dir: str | Path, overwrite: bool = False) -> list[Path]:
+def export_model(ckpt_path: str | Path, out_dir: str | Path, overwrite: bool = False,
+                 before_writing: Callable[[list[Path]], None] | None = None) -> list[Path]:
     """Write G_ema and its config from training checkpoint `ckpt_path` into the folder `out_dir`, as
-    EXPORT_WEIGHTS (safetensors) and EXPORT_CONFIG (JSON). Existing files are kept unless `overwrite`."""
+    EXPORT_WEIGHTS (safetensors) and EXPORT_CONFIG (JSON). Existing files are kept unless `overwrite`.
+    before_writing(targets) runs once the checkpoint is read and checked, before anything is written (the
+    command claims the folder there, so a bad input leaves no folder behind)."""
     out_dir = Path(out_dir)
     targets = [out_dir / EXPORT_WEIGHTS, out_dir / EXPORT_CONFIG]
     if Path(ckpt_path).resolve() in {p.resolve() for p in (out_dir, *targets)}:
@@ -90,6 +94,8 @@ def export_model(ckpt_path: str | Path, out_dir: str | Path, overwrite: bool = F
         raise FileExistsError(f"{' and '.join(existing)} already exist; pass --force to replace them")
     g_ema, _ = load_generator(ckpt_path)   # checks that the weights fit the config before anything is written
     ckpt = load_checkpoint(ckpt_path)
+    if before_writing is not None:
+        before_writing(targets)
     out_dir.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.contiguous() for k, v in g_ema.state_dict().items()}
     atomic_write(targets[0], lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata={"format": EXPORT_FORMAT}))

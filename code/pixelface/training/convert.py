@@ -26,6 +26,7 @@ from __future__ import annotations
 import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -390,11 +391,14 @@ def _optimizers(data: dict, nets: dict, cfg) -> tuple[dict, list[str]]:
     return out, notices
 
 
-def convert_file(src: str | Path, dst: str | Path, cfg) -> Summary:
-    """Convert the reference checkpoint `src` into our checkpoint `dst`, written atomically."""
+def convert_file(src: str | Path, dst: str | Path, cfg, before_writing: Callable[[Path], None] | None = None) -> Summary:
+    """Convert the reference checkpoint `src` into our checkpoint `dst`, written atomically; before_writing(dst)
+    runs once `src` is read and converted, before anything is written (the command claims the folder there)."""
     pin_weights_hash(cfg)   # a local CLIP file is named by hash, as in a trained checkpoint
     cfg.MODEL.D_SPECTRAL_NORM = "reference"   # the stored u, v continue as the reference's would
     ckpt, summary = convert(read_reference(src), cfg, source=str(src))
     ckpt["converted_from"] = {"file": Path(src).name, "sha256": file_hash(src, length=64)}
+    if before_writing is not None:
+        before_writing(Path(dst))
     atomic_save(ckpt, dst)
     return summary
