@@ -34,7 +34,7 @@ def serve(args) -> None:
     if args.data_root and not Path(args.data_root).is_dir():
         raise errors.InputError(f"--data-root {args.data_root} is not a folder")
     device = resolve_device(args.device)
-    pf = PixelFace.load(args.ckpt, device)
+    pf = PixelFace.load(args.ckpt, device, args.amp)
     parser = load_any_parser(args.parser, device) if args.parser else None
     masks = editor_app.dataset_masks(pf.cfg, args.data_root)
     app = editor_app.build_app(pf, parser, masks)

@@ -70,6 +70,9 @@ def sample() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="dataset folder for --from-dataset (default: the checkpoint's DATA.ROOT)")
     p.add_argument("--seeds", default="0", help="seeds, e.g. 0-7 or 1,5,9-11")
     p.add_argument("--truncation", type=float, default=1.0, help="psi in [0,1]; < 1 pulls w toward the mean")
+    p.add_argument("--amp", choices=("auto", "none", "bf16"), default="auto",
+                   help="G's precision: bf16 autocast, float32 (none), or auto: bf16 on a CPU with bf16 units for a "
+                        "model of the reference's width, where it is faster (docs/speed.md)")
     p.add_argument("--batch-size", type=int, default=1,
                    help="samples per forward pass; 1 keeps every seed's bytes independent of the batch, more is "
                         "faster on a GPU and may move a rare pixel by one 8-bit level")
@@ -239,6 +242,8 @@ def editor() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=int, default=7860, help="port to listen on")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--amp", choices=("auto", "none", "bf16"), default="auto", help="precision of generated faces "
+                   "(as pixelface-sample --amp)")
     return p
 
 

@@ -111,10 +111,11 @@ def run(args) -> Path:
     order = list(paths["samples"])  # (pair, seed), pair-major: the grid's row order
     images = generation.sample(g, text_encoder, cfg, torch.stack([masks[pairs[p][0]][2] for p, _ in order]),
                               [captions[pairs[p][1]] for p, _ in order], [seed for _, seed in order],
-                              truncation=args.truncation, batch_size=args.batch_size, progress=True)
+                              truncation=args.truncation, batch_size=args.batch_size, progress=True, amp=args.amp)
+    dtype = generation.autocast_dtype(args.amp, cfg, device)
     record = {"checkpoint": str(args.ckpt), "checkpoint_hash": checkpoint_hash(args.ckpt),
               "text_encoder": inputs.text_encoder_source(cfg), "truncation": args.truncation,
-              "batch_size": args.batch_size}
+              "batch_size": args.batch_size, "precision": "bf16" if dtype is torch.bfloat16 else "float32"}
     write_outputs(paths, images, masks, captions, pairs, seeds, record)
     return out
 

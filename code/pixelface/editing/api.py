@@ -53,15 +53,18 @@ def api_seeds(seeds) -> list[int]:
 class PixelFace:
     """A trained generator (G_ema), its config and its text encoder, on one device."""
 
-    def __init__(self, generator, text_encoder, cfg, source: str = ""):
+    def __init__(self, generator, text_encoder, cfg, source: str = "", amp: str = "auto"):
         self.generator, self.text_encoder, self.cfg, self.source = generator, text_encoder, cfg, source
+        generation.autocast_dtype(amp, cfg, "cpu")          # a bad value fails here, not at the first image
+        self.amp = amp          # generate()'s precision: "auto" (bf16 where measured faster), "none" or "bf16"
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "auto") -> PixelFace:
-        """A training checkpoint or a folder written by scripts/export_model.py, on `device`."""
+    def load(cls, path: str | Path, device: str | torch.device = "auto", amp: str = "auto") -> PixelFace:
+        """A training checkpoint or a folder written by scripts/export_model.py, on `device`; `amp` is the
+        precision generate() uses (networks/generation.py)."""
         device = resolve_device(device)
         generator, cfg = load_generator(path, device)
-        return cls(generator, TextEncoder.from_config(cfg).to(device), cfg, str(path))
+        return cls(generator, TextEncoder.from_config(cfg).to(device), cfg, str(path), amp)
 
     @property
     def size(self) -> int:
@@ -88,14 +91,16 @@ class PixelFace:
         return inputs.prepare_captions([text], self.cfg, self.text_encoder)[0]
 
     def generate(self, mask, text: str, seeds=(0,), truncation: float = 1.0, mask_order: str = "celebamask",
-                 batch_size: int = 1) -> list[Image.Image]:
+                 batch_size: int = 1, amp: str | None = None) -> list[Image.Image]:
         """One RGB image per seed (an int or a list of them) for one mask and one caption: the pixels
-        scripts/sample.py writes for them on the same device (it samples with batch_size 1)."""
+        scripts/sample.py writes for them on the same device with the same --amp (it samples with batch_size 1).
+        amp: "auto" (bf16 where measured faster), "none" (float32) or "bf16"; default self.amp."""
         seeds = api_seeds(seeds)
         mask_input = model_mask(self._full_labels(mask, mask_order), self.cfg)   # the rule training used
         images = generation.sample(self.generator, self.text_encoder, self.cfg,
                                    mask_input.expand(len(seeds), -1, -1, -1),
-                                  [self.caption(text)] * len(seeds), seeds, truncation, batch_size)
+                                  [self.caption(text)] * len(seeds), seeds, truncation, batch_size,
+                                   amp=amp or self.amp)
         return [to_pil(image) for image in images]
 
     def invert(self, image, mask, caption: str, steps: int = manipulation.InversionSettings.steps,

@@ -11,9 +11,14 @@ The rule, documented once:
 
 Batching only groups forward passes: batched matrix products round differently from single ones (about
 1e-5 here), which can move a rare 8-bit pixel value by one; batch size 1 is exact.
+
+Precision (`amp`): "none" runs G in float32; "bf16" under bfloat16 autocast (the text encoder stays float32);
+"auto" chooses bf16 where it was measured faster, a CPU with bf16 units (AVX512-BF16 or AMX) and a generator of
+the reference's width (MODEL.CHANNEL_MAX >= 256), float32 elsewhere (docs/speed.md, "Sampling in bf16").
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +26,10 @@ import torch
 from tqdm import tqdm
 
 from pixelface.core.errors import InputError
+from pixelface.core.runtime import cpu_has_bf16
+
+AMP_CHOICES = ("auto", "none", "bf16")
+BF16_MIN_CHANNELS = 256     # below this width bf16 autocast was slower than float32 on the CPU (casts dominate)
 
 MEAN_LATENT_SAMPLES = 4096  # z draws averaged into the truncation centre / inversion start
 MEAN_LATENT_SEED = 0x5EED   # fixed, so the truncation centre is a property of the model alone
@@ -63,12 +72,23 @@ def truncation_centre(g) -> torch.Tensor:
 
 
 @torch.no_grad()
+def autocast_dtype(amp: str, cfg, device) -> torch.dtype | None:
+    """The dtype G runs under for `amp` (AMP_CHOICES) on `device`: torch.bfloat16, or None for float32."""
+    if amp not in AMP_CHOICES:
+        raise InputError(f"amp {amp!r}: expected one of {', '.join(AMP_CHOICES)}")
+    if amp == "auto":
+        wide = cfg.MODEL.CHANNEL_MAX >= BF16_MIN_CHANNELS
+        return torch.bfloat16 if torch.device(device).type == "cpu" and cpu_has_bf16() and wide else None
+    return torch.bfloat16 if amp == "bf16" else None
+
+
 def generate(g, text_encoder, masks: torch.Tensor, captions: list[str], seeds: list[int],
-             truncation: float = 1.0, batch_size: int = 1, progress: bool = False) -> torch.Tensor:
+             truncation: float = 1.0, batch_size: int = 1, progress: bool = False,
+             dtype: torch.dtype | None = None) -> torch.Tensor:
     """Images of N (mask input, caption, seed) triples -> (N,3,S,S) on G's device, in [-1,1] (unclamped).
 
     masks: (N,C,S,S) as the generator takes them (data.masks.generator_input, a dataset batch's "mask"); captions: N
-    cleaned captions; truncation < 1 pulls w toward truncation_centre(g).
+    cleaned captions; truncation < 1 pulls w toward truncation_centre(g); dtype: G under autocast to it (None: float32).
     """
     device = next(g.parameters()).device
     features = {c: encode_caption(text_encoder, c) for c in dict.fromkeys(captions)}
@@ -83,20 +103,21 @@ def generate(g, text_encoder, masks: torch.Tensor, captions: list[str], seeds: l
             words = torch.cat([features[captions[i]].words for i in part]).to(device)
             paddings = [features[captions[i]].padding for i in part]
             padding = None if paddings[0] is None else torch.cat(paddings).to(device)
-            images.append(g(masks[part.start:part.stop].to(device), words, [z], word_padding=padding,
-                            noise=noise, truncation=truncation, truncation_latent=centre))
+            with torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext():
+                images.append(g(masks[part.start:part.stop].to(device), words, [z], word_padding=padding,
+                                noise=noise, truncation=truncation, truncation_latent=centre).float())
             bar.update(len(part))
     return torch.cat(images)
 
 
 @torch.no_grad()
 def sample(g, text_encoder, cfg, masks: torch.Tensor, captions: list[str], seeds: list[int],
-           truncation: float = 1.0, batch_size: int = 1, progress: bool = False) -> torch.Tensor:
+           truncation: float = 1.0, batch_size: int = 1, progress: bool = False, amp: str = "none") -> torch.Tensor:
     """Images for N (mask, caption, seed) triples -> (N,3,S,S) float on the CPU, in [-1,1] (unclamped).
 
     masks: (N,C,S,S), G's mask input (data.masks.generator_input, the one rule); captions: N cleaned captions;
-    truncation < 1 pulls w toward the model's mean
-    latent. What scripts/sample.py, the Python API and the editor call: their request checked (InputError
+    truncation < 1 pulls w toward the model's mean latent; amp: G's precision (AMP_CHOICES, module doc).
+    What scripts/sample.py, the Python API and the editor call: their request checked (InputError
     naming what is wrong), then generate(); with batch_size 1 (the default) a seed's image is byte-identical
     whatever else is generated with it.
     """
@@ -114,6 +135,6 @@ def sample(g, text_encoder, cfg, masks: torch.Tensor, captions: list[str], seeds
     if batch_size > 1 and not cfg.TEXT.FIXED_LENGTH:
         raise InputError("TEXT.FIXED_LENGTH is false (the reference's batch-dependent word length), so captions "
                          "cannot share a batch without changing each other's features: use batch size 1")
-    images = generate(g, text_encoder, masks, captions, seeds, truncation=truncation,
-                      batch_size=batch_size, progress=progress)
+    images = generate(g, text_encoder, masks, captions, seeds, truncation=truncation, batch_size=batch_size,
+                      progress=progress, dtype=autocast_dtype(amp, cfg, next(g.parameters()).device))
     return images.float().cpu()
