@@ -246,8 +246,29 @@ def test_torchrun_restarts_a_killed_node_and_the_run_ends_as_an_uninterrupted_on
             assert torch.equal(tensor, killed[part][key]), f"{part}.{key}"
 
 
+def test_torchrun_two_processes_then_resume_on_one(smoke_root, tmp_path):
+    """2 -> 1 processes: images shown kept, the epoch's sampler re-sharded, one notice (1 -> 2: below)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(free_port()), str(MAIN), "--cfg", str(SMOKE), "--out", str(tmp_path), "--no-progress",
+           "--set", f"DATA.ROOT={smoke_root}", "--set", "DATA.SYNTHESIZE=false"]
+    done = subprocess.run(cmd, env=smoke_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = tmp_path / "smoke-00000"
+    ckpt = load_checkpoint(latest_checkpoint(run))
+    assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2 and ckpt["progress"]["nimg"] == 16
+    assert (run / "config.yaml").is_file()
+
+    # The same run resumed on one process (2 -> 1): images shown kept, the epoch's sampler re-sharded, one notice.
+    resumed = run_main(smoke_root, tmp_path, "--resume", "auto", "--set", "TRAIN.TOTAL_KIMG=0.032")
+    log = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, log
+    assert "resumed with 1 process(es) x batch 2 from a checkpoint of 2 x 2: images shown (16)" in log
+    assert "each rank's random stream restarted from the run's seed" in log
+    assert load_checkpoint(latest_checkpoint(run))["progress"]["nimg"] == 32
+
+
 def test_a_one_process_run_resumes_on_two_with_one_notice(smoke_root, tmp_path):
-    """1 -> 2 processes (2 -> 1: tests/test_training.py): images shown kept, the sampler re-sharded, a notice."""
+    """1 -> 2 processes, through --nproc: images shown kept, the sampler re-sharded, a notice."""
     first = run_main(smoke_root, tmp_path)
     assert first.wait(timeout=300) == 0, first.stdout.read()
     run = tmp_path / "smoke-00000"
