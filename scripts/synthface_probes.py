@@ -13,6 +13,10 @@
   off, and its learned noise strengths: is the texture injected noise?
 * attention (with --ckpt): the share of the first GCMF stage's attention that hair pixels give the colour
   word of captions naming a hair colour: does G's text route look at the colour at all?
+* response (with --ckpt): for test faces whose caption does not mention a colour attribute, the share the scorer
+  reads as showing it when generated from the caption alone and from the caption after a sentence asking for it
+  ("This person has pale skin. <caption>"), same mask and seed: does G follow the phrase at all, or paint the
+  attribute whatever the caption says?
 """
 import argparse
 import json
@@ -25,10 +29,13 @@ import torch.nn.functional as F
 from pixelface.core import cli
 from pixelface.core.config import load_config, resolve_path
 from pixelface.data.datasets import FaceDataset
+from pixelface.data.images import to_uint8
 from pixelface.data.masks import LABEL_ID, NUM_CLASSES, accuracy_from_confusion, confusion_matrix
+from pixelface.data.synthface import predict_attributes
 from pixelface.evaluation.formulas import region_texture
 from pixelface.evaluation.metrics import default_parser_path
 from pixelface.evaluation.parser import load_parser
+from pixelface.networks import generation
 from pixelface.networks.checkpoint import load_generator
 from pixelface.networks.text_encoder import TextEncoder
 
@@ -131,6 +138,32 @@ def attention_probe(ckpt: str, batch) -> dict:
             "attention/uniform_share": 1 / cfg.TEXT.MAX_WORDS, "attention/faces": float(len(shares))}
 
 
+RESPONSE_PHRASES = {"pale_skin": "This person has pale skin.", "rosy_cheeks": "This person has rosy cheeks.",
+                    "heavy_makeup": "This person wears heavy makeup.", "lipstick": "This person wears lipstick."}
+
+
+def response_probe(ckpt: str, batch) -> dict:
+    g_ema, cfg = load_generator(ckpt)
+    encoder = TextEncoder.from_config(cfg)
+    results = {}
+    for attribute, phrase in RESPONSE_PHRASES.items():
+        word = phrase.split()[-1].rstrip(".") if attribute != "pale_skin" else "pale"
+        picked = [k for k, c in enumerate(batch["caption"]) if word not in c.lower()]
+        masks, captions = batch["mask"][picked], [batch["caption"][k] for k in picked]
+        shown = {}
+        # put first: the text encoder keeps the first TEXT.MAX_WORDS tokens, so an appended sentence could be cut
+        for name, asked in (("without", captions), ("with", [f"{phrase} {c}" for c in captions])):
+            images = generation.sample(g_ema, encoder, cfg, masks, asked, picked, amp="none")
+            pixels = to_uint8(images).permute(0, 2, 3, 1).numpy()
+            reads = [predict_attributes(pixels[i], batch["labels"][k].numpy()).get(attribute)
+                     for i, k in enumerate(picked)]
+            judged = [r for r in reads if r is not None]
+            shown[name] = sum(judged) / max(len(judged), 1)
+        results[f"response/{attribute}/shown_without"] = shown["without"]
+        results[f"response/{attribute}/shown_with"] = shown["with"]
+    return results
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cfg", required=True, help="the config whose dataset, CLIP and parser are probed")
@@ -148,6 +181,7 @@ def probe(args) -> None:
     if args.ckpt:
         results.update(noise_probe(args.ckpt, test))
         results.update(attention_probe(args.ckpt, test))
+        results.update(response_probe(args.ckpt, test))
     for key, value in results.items():
         print(f"{key}: {value:.4f}")
 

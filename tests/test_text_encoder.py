@@ -60,6 +60,26 @@ def test_fixed_length_features_do_not_depend_on_batch_mates(encoder):
     assert torch.allclose(alone.sentence[0], mixed.sentence[1], atol=1e-5)
 
 
+def test_attend_eot_shows_the_state_that_has_read_the_whole_caption(encoder):
+    enc = TextEncoder.from_config(tiny_cfg("TEXT.ATTEND_EOT=true"))
+    enc.load_state_dict(encoder.state_dict())
+    captions = [SHORT, "a man with black hair"]
+    hidden, shown = encoder.encode(captions), enc.encode(captions)
+    assert torch.equal(hidden.words, shown.words)
+    for row, caption in zip(shown.padding, captions):
+        eot = 1 + bpe_length(enc, caption)                     # SOT + tokens, then the EOT position
+        assert not row[:eot + 1].any() and row[eot + 1:].all()
+    # its state depends on the last word, which no earlier position has read (the transformer is causal)
+    other = enc.encode(["a smiling man"])
+    eot = 1 + bpe_length(enc, SHORT)
+    assert torch.allclose(other.words[0, :eot - 1], shown.words[0, :eot - 1], atol=1e-5)
+    assert not torch.allclose(other.words[0, eot], shown.words[0, eot], atol=1e-3)
+    # and a caption's features still do not depend on its batch-mates
+    mixed = enc.encode([LONG, SHORT])
+    assert torch.equal(mixed.padding[1], shown.padding[0])
+    assert torch.allclose(mixed.words[1][~mixed.padding[1]], shown.words[0][~shown.padding[0]], atol=1e-5)
+
+
 def test_reference_mode_uses_batch_dependent_length():
     enc = TextEncoder.from_config(tiny_cfg("TEXT.FIXED_LENGTH=false"))
     alone = enc.encode([SHORT])

@@ -130,6 +130,7 @@ SCHEMA = {
         "PRETRAINED_SHA256": _k("", "sha256 of the local PRETRAINED file; training records it, every later load checks it ('' = unchecked)"),
         "MAX_WORDS": _k(30, "text positions handed to the generator (T <= 30)", POSITIVE),
         "FIXED_LENGTH": _k(True, "pad words to MAX_WORDS with a padding mask (fix); False: reference batch-dependent T, no mask"),
+        "ATTEND_EOT": _k(False, "with FIXED_LENGTH, G may attend to the caption's EOT state, the only one that has read the whole caption (the reference's short captions keep theirs); False hides it with the padding"),
         "EMBEDDING_DIM": _k(512, "width of the word features (CLIP text width)", POSITIVE),
         "SENTENCE_DIM": _k(512, "width of the sentence embedding (CLIP projection)", POSITIVE),
         "PRETRAIN_IF_MISSING": _k(False, "when PRETRAINED is a missing local file, pretrain a CUSTOM CLIP on the dataset into it"),

@@ -6,8 +6,10 @@ projection, for at most TEXT.MAX_WORDS positions: SOT, then the caption's BPE to
 is CLIP's usual text embedding (the EOT state, projected).
 
 Two ways to cut the word sequence (TEXT.FIXED_LENGTH):
-- True (our fix): always MAX_WORDS positions plus a key-padding mask that hides the EOT and zero padding.
-  The text transformer is causal, so a caption's features never depend on its batch-mates.
+- True (our fix): always MAX_WORDS positions plus a key-padding mask that hides the zero padding and, unless
+  TEXT.ATTEND_EOT, the EOT. The text transformer is causal, so a caption's features never depend on its
+  batch-mates; for the same reason only the EOT state has read the whole caption (a word's state knows the words
+  before it), which is why the reference, whose short captions keep theirs, and ATTEND_EOT let G attend to it.
 - False (reference): T = min(MAX_WORDS, largest EOT index in the batch) and no mask, so short captions
   carry their EOT/padding states and every sample's features depend on the batch.
 
@@ -304,12 +306,14 @@ def project_eot(clip: open_clip.CLIP, hidden: torch.Tensor, tokens: torch.Tensor
 class TextEncoder(nn.Module):
     """Frozen CLIP: word/sentence features for G and D, image embeddings (with autograd) for the CLIP loss."""
 
-    def __init__(self, clip: open_clip.CLIP, max_words: int, fixed_length: bool, image_stats: tuple | None = None):
+    def __init__(self, clip: open_clip.CLIP, max_words: int, fixed_length: bool, image_stats: tuple | None = None,
+                 attend_eot: bool = False):
         super().__init__()
         self.clip = clip.float()
         self.tokenizer = SimpleTokenizer(context_length=clip.context_length)
         self.max_words = max_words          # T of the word features (fixed mode) or its cap (reference mode)
         self.fixed_length = fixed_length    # pad to max_words + mask, or reference batch-dependent T
+        self.attend_eot = attend_eot        # fixed mode: the EOT state stays visible to G (whole-caption context)
         self.image_size = clip.visual.image_size[0]
         mean, std = image_stats or (open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD)
         self.register_buffer("image_mean", torch.tensor(mean, dtype=torch.float32), persistent=False)
@@ -321,7 +325,7 @@ class TextEncoder(nn.Module):
     def from_config(cls, cfg) -> "TextEncoder":
         clip, image_stats = load_clip(cfg)
         _check_dims(cfg, clip)
-        return cls(clip, cfg.TEXT.MAX_WORDS, cfg.TEXT.FIXED_LENGTH, image_stats)
+        return cls(clip, cfg.TEXT.MAX_WORDS, cfg.TEXT.FIXED_LENGTH, image_stats, cfg.TEXT.ATTEND_EOT)
 
     def train(self, mode: bool = True) -> "TextEncoder":
         """Always eval: CLIP is frozen, whatever its parent module is switched to."""
@@ -347,7 +351,8 @@ class TextEncoder(nn.Module):
         eot = tokens.argmax(dim=-1)  # = number of valid positions (SOT + BPE tokens)
         if self.fixed_length:
             length = self.max_words
-            padding = torch.arange(length, device=tokens.device)[None, :] >= eot[:, None]
+            last = eot + 1 if self.attend_eot else eot          # first hidden position
+            padding = torch.arange(length, device=tokens.device)[None, :] >= last[:, None]
         else:
             length = min(self.max_words, int(eot.max()))
             padding = None
