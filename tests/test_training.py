@@ -141,7 +141,7 @@ def test_reconstruction_loss_alone_moves_the_generator_only_when_weighted(smoke_
     zero = lambda logit, cond: 0 * (logit.sum() + cond.sum())   # the adversarial term switched off
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(losses, "generator_adversarial_loss", zero)
-        assert trainer.grun_main(inputs)
+        assert trainer.g_main(inputs)
     moved = [not torch.equal(a, b) for a, b in zip(before, trainer.G.parameters())]
     assert any(moved) == (weight > 0)
     assert ("loss/recon" in trainer.stats) == (weight > 0)
@@ -155,10 +155,10 @@ def test_faded_reconstruction_loss_is_off_after_its_fade(smoke_root, tmp_path):
     trainer = Trainer(cfg, tmp_path, torch.device("cpu"), progress_bar=False)
     inputs = trainer.phase_batch(next(iter(trainer._loader())))
     trainer.progress.nimg = 50
-    assert trainer.grun_main(inputs)
+    assert trainer.g_main(inputs)
     assert len(trainer.stats["loss/recon"]) == 1
     trainer.progress.nimg = 100
-    assert trainer.grun_main(inputs)
+    assert trainer.g_main(inputs)
     assert len(trainer.stats["loss/recon"]) == 1     # faded out: not computed any more
 
 
@@ -190,7 +190,7 @@ def test_mode_seeking_pairs_each_condition_with_another_z_and_moves_the_generato
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(losses, "generator_adversarial_loss", lambda logit, cond: 0 * (logit.sum() + cond.sum()))
         mp.setattr(trainer.nets, "generate", spy)
-        assert trainer.grun_main(inputs)
+        assert trainer.g_main(inputs)
     # items 2, 3 repeat items 0, 1 (same mask and words, other z); the odd fifth item is kept
     assert torch.equal(seen["masks"][2:4], masks[:2]) and torch.equal(seen["masks"][4], masks[4])
     assert torch.equal(seen["words"][2:4], feats.words[:2])
