@@ -40,27 +40,24 @@ def cpu_threads_per_rank() -> int:
     return max(1, cores_available() // processes_on_this_machine())
 
 
-def cpu_model() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo, else platform.processor()): every speed figure names it, since
-    kernels and their ratios differ between CPU families."""
+def _cpuinfo(field: str) -> str | None:
+    """The value of the first `field` line of /proc/cpuinfo (Linux), or None."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith(field):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo, else platform.processor()): every speed figure names it, since
+    kernels and their ratios differ between CPU families."""
+    return _cpuinfo("model name") or platform.processor() or "unknown"
 
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU has bfloat16 arithmetic units (AVX512-BF16 or AMX; Linux /proc/cpuinfo flags)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
+    return bool(set((_cpuinfo("flags") or "").split()) & {"avx512_bf16", "amx_bf16"})
