@@ -111,6 +111,28 @@ def test_mask_features_equal_mask_conv_and_nearest_resize():
                                    rtol=1e-5, atol=1e-5)
 
 
+def test_mask_context_starts_as_the_reference_and_widens_what_a_pixel_sees():
+    """MODEL.MASK_CONTEXT: zero-initialised, so the first step's image is the reference's; once its convs have
+    weights, a mask change 6 pixels away reaches a pixel's feature, which the 3x3 conv alone never lets it."""
+    plain, context = tiny().eval(), tiny(mask_context=3).eval()      # eval: no GCMF dropout
+    assert [c.dilation for c in context.mask_context.convs] == [(1, 1), (2, 2), (4, 4)]
+    context.load_state_dict(plain.state_dict(), strict=False)
+    mask, words, z = tiny_inputs(plain)
+    torch.testing.assert_close(context(mask, words, [z], noise_mode="const"),
+                               plain(mask, words, [z], noise_mode="const"))
+    for conv in context.mask_context.convs:
+        torch.nn.init.normal_(conv.weight, std=0.1)
+    far = mask.clone()
+    far[:, :, 30, 36] += 1.0                                   # 6 pixels right of pixel (30, 30)
+    for g, reaches in ((plain, False), (context, True)):
+        before, after = (g.mask_features(m, 64).view(2, 64, 64, -1)[:, 30, 30] for m in (mask, far))
+        assert bool((before != after).any()) == reaches
+    full = context.mask_context(context.mask_encoder(mask))
+    torch.testing.assert_close(context.mask_features(mask, 16), full[:, :, ::4, ::4].flatten(2).transpose(1, 2))
+    context.train()(mask, words, [z]).square().mean().backward()
+    assert all(c.weight.grad.abs().sum() > 0 for c in context.mask_context.convs)
+
+
 def test_generator_equals_literal_transcription_of_the_reference():
     """Every re-association (split 1×1 convs, rows layout, folded projections, strided mask
     features, grouped convs, chunking) computes the reference function."""
@@ -338,11 +360,11 @@ def test_unfold_blur_removes_the_two_pixel_pattern_and_adds_no_parameters():
     assert all(p.grad is not None for p in blurred.parameters())
 
 
-@pytest.mark.parametrize("switch", [{"text_to_w": True}, {"unfold_blur": True}])
+@pytest.mark.parametrize("switch", [{"text_to_w": True}, {"unfold_blur": True}, {"mask_context": 2}])
 def test_reference_transcription_refuses_what_the_reference_lacks(switch):
     g = tiny(**switch)
     mask, words, z = tiny_inputs(g)
-    with pytest.raises(ValueError, match="TEXT_TO_W and MODEL.UNFOLD_BLUR"):
+    with pytest.raises(ValueError, match="MODEL.TEXT_TO_W, MODEL.MASK_CONTEXT and MODEL.UNFOLD_BLUR must be off"):
         literal_reference_forward(g, mask, words, reference_latents(g, z))
 
 

@@ -19,8 +19,8 @@ the layout GCMF needs anyway.
 Deviations from the reference, all opt-in or harmless: noise maps can be passed or held constant
 (`noise_mode`), `word_padding` masks padded words, `input_is_latent` works, `mean_latent` exists,
 and the dead parameters (fc1, stage-0 conv_merge, GCMF modulation and positional maps) are gone.
-Opt-in architecture switches (docs/faithfulness.md): `unfold_init="icnr"`, `unfold_blur`, `text_to_w`, and
-`fold_skip` ("mask" / "fusion": the stage's rows projected into every fold step, zero-initialised).
+Opt-in architecture switches (docs/faithfulness.md): `unfold_init="icnr"`, `unfold_blur`, `text_to_w`,
+`mask_context` (dilated convs give each pixel's mask feature the face around it), and `fold_skip` ("mask" / "fusion": the stage's rows projected into every fold step, zero-initialised).
 """
 from __future__ import annotations
 
@@ -250,6 +250,28 @@ class SynthesisStage(nn.Module):
         return folded, attention, skip_rows.view(b, self.res, self.res, -1) if skip_rows is not None else None
 
 
+class MaskContext(nn.Module):
+    """MODEL.MASK_CONTEXT (not in the paper): residual dilated 3×3 convs over the mask encoder's full-resolution
+    features, dilations (1, 2, 4, ...)·size/64, so with 3 layers each pixel sees the mask 1/8 of the image
+    around it. The reference's single 3×3 conv tells a pixel its own class and its neighbours' only: every skin
+    pixel asks GCMF the same question, and a cheek (skin a few pixels below an eye, where blush is worn; no
+    CelebAMask-HQ class) cannot be told from a forehead. Each conv starts at zero, so G starts as the reference."""
+
+    def __init__(self, dim: int, layers: int, size: int):
+        super().__init__()
+        base = max(1, size // 64)
+        self.convs = nn.ModuleList(nn.Conv2d(dim, dim, 3, padding=base << k, dilation=base << k)
+                                   for k in range(layers))
+        for conv in self.convs:
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            features = features + conv(F.leaky_relu(features, 0.2))
+        return features
+
+
 class Generator(nn.Module):
     """PixelFace+ generator (reference: PixelFace+/code/model.py, PixelFacePlus). See the module docstring;
     `forward` documents the inputs."""
@@ -259,7 +281,7 @@ class Generator(nn.Module):
                  mask_channels: int = 3, lr_mlp: float = 0.01, lr_text_mlp: float = 0.01, gcmf_gate: bool = False,
                  gcmf_dropout: float = 0.06, gcmf_chunk: int = 0, unfold_init: str = "random",
                  fold_skip: str = "none", text_to_w: bool = False,
-                 unfold_blur: bool = False):
+                 unfold_blur: bool = False, mask_context: int = 0):
         super().__init__()
         self.size, self.style_dim, self.text_dim = size, style_dim, text_dim
         self.mask_channels = mask_channels
@@ -275,6 +297,7 @@ class Generator(nn.Module):
         self.text_to_w = EqualLinear(text_dim, style_dim, lr_mul=lr_text_mlp) if text_to_w else None
         # Plain nn.Conv2d with PyTorch's default init, as in the reference `mask_cov`.
         self.mask_encoder = nn.Conv2d(mask_channels, mask_dim, 3, padding=1)
+        self.mask_context = MaskContext(mask_dim, mask_context, size) if mask_context else None
         self.input = ConstantInput(self.channels[FIRST_RES], FIRST_RES)
         self.stages = nn.ModuleList(
             SynthesisStage(i, res, self.channels, style_dim, text_dim, mask_dim, gcmf_gate,
@@ -299,7 +322,8 @@ class Generator(nn.Module):
                    gcmf_dropout=cfg.MODEL.GCMF_DROPOUT,
                    gcmf_chunk=cfg.MODEL.GCMF_CHUNK, unfold_init=cfg.MODEL.UNFOLD_INIT,
                    fold_skip=cfg.MODEL.FOLD_SKIP,
-                   text_to_w=cfg.MODEL.TEXT_TO_W, unfold_blur=cfg.MODEL.UNFOLD_BLUR)
+                   text_to_w=cfg.MODEL.TEXT_TO_W, unfold_blur=cfg.MODEL.UNFOLD_BLUR,
+                   mask_context=cfg.MODEL.MASK_CONTEXT)
 
     # --------------------------------------------------------------------------------------------
     # Latents and noise
@@ -382,15 +406,23 @@ class Generator(nn.Module):
     # --------------------------------------------------------------------------------------------
     # Synthesis
 
-    def mask_features(self, mask: torch.Tensor, res: int | None = None) -> torch.Tensor:
+    def mask_features(self, mask: torch.Tensor, res: int | None = None,
+                      context_map: torch.Tensor | None = None) -> torch.Tensor:
         """Mask-encoder features as rows (B, res², mask_dim), row-major pixels.
 
         At res < size these are the full-resolution features resized with nearest neighbour (pixel
         index·size/res), as in the reference; they are computed directly at those pixels (a strided
-        conv) so backward never scatters into a full-resolution zero tensor.
+        conv) so backward never scatters into a full-resolution zero tensor. With MODEL.MASK_CONTEXT they
+        are the rows of the full-resolution context map (`context_map`, computed here when not given) at
+        the same pixels.
         """
         res = self.size if res is None else res
         b = mask.shape[0]
+        if self.mask_context is not None:
+            if context_map is None:
+                context_map = self.mask_context(self.mask_encoder(mask))
+            stride = self.size // res
+            return context_map[:, :, ::stride, ::stride].flatten(2).transpose(1, 2)
         # im2col + one matmul yields the rows layout directly (a conv would need a transposing copy)
         patches = F.unfold(mask, 3, padding=1, stride=self.size // res)     # (B, C·9, res²)
         patches = patches.transpose(1, 2).reshape(b * res * res, -1)
@@ -434,10 +466,12 @@ class Generator(nn.Module):
         if self.text_to_w is not None:   # after truncation and for given W+ alike: a caption edit moves it
             shifted = latents + self.text_to_w(mean_word(text, word_padding)).unsqueeze(1)
         constant = self.input(1).permute(0, 2, 3, 1).reshape(1, FIRST_RES ** 2, -1)   # rows, shared
+        # the context map is computed once for every stage's mask features
+        context_map = self.mask_context(self.mask_encoder(mask)) if self.mask_context is not None else None
         hidden, skip, attention = None, None, []
         for stage in self.stages:
             hidden, stage_attention, skip_rows = stage.positional_fold(
-                hidden, self.mask_features(mask, stage.res), text, word_padding, constant,
+                hidden, self.mask_features(mask, stage.res, context_map), text, word_padding, constant,
                 return_attention)
             attention.append(stage_attention)
             for f, step in enumerate(stage.folds):

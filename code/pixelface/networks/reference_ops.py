@@ -205,9 +205,10 @@ def literal_reference_forward(g, mask, words, latents, noise=None, padding=None)
     """
     if any(step.fold_skip is not None for stage in g.stages for step in stage.folds):
         raise ValueError("the reference has no fold skip (MODEL.FOLD_SKIP must be 'none')")
-    if g.text_to_w is not None or any(step.unfold_blur for stage in g.stages for step in stage.folds):
-        raise ValueError("the reference has neither a text route to w nor a blur after Unfold "
-                         "(MODEL.TEXT_TO_W and MODEL.UNFOLD_BLUR must be false)")
+    if (g.text_to_w is not None or g.mask_context is not None
+            or any(step.unfold_blur for stage in g.stages for step in stage.folds)):
+        raise ValueError("the reference has no text route to w, no mask context and no blur after Unfold "
+                         "(MODEL.TEXT_TO_W, MODEL.MASK_CONTEXT and MODEL.UNFOLD_BLUR must be off)")
     b = mask.shape[0]
     noise = [None] * g.num_layers if noise is None else noise
     text = _text(g, words)
