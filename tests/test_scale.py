@@ -85,10 +85,35 @@ def test_watchdog_thread_reports_once_and_stops():
 
 def test_store_board_round_trips_through_a_file_store(tmp_path):
     store = torch_dist.FileStore(str(tmp_path / "store"), 1)
-    board = StoreBoard(store, "pixelface/watchdog/0")
+    board = StoreBoard(store, "pixelface/watchdog")
     assert board.read(1) is None
     board.publish(1, "3|step 2: G main")
     assert board.read(1) == "3|step 2: G main"
+
+
+def test_a_restarted_rank_skips_the_previous_attempts_store_for_the_one_rank_0_posts_now(monkeypatch):
+    """torchrun's agent store outlives an attempt (pytorch/pytorch#135712): a rank must not take the store rank 0
+    posted last time (its port closed, or reused by another store) for this attempt's."""
+    import threading
+    from pixelface.core import distributed
+    agent = torch_dist.TCPStore("127.0.0.1", 0, 1, is_master=True, wait_for_workers=False)
+    dead = free_port()                                     # the previous attempt's store: nobody listens now
+    agent.set(distributed.ATTEMPT_KEY, f"{dead} stale-nonce")
+    other = torch_dist.TCPStore("127.0.0.1", 0, 1, is_master=True, wait_for_workers=False)
+    other.set(distributed.NONCE_KEY, "another-attempt")    # a live store that is not this attempt's
+    fresh = torch_dist.TCPStore("127.0.0.1", 0, 1, is_master=True, wait_for_workers=False)
+    fresh.set(distributed.NONCE_KEY, "this-attempt")
+
+    def rank0_posts_late():
+        time.sleep(0.5)
+        agent.set(distributed.ATTEMPT_KEY, f"{other.port} this-attempt")
+        time.sleep(0.5)
+        agent.set(distributed.ATTEMPT_KEY, f"{fresh.port} this-attempt")
+    threading.Thread(target=rank0_posts_late).start()
+    store = distributed._posted_store(agent, "127.0.0.1")
+    assert store.port == fresh.port
+    store.set("from rank 1", "hello")
+    assert fresh.get("from rank 1") == b"hello"
 
 
 def _workers(agent: subprocess.Popen) -> dict[int, int]:
@@ -228,9 +253,6 @@ def _finish(agents: list[subprocess.Popen]) -> str:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the worker processes through /proc")
-@pytest.mark.xfail(strict=False, reason="KNOWN BUG, issue 27 open: when the kill lands while the surviving rank is "
-                   "inside DDP's backward, it gets gloo's 'Connection closed by peer', does not exit, and torchrun "
-                   "never restarts the group (seen on an idle machine; passed under load)")
 def test_torchrun_restarts_a_killed_node_and_the_run_ends_as_an_uninterrupted_one(smoke_root, tmp_path):
     _finish(_two_node_job(smoke_root, tmp_path / "straight", free_port()))
 

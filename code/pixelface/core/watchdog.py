@@ -13,8 +13,6 @@ different machines need not agree.
 """
 from __future__ import annotations
 
-import datetime
-import os
 import threading
 import time
 from typing import Callable
@@ -50,20 +48,12 @@ class StoreBoard:
         return self.store.get(key).decode() if self.store.check([key]) else None
 
 
-def store_board(timeout_s: float) -> StoreBoard:
-    """A board on the job's own store: a new client of torchrun's (or env://'s) TCPStore at MASTER_ADDR:
-    MASTER_PORT, or the FileStore of `pixelface-train --nproc` (PIXELFACE_STORE_FILE). The watchdog thread has
-    its own connection, so it never waits behind the main thread's collectives. Keys are per restart attempt."""
-    import torch.distributed as dist
-    timeout = datetime.timedelta(seconds=max(10.0, timeout_s / 4))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if os.environ.get("PIXELFACE_STORE_FILE"):
-        store = dist.FileStore(os.environ["PIXELFACE_STORE_FILE"], world)
-    else:
-        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
-                              timeout=timeout, wait_for_workers=False)
-    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    return StoreBoard(store, f"pixelface/watchdog/{attempt}")
+def store_board() -> StoreBoard:
+    """A board on the process group's own store (core/distributed.py: the FileStore of `pixelface-train --nproc`,
+    or this launch attempt's TCP store, which no earlier attempt has written to), through a connection of its
+    own, so the watchdog thread never waits behind the main thread's collectives."""
+    from pixelface.core import distributed
+    return StoreBoard(distributed.store_client(), "pixelface/watchdog")
 
 
 class Watchdog:

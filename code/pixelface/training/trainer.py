@@ -597,7 +597,7 @@ class Trainer:
         timeout = self.cfg.TRAIN.STALL_TIMEOUT_S
         if timeout <= 0:
             return None
-        board = store_board(timeout) if self.world > 1 else LocalBoard()
+        board = store_board() if self.world > 1 else LocalBoard()
         watchdog = Watchdog(timeout, self.rank, self.world, board, self._stalled).start()
         self.beat = watchdog.beat
         return watchdog
