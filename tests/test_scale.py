@@ -116,6 +116,21 @@ def test_a_restarted_rank_skips_the_previous_attempts_store_for_the_one_rank_0_p
     assert fresh.get("from rank 1") == b"hello"
 
 
+def test_nproc_workers_import_the_launchers_own_package(tmp_path, monkeypatch):
+    """Another checkout's package first on the user's path (or owning the editable install) must not train
+    in place of the one launched: a worker's environment puts the launcher's package first."""
+    from pixelface.core import local_launcher
+    decoy = tmp_path / "other_checkout"
+    (decoy / "pixelface").mkdir(parents=True)
+    (decoy / "pixelface" / "__init__.py").write_text("")
+    monkeypatch.setenv("PYTHONPATH", str(decoy))
+    env = local_launcher.worker_env(0, 2, tmp_path / "store", "lo")
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(local_launcher.PACKAGE_ROOT), str(decoy)]
+    found = subprocess.run([sys.executable, "-c", "import pixelface; print(pixelface.__file__)"], env=env,
+                           cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(found).parent.parent == local_launcher.PACKAGE_ROOT
+
+
 def _workers(agent: subprocess.Popen) -> dict[int, int]:
     """{rank: pid} of the worker processes a torchrun agent started (Linux /proc)."""
     found = {}

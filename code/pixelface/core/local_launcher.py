@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]     # the folder that holds the pixelface package
 FORWARDED = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1") if hasattr(signal, name))
 GRACE_S = 60.0        # how long workers get to checkpoint after a stop, before they are killed
 
@@ -39,6 +40,9 @@ def worker_env(rank: int, world: int, store_file: Path, interface: str) -> dict[
     (a user's own GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME win)."""
     env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                LOCAL_WORLD_SIZE=str(world), PIXELFACE_STORE_FILE=str(store_file))
+    # The workers import the package this launcher runs from (a second checkout on the machine may own the
+    # editable install, and its code and project folder would otherwise train instead).
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH"))))
     env.setdefault("GLOO_SOCKET_IFNAME", interface)
     env.setdefault("NCCL_SOCKET_IFNAME", interface)
     env.setdefault("OMP_NUM_THREADS", "1")       # as torchrun: the trainer then sets each rank's share
