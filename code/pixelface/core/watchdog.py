@@ -17,6 +17,8 @@ import threading
 import time
 from typing import Callable
 
+from pixelface.core import distributed
+
 # The exit code of a rank stopped by the watchdog (distinct from a crash's 1 and a signal's 128+n).
 STALL_EXIT_CODE = 75
 
@@ -52,7 +54,6 @@ def store_board() -> StoreBoard:
     """A board on the process group's own store (core/distributed.py: the FileStore of `pixelface-train --nproc`,
     or this launch attempt's TCP store, which no earlier attempt has written to), through a connection of its
     own, so the watchdog thread never waits behind the main thread's collectives."""
-    from pixelface.core import distributed
     return StoreBoard(distributed.store_client(), "pixelface/watchdog")
 
 
