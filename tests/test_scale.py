@@ -3,6 +3,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import torch
 import torch.distributed as torch_dist
 
 from conftest import MAIN, SMOKE, free_port, run_main, smoke_env
+from pixelface.core import distributed, local_launcher
 from pixelface.core.watchdog import STALL_EXIT_CODE, LocalBoard, StoreBoard, Watchdog
 from pixelface.networks.checkpoint import load_checkpoint
 from pixelface.training.runs import latest_checkpoint
@@ -91,11 +93,9 @@ def test_store_board_round_trips_through_a_file_store(tmp_path):
     assert board.read(1) == "3|step 2: G main"
 
 
-def test_a_restarted_rank_skips_the_previous_attempts_store_for_the_one_rank_0_posts_now(monkeypatch):
+def test_a_restarted_rank_skips_the_previous_attempts_store_for_the_one_rank_0_posts_now():
     """torchrun's agent store outlives an attempt (pytorch/pytorch#135712): a rank must not take the store rank 0
     posted last time (its port closed, or reused by another store) for this attempt's."""
-    import threading
-    from pixelface.core import distributed
     agent = torch_dist.TCPStore("127.0.0.1", 0, 1, is_master=True, wait_for_workers=False)
     dead = free_port()                                     # the previous attempt's store: nobody listens now
     agent.set(distributed.ATTEMPT_KEY, f"{dead} stale-nonce")
@@ -119,7 +119,6 @@ def test_a_restarted_rank_skips_the_previous_attempts_store_for_the_one_rank_0_p
 def test_nproc_workers_import_the_launchers_own_package(tmp_path, monkeypatch):
     """Another checkout's package first on the user's path (or owning the editable install) must not train
     in place of the one launched: a worker's environment puts the launcher's package first."""
-    from pixelface.core import local_launcher
     decoy = tmp_path / "other_checkout"
     (decoy / "pixelface").mkdir(parents=True)
     (decoy / "pixelface" / "__init__.py").write_text("")

@@ -47,15 +47,16 @@ def _attempt_store(rank: int, world: int):
     before the other ranks overwrite them connects to a dead worker (pytorch/pytorch#135712; torchrun's restart
     count cannot tell attempts apart, each agent counts its own). Rank 0 therefore opens a fresh store and posts
     its port with a random nonce on the agent's; the other ranks take the posted store whose nonce it holds, so
-    a stale post (a closed port, or a port reused by another store) is skipped. Otherwise: env://'s own store."""
+    a stale post (a closed port, or a port reused by another store) is skipped. Otherwise None: env://, whose
+    store rank 0 hosts at MASTER_ADDR:MASTER_PORT for this launch only."""
     global _store_address
-    host, port = os.environ.get("MASTER_ADDR", "127.0.0.1"), int(os.environ.get("MASTER_PORT", "0"))
     if os.environ.get("PIXELFACE_STORE_FILE"):
         _store_address = ("file", os.environ["PIXELFACE_STORE_FILE"])
         return dist.FileStore(os.environ["PIXELFACE_STORE_FILE"], world)
+    host, port = os.environ.get("MASTER_ADDR"), int(os.environ.get("MASTER_PORT", "0"))
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         _store_address = ("tcp", host, port)
-        return dist.TCPStore(host, port, world, is_master=rank == 0, timeout=TIMEOUT, wait_for_workers=False)
+        return None
     agent = dist.TCPStore(host, port, is_master=False, timeout=TIMEOUT, wait_for_workers=False)
     if rank == 0:
         store = dist.TCPStore(host, 0, world, is_master=True, timeout=TIMEOUT, wait_for_workers=False)

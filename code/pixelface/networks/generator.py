@@ -20,7 +20,8 @@ Deviations from the reference, all opt-in or harmless: noise maps can be passed 
 (`noise_mode`), `word_padding` masks padded words, `input_is_latent` works, `mean_latent` exists,
 and the dead parameters (fc1, stage-0 conv_merge, GCMF modulation and positional maps) are gone.
 Opt-in architecture switches (docs/faithfulness.md): `unfold_init="icnr"`, `unfold_blur`, `text_to_w`,
-`mask_context` (dilated convs give each pixel's mask feature the face around it), and `fold_skip` ("mask" / "fusion": the stage's rows projected into every fold step, zero-initialised).
+`mask_context` (dilated convs give each pixel's mask feature the face around it), and `fold_skip` ("mask" /
+"fusion": the stage's rows projected into every fold step, zero-initialised).
 """
 from __future__ import annotations
 
@@ -406,6 +407,10 @@ class Generator(nn.Module):
     # --------------------------------------------------------------------------------------------
     # Synthesis
 
+    def mask_context_map(self, mask: torch.Tensor) -> torch.Tensor | None:
+        """MODEL.MASK_CONTEXT's full-resolution mask features (B, mask_dim, size, size), or None without it."""
+        return self.mask_context(self.mask_encoder(mask)) if self.mask_context is not None else None
+
     def mask_features(self, mask: torch.Tensor, res: int | None = None,
                       context_map: torch.Tensor | None = None) -> torch.Tensor:
         """Mask-encoder features as rows (B, res², mask_dim), row-major pixels.
@@ -419,8 +424,7 @@ class Generator(nn.Module):
         res = self.size if res is None else res
         b = mask.shape[0]
         if self.mask_context is not None:
-            if context_map is None:
-                context_map = self.mask_context(self.mask_encoder(mask))
+            context_map = self.mask_context_map(mask) if context_map is None else context_map
             stride = self.size // res
             return context_map[:, :, ::stride, ::stride].flatten(2).transpose(1, 2)
         # im2col + one matmul yields the rows layout directly (a conv would need a transposing copy)
@@ -466,8 +470,7 @@ class Generator(nn.Module):
         if self.text_to_w is not None:   # after truncation and for given W+ alike: a caption edit moves it
             shifted = latents + self.text_to_w(mean_word(text, word_padding)).unsqueeze(1)
         constant = self.input(1).permute(0, 2, 3, 1).reshape(1, FIRST_RES ** 2, -1)   # rows, shared
-        # the context map is computed once for every stage's mask features
-        context_map = self.mask_context(self.mask_encoder(mask)) if self.mask_context is not None else None
+        context_map = self.mask_context_map(mask)      # once, for every stage's mask features
         hidden, skip, attention = None, None, []
         for stage in self.stages:
             hidden, stage_attention, skip_rows = stage.positional_fold(
