@@ -23,6 +23,12 @@ weights, else the small custom CLIP; only its cost matters here.
 
 Time: on CPU the process CPU seconds (all threads) are the compared figure, as they stay meaningful on a
 shared machine; wall seconds are reported too. On CUDA, wall seconds after synchronising.
+Cleanliness (CPU, Linux): before each phase the benchmark waits, idle, for a quiet second (--settle: right after
+the networks are built, or a phase freed gigabytes, the kernel can still be zeroing and compacting pages), and
+during each repeat (one call per side) it reads from /proc/stat how much of the machine's cores anything else used
+("foreign" load; counted in 10 ms ticks, so coarse for repeats under a second). A repeat is clean when that stayed
+under 5%; medians are over the clean repeats when there are any, and
+each row's "clean" entry says how many repeats were clean, the largest foreign load and the settling.
 Peak memory per phase, above what was in use before it: CUDA max_memory_allocated; on CPU the resident
 set's high-water mark (VmHWM), after returning freed heap pages to the OS (malloc_trim) and resetting the
 mark (/proc/self/clear_refs), measured on the untimed warm-up call.
@@ -49,10 +55,9 @@ import torch
 
 from pixelface.core import cli
 from pixelface.core.config import ConfigError, load_config
-from pixelface.core.runtime import cpu_model, tune_glibc_malloc
-from pixelface.data.caption_regions import named_region_masks
+from pixelface.core.runtime import LoadWindow, cpu_model, load_window, settle_machine, tune_glibc_malloc
 from pixelface.data.masks import NUM_CLASSES, model_mask
-from pixelface.networks import layers, losses
+from pixelface.networks import layers
 from pixelface.networks.discriminator import Discriminator
 from pixelface.networks.generator import Generator
 from pixelface.networks.reference_ops import (literal_reference_forward, reference_discriminator_forward,
@@ -61,6 +66,7 @@ from pixelface.networks.text_encoder import TextEncoder
 from pixelface.training import phases
 
 PHASES = ("g_forward", "g_forward_backward", "d_forward_backward", "d_main", "d_reg", "g_main", "g_reg")
+CLEAN_FOREIGN = 0.05   # a repeat is clean when other work took at most this share of the machine's cores
 CAPTIONS = ("she has blond hair and a smile", "a man with black hair", "the woman wears lipstick",
             "he has a beard and brown hair")
 
@@ -82,6 +88,9 @@ def parse_args(argv=None):
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="after timing, profile one call of each phase per side (torch.profiler) and print "
                         "its N most expensive operators by input shape to stderr")
+    p.add_argument("--settle", type=float, default=30, metavar="S",
+                   help="CPU: before each phase wait, idle, until a second in which other work kept the machine's "
+                        "cores under 5%% busy (at most S seconds; 0 = do not wait) (default 30)")
     p.add_argument("--tune-malloc", action="store_true", help="CPU: keep freed large blocks in the glibc heap")
     p.add_argument("--linear-rows", action="store_true",
                    help="CPU: also time ours with F.linear for row products instead of 1x1 convolutions")
@@ -144,8 +153,7 @@ def build(args):
         for net in (g, d):
             net.to(memory_format=torch.channels_last)
         images, masks = (x.contiguous(memory_format=torch.channels_last) for x in (images, masks))
-    regions = named_region_masks(captions, labels, cfg.TRAIN.RECON_NAMED_ZONES) if cfg.TRAIN.RECON_NAMED_WEIGHT > 0 else None
-    data = phases.PhaseBatch(images, masks, feats, losses.rotate(feats.sentence), regions)
+    data = phases.PhaseBatch.build(cfg.TRAIN, images, masks, feats, captions, labels)
     return cfg, overrides, device, g, d, text, clip_label, data
 
 
@@ -338,20 +346,22 @@ def peak_memory_mb(fn, device) -> float | None:
     return None if before is None or peak is None else peak - before
 
 
-def timed(fn, device) -> tuple[float, float]:
-    """(wall s, process CPU s) of one call."""
+def timed(fn, device) -> LoadWindow:
+    """Wall s and process CPU s of one call (and the foreign load, too coarse for a short call to judge by)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    start, start_cpu = time.perf_counter(), time.process_time()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start, time.process_time() - start_cpu
+    with load_window() as window:
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    return window.result
 
 
 def measure_phase(phase_fn, nets, args, device) -> dict:
     """Warm-up, which measures the peak memory (a compiled side first compiles in an extra call), then
-    interleaved timed repeats."""
+    interleaved timed repeats, each one call per side. A repeat is clean when other work took at most
+    CLEAN_FOREIGN of the machine's cores over the whole repeat (unknown: clean); medians are over the clean
+    repeats when there are any, else over all, and the row's "clean" entry says which."""
     calls = {net.name: (lambda net=net: phase_fn(net)) for net in nets}
     memory = {}
     for net in nets:
@@ -359,16 +369,23 @@ def measure_phase(phase_fn, nets, args, device) -> dict:
             calls[net.name]()
         call = calls[net.name]
         memory[net.name] = call() if args.no_memory else peak_memory_mb(call, device)
-    runs = {name: [] for name in calls}
+    repeats, loads = [], []
     order = list(calls)
     for r in range(args.repeats):
-        for name in (order if r % 2 == 0 else order[::-1]):     # alternate who goes first
-            runs[name].append(timed(calls[name], device))
+        with load_window() as whole:
+            times = {name: timed(calls[name], device) for name in (order if r % 2 == 0 else order[::-1])}
+        repeats.append(times)
+        loads.append(whole.result.foreign)
+    clean = [times for times, load in zip(repeats, loads) if load is None or load <= CLEAN_FOREIGN]
+    used = clean or repeats
     out = {}
-    for name, samples in runs.items():
-        out[name] = {"wall_s": round(statistics.median(w for w, _ in samples), 4),
-                     "cpu_s": round(statistics.median(c for _, c in samples), 4),
+    for name in calls:
+        out[name] = {"wall_s": round(statistics.median(t[name].wall_s for t in used), 4),
+                     "cpu_s": round(statistics.median(t[name].cpu_s for t in used), 4),
                      "peak_mb": None if memory[name] is None else round(memory[name])}
+    known = [load for load in loads if load is not None]
+    out["clean"] = {"repeats": len(repeats), "clean": len(clean), "medians_of": "clean" if clean else "all",
+                    "max_foreign": round(max(known), 3) if known else None}
     return out
 
 
@@ -388,13 +405,18 @@ def profile_phase(phase_fn, net, phase: str, device, rows: int) -> None:
                                                              max_shapes_column_width=80), file=sys.stderr)
 
 
+def sides(row: dict) -> list[str]:
+    """The names of the timed sides in a phase's row (ours, reference, ...)."""
+    return [name for name, value in row.items() if isinstance(value, dict) and "cpu_s" in value]
+
+
 def add_train_step(results: dict, cfg) -> None:
     """train_step = d_main + d_reg/R1_INTERVAL + g_main + g_reg/PL_INTERVAL, per side; peak = the largest."""
     parts = {"d_main": 1.0, "d_reg": 1.0 / cfg.TRAIN.R1_INTERVAL, "g_main": 1.0, "g_reg": 1.0 / cfg.TRAIN.PL_INTERVAL}
     if not set(parts) <= set(results):
         return
     step = {}
-    for name in results["d_main"]:
+    for name in sides(results["d_main"]):
         step[name] = {key: round(sum(w * results[p][name][key] for p, w in parts.items()), 4)
                       for key in ("wall_s", "cpu_s")}
         peaks = [results[p][name]["peak_mb"] for p in parts]
@@ -417,14 +439,16 @@ def add_ratios(results: dict, device) -> None:
 def print_table(results: dict, device, file=sys.stderr) -> None:
     key = "cpu_s" if device.type == "cpu" else "wall_s"
     print(f"{'phase':<20} {'ours ' + key:>12} {'ref ' + key:>12} {'ratio':>7} {'ours MB':>9} {'ref MB':>9} "
-          f"{'ratio':>7}", file=file)
+          f"{'ratio':>7} {'clean':>7}", file=file)
     for phase, row in results.items():
         ref = row.get("reference", {})
+        clean = row.get("clean")
         cells = [row["ours"][key], ref.get(key, ""), row.get("time_ratio", ""), row["ours"]["peak_mb"],
-                 ref.get("peak_mb", ""), row.get("peak_ratio", "")]
+                 ref.get("peak_mb", ""), row.get("peak_ratio", ""),
+                 f"{clean['clean']}/{clean['repeats']}" if clean else ""]
         extra = f"  ours / ours with F.linear rows {row['linear_rows_ratio']}" if "linear_rows_ratio" in row else ""
         print(f"{phase:<20} " + " ".join(f"{'' if c is None else c:>{w}}" for c, w in
-                                          zip(cells, (12, 12, 7, 9, 9, 7))) + extra, file=file)
+                                          zip(cells, (12, 12, 7, 9, 9, 7, 7))) + extra, file=file)
 
 
 def run(args) -> dict:
@@ -442,7 +466,9 @@ def run(args) -> dict:
     results = {}
     start = time.perf_counter()
     for phase in args.phases:
+        waited, busy = settle_machine(args.settle) if device.type == "cpu" and args.settle > 0 else (0.0, None)
         results[phase] = measure_phase(getattr(timed_phases, phase), nets, args, device)
+        results[phase]["clean"].update(settle_s=round(waited, 1), busy_before=None if busy is None else round(busy, 3))
         print(f"benchmark: {phase} {json.dumps(results[phase])} (after {time.perf_counter() - start:.0f} s)",
               file=sys.stderr, flush=True)
     if args.profile:
@@ -452,9 +478,9 @@ def run(args) -> dict:
     add_train_step(results, cfg)
     add_ratios(results, device)
     if "g_forward" in results:
-        for row in results["g_forward"].values():
-            if isinstance(row, dict):
-                row["img_per_s"] = round(args.batch / row["wall_s"], 3)
+        for name in sides(results["g_forward"]):
+            row = results["g_forward"][name]
+            row["img_per_s"] = round(args.batch / row["wall_s"], 3)
     print_table(results, device)
     return {
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from pixelface.core.config import load_config
 from pixelface.data.caption_regions import named_region_masks, named_regions
-from pixelface.data.face_zones import face_zones
+from pixelface.data.face_zones import MAKEUP_ZONES, face_zones, makeup_zone_masks
 from pixelface.data.masks import LABEL_ID
 from pixelface.networks import losses
 from pixelface.training.trainer import adam_optimizer, ema_beta, lr_factor
@@ -108,6 +108,35 @@ def test_named_region_loss_weighs_each_named_region_alike_and_ignores_the_rest()
     # named pairs of sample 0: hair (error 0), u_lip (error 1), l_lip (absent from the mask): mean 0.5
     assert losses.named_region_loss(fake, real, regions).item() == pytest.approx(0.5)
     assert losses.named_region_loss(fake, real, regions[:, :0]).item() == 0.0
+
+
+def _painted_face(labels: torch.Tensor, skin_rgb, blush: bool) -> torch.Tensor:
+    """(3,S,S) image in [-1,1]: one skin colour everywhere, the cheek zone reddened when `blush`."""
+    image = torch.tensor(skin_rgb).view(3, 1, 1).expand(3, *labels.shape).clone()
+    if blush:
+        cheeks = torch.from_numpy(face_zones(labels.numpy())["cheeks"])
+        image[0][cheeks] += 0.4
+    return image * 2 - 1
+
+
+def test_zone_chroma_loss_compares_make_up_against_each_face_own_skin():
+    labels = torch.stack([_upright_face(), torch.full((32, 32), LABEL_ID["skin"])])
+    zones = makeup_zone_masks(labels)
+    assert zones.shape == (2, 1 + len(MAKEUP_ZONES), 32, 32) and zones[1].sum() == 0   # no eyes: nothing judged
+    assert zones[0, 1].sum() == (labels[0] == LABEL_ID["u_lip"]).sum()                 # then lips, cheeks, eyelids
+    rosy = torch.stack([_painted_face(labels[0], (0.6, 0.45, 0.4), True)] * 2)
+    darker_rosy = (rosy + 1) * 0.7 - 1                       # the same face in dimmer light: same chromaticity
+    plain_pale = torch.stack([_painted_face(labels[0], (0.8, 0.78, 0.76), False)] * 2)
+    assert losses.zone_chroma_loss(darker_rosy, rosy, zones).item() < 1e-3
+    missed = losses.zone_chroma_loss(plain_pale, rosy, zones)
+    # only the cheeks differ: one zone of the three judged on face 0
+    cheeks = zones[0, 2].bool()
+    relative_red = losses.chromaticity(rosy)[0, 0][cheeks].mean() - losses.chromaticity(rosy)[0, 0][~cheeks].mean()
+    assert missed.item() == pytest.approx(relative_red.item() / 3, rel=0.05)
+    fake = plain_pale.clone().requires_grad_(True)
+    losses.zone_chroma_loss(fake, rosy, zones).backward()
+    assert fake.grad[0].abs().sum() > 0 and fake.grad[1].abs().sum() == 0
+    assert losses.zone_chroma_loss(plain_pale, rosy, zones[1:]).item() == 0.0
 
 
 def test_mode_seeking_rewards_image_distance_per_z_distance_up_to_its_cap():

@@ -7,10 +7,13 @@ the caption-named region loss (which pulls only them toward the real face) place
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from pixelface.data.masks import LABEL_ID
 
 ZONES = ("reference", "cheeks", "eyelids", "chin")
+# Where make-up is worn, each judged against the face's own skin ("reference"): the zone loss's regions
+MAKEUP_ZONES = ("lips", "cheeks", "eyelids")
 
 
 class FaceFrame:
@@ -62,3 +65,17 @@ def face_zones(labels: np.ndarray, frame: FaceFrame | None = None) -> dict[str, 
     return {"reference": (skin & (v < 0.3) & ~around_eyes) | (skin & (v < -0.45)),
             "cheeks": skin & cheeks, "eyelids": skinlike & eyelids,
             "chin": skin & (v > lips_bottom + 0.08) & (np.abs(u) < 0.45)}
+
+
+def makeup_zone_masks(labels: torch.Tensor) -> torch.Tensor:
+    """(B,H,W) CelebAMask-HQ ids -> (B,1+len(MAKEUP_ZONES),H,W) float masks: the reference skin, then the lips,
+    cheeks and eyelids; all zero for a face without both eyes (no frame to place them in)."""
+    label_maps = labels.cpu().numpy()
+    masks = np.zeros((label_maps.shape[0], 1 + len(MAKEUP_ZONES), *label_maps.shape[1:]), np.float32)
+    for b, label_map in enumerate(label_maps):
+        zones = face_zones(label_map)
+        if zones is None:
+            continue
+        zones["lips"] = np.isin(label_map, [LABEL_ID["u_lip"], LABEL_ID["l_lip"]])
+        masks[b] = np.stack([zones[name] for name in ("reference",) + MAKEUP_ZONES])
+    return torch.from_numpy(masks).to(labels.device)

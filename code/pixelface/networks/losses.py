@@ -62,6 +62,40 @@ def named_region_loss(fake: torch.Tensor, real: torch.Tensor, regions: torch.Ten
     return error[area > 0].mean()
 
 
+def chromaticity(images: torch.Tensor) -> torch.Tensor:
+    """(B,3,H,W) images in [-1,1] -> (B,2,H,W) chromaticity (r-g)/sum and (b-g)/sum: colour without brightness,
+    so light and shading do not change it. Clamped to the displayable range first, as an image is saved: a
+    negative channel would make the ratio unbounded."""
+    rgb = ((images + 1) / 2).clamp(0, 1) + 1 / 255
+    r, g, b = rgb.unbind(1)
+    return torch.stack([r - g, b - g], 1) / rgb.sum(1, keepdim=True)
+
+
+def zone_chroma_loss(fake: torch.Tensor, real: torch.Tensor, zones: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between G's and the real face's chromaticity relative to each face's own skin,
+    inside the zones where make-up is worn (lips, cheeks, eyelids), each zone of each face weighed alike.
+    zones (B,1+Z,H,W) from face_zones.makeup_zone_masks: the reference skin first.
+
+    Not in the paper (TRAIN.RECON_ZONE_CHROMA_WEIGHT). Unlike the named-region L1 it applies whether or not the
+    caption names the make-up: an absolute error's minimiser is the median, so where a caption asks for blush
+    (every such real face has it) G is pulled toward blush, and where it is silent (most such faces have none)
+    away from it. Relative chromaticity leaves skin tone, brightness and shading to z."""
+    reference, worn = zones[:, 0], zones[:, 1:]
+    reference_area = reference.sum((1, 2))                                           # (B,)
+
+    def relative(images):
+        chroma = chromaticity(images)
+        skin = torch.einsum("bhw,bchw->bc", reference, chroma) / reference_area.clamp(min=1)[:, None]
+        return chroma - skin[..., None, None]
+    error_map = (relative(fake) - relative(real)).abs().sum(1)                       # (B,H,W)
+    area = worn.sum((2, 3))                                                          # (B,Z)
+    judged = (area > 0) & (reference_area[:, None] > 0)
+    if not bool(judged.any()):
+        return fake.sum() * 0
+    error = torch.einsum("bzhw,bhw->bz", worn, error_map) / area.clamp(min=1)
+    return error[judged].mean()
+
+
 def recon_weight(base: float, fade_kimg: float, kimg: float) -> float:
     """RECON_WEIGHT, faded linearly to 0 over the first `fade_kimg` kimg when fade_kimg > 0."""
     return base * max(0.0, 1.0 - kimg / fade_kimg) if fade_kimg > 0 else base

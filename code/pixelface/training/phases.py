@@ -15,6 +15,8 @@ from typing import Callable, Protocol
 
 import torch
 
+from pixelface.data.caption_regions import named_region_masks
+from pixelface.data.face_zones import makeup_zone_masks
 from pixelface.networks import losses
 from pixelface.networks.text_encoder import TextFeatures
 
@@ -36,12 +38,21 @@ class Networks(Protocol):
 class PhaseBatch:
     """One step's inputs: real images, the generator's mask input, the captions' features, the rotated
     sentences (the mismatched captions of D's matching term) and, with TRAIN.RECON_NAMED_WEIGHT, the
-    caption-named region masks (B,R,S,S)."""
+    caption-named region masks (B,R,S,S); with TRAIN.RECON_ZONE_CHROMA_WEIGHT, the make-up zones (B,4,S,S)."""
     images: torch.Tensor
     masks: torch.Tensor
     feats: TextFeatures
     wrong: torch.Tensor
     regions: torch.Tensor | None = None
+    zones: torch.Tensor | None = None
+
+    @classmethod
+    def build(cls, train, images, masks, feats: TextFeatures, captions: list[str], labels: torch.Tensor):
+        """The batch of one step, with the region and zone masks the TRAIN options ask for (labels (B,S,S))."""
+        regions = (named_region_masks(captions, labels, train.RECON_NAMED_ZONES)
+                   if train.RECON_NAMED_WEIGHT > 0 else None)
+        zones = makeup_zone_masks(labels) if train.RECON_ZONE_CHROMA_WEIGHT > 0 else None
+        return cls(images, masks, feats, losses.rotate(feats.sentence), regions, zones)
 
 
 @dataclass
@@ -107,12 +118,12 @@ def repeat_first_half(batch: PhaseBatch) -> PhaseBatch:
     feats = batch.feats
     return PhaseBatch(repeat(batch.images), repeat(batch.masks),
                       TextFeatures(repeat(feats.words), repeat(feats.padding), repeat(feats.sentence),
-                                   repeat(feats.tokens)), batch.wrong, repeat(batch.regions))
+                                   repeat(feats.tokens)), batch.wrong, repeat(batch.regions), repeat(batch.zones))
 
 
 def g_main(ctx: StepContext, batch: PhaseBatch) -> torch.Tensor:
     """G's non-saturating loss against D's unconditional and conditional scores, the CLIP loss, and the
-    optional L1, named-region L1 and mode-seeking terms (README deviations table)."""
+    optional L1, named-region L1, make-up zone and mode-seeking terms (README deviations table)."""
     train = ctx.cfg.TRAIN
     seeking = train.MODE_SEEKING_WEIGHT > 0 and batch.masks.shape[0] >= 2
     if seeking:   # the second half repeats the first half's conditions, drawn with other z
@@ -133,6 +144,10 @@ def g_main(ctx: StepContext, batch: PhaseBatch) -> torch.Tensor:
         named = losses.named_region_loss(fake.float(), images, batch.regions.to(fake.device))
         loss = loss + train.RECON_NAMED_WEIGHT * named
         ctx.record(**{"loss/recon_named": named.detach()})
+    if train.RECON_ZONE_CHROMA_WEIGHT > 0:
+        zone = losses.zone_chroma_loss(fake.float(), images, batch.zones.to(fake.device))
+        loss = loss + train.RECON_ZONE_CHROMA_WEIGHT * zone
+        ctx.record(**{"loss/recon_zone_chroma": zone.detach()})
     if seeking:
         half = masks.shape[0] // 2
         seek = losses.mode_seeking_loss(fake[:half].float(), fake[half:2 * half].float(), z[0][:half],

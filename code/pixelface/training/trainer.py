@@ -29,13 +29,12 @@ from pixelface.core import distributed as dist
 from pixelface.core.config import SCHEMA, ConfigError, config_changes, to_plain, to_yaml
 from pixelface.core.files import atomic_write, write_text_atomic
 from pixelface.core.watchdog import STALL_EXIT_CODE, LocalBoard, Watchdog, store_board
-from pixelface.data.caption_regions import named_region_masks
 from pixelface.data.datasets import FaceDataset
 from pixelface.data.images import to_uint8
 from pixelface.data.masks import color_tensor
 from pixelface.evaluation.metrics import evaluate_generator
 from pixelface.evaluation.registry import METRICS, is_lower_better
-from pixelface.networks import generation, losses
+from pixelface.networks import generation
 from pixelface.networks.checkpoint import FORMAT, atomic_save, check_weights, load_checkpoint
 from pixelface.networks.discriminator import Discriminator
 from pixelface.networks.generator import Generator
@@ -410,12 +409,9 @@ class Trainer:
                                   self._record, kimg=p.nimg / 1000, epoch=p.epoch, reduce_mean=dist.all_reduce_mean)
 
     def phase_batch(self, batch: dict) -> phases.PhaseBatch:
-        feats = self.text.encode(batch["caption"])
-        train = self.cfg.TRAIN
-        regions = (named_region_masks(batch["caption"], batch["labels"], train.RECON_NAMED_ZONES)
-                   if train.RECON_NAMED_WEIGHT > 0 else None)
-        return phases.PhaseBatch(batch["image"].to(self.device), batch["mask"].to(self.device),
-                                 feats, losses.rotate(feats.sentence), regions)
+        return phases.PhaseBatch.build(self.cfg.TRAIN, batch["image"].to(self.device),
+                                       batch["mask"].to(self.device), self.text.encode(batch["caption"]),
+                                       batch["caption"], batch["labels"])
 
     def _train_only(self, net: torch.nn.Module) -> None:
         for other in (self.G, self.D):
