@@ -133,6 +133,31 @@ def test_mask_context_starts_as_the_reference_and_widens_what_a_pixel_sees():
     assert all(c.weight.grad.abs().sum() > 0 for c in context.mask_context.convs)
 
 
+
+def test_mask_context_at_stride_two_reads_every_other_pixel_and_fills_each_block():
+    """MODEL.MASK_CONTEXT_STRIDE=2: the convs run on the 32x32 grid of every other pixel and see twice as far; each
+    2x2 block gets its top-left pixel's context residual on top of its own 3x3 mask feature."""
+    plain, context = tiny().eval(), tiny(mask_context=3, mask_context_stride=2).eval()
+    assert [c.dilation for c in context.mask_context.convs] == [(1, 1), (2, 2), (4, 4)]     # on the 32x32 grid
+    context.load_state_dict(plain.state_dict(), strict=False)
+    mask, words, z = tiny_inputs(plain)
+    torch.testing.assert_close(context(mask, words, [z], noise_mode="const"),
+                               plain(mask, words, [z], noise_mode="const"))
+    for conv in context.mask_context.convs:
+        torch.nn.init.normal_(conv.weight, std=0.1)
+    local = context.mask_encoder(mask)
+    residual = context.mask_context(local) - local
+    torch.testing.assert_close(residual[:, :, 30:32, 30:32], residual[:, :, 30:31, 30:31].expand(-1, -1, 2, 2))
+    assert not torch.allclose(residual[:, :, 30, 30], residual[:, :, 30, 32])
+    far = mask.clone()
+    far[:, :, 30, 42] += 1.0                                   # 12 pixels right of pixel (30, 30): 6 grid cells
+    before, after = (context.mask_features(m, 64).view(2, 64, 64, -1)[:, 30, 30] for m in (mask, far))
+    assert bool((before != after).any())
+    context.train()(mask, words, [z]).square().mean().backward()
+    assert all(c.weight.grad.abs().sum() > 0 for c in context.mask_context.convs)
+    with pytest.raises(ValueError, match="mask context stride 3 must be a positive divisor of the image size 64"):
+        tiny(mask_context=3, mask_context_stride=3)
+
 def test_generator_equals_literal_transcription_of_the_reference():
     """Every re-association (split 1×1 convs, rows layout, folded projections, strided mask
     features, grouped convs, chunking) computes the reference function."""
