@@ -9,11 +9,12 @@ import yaml
 from PIL import Image
 
 from pixelface.core.config import load_config
-from pixelface.training.clip_pretrain import CaptionTokens, clip_input, load_images, pretrain_clip, retrieval_metrics
+from pixelface.training.clip_pretrain import (CaptionTokens, HardNegatives, clip_input, contrastive_loss, load_images,
+                                              pretrain_clip, retrieval_metrics)
 from conftest import REPO_ROOT
 from pixelface.data.datasets import FaceDataset
 from pixelface.data.masks import label_to_color
-from pixelface.networks.text_encoder import TextEncoder
+from pixelface.networks.text_encoder import TextEncoder, build_custom_clip, custom_arch
 
 SIZE = 16
 HAIR = {"black": (20, 20, 20), "blond": (230, 200, 90), "red": (200, 40, 30)}
@@ -112,3 +113,53 @@ def test_cli_writes_where_the_config_points_and_never_overwrites(fake_root, tmp_
     written = out.read_bytes()
     assert script.main(["--cfg", str(config)] + overrides) == 2
     assert "--force" in capsys.readouterr().err and out.read_bytes() == written
+
+
+class _Captions:
+    """The part of FaceDataset HardNegatives reads."""
+
+    def __init__(self, per_image, words=30):
+        self.per_image, self.words = per_image, words
+
+    def __len__(self):
+        return len(self.per_image)
+
+    def captions(self, i):
+        return self.per_image[i]
+
+
+def test_hard_negatives_assert_only_what_no_caption_of_the_face_names():
+    data = _Captions([["She has rosy cheeks.", "The woman wears lipstick, and heavy makeup."],
+                      ["The man has black hair."],
+                      ["She has rosy cheeks and pale skin.", "She wears lipstick and heavy makeup."]])
+    negatives = HardNegatives(data)
+    assert negatives.sentences == [["she has pale skin"],
+                                   ["he has rosy cheeks", "he has pale skin", "he wears lipstick", "he wears heavy makeup"],
+                                   []]
+    made = negatives([0, 1, 2], ["the woman has brown hair", "the man has black hair", "she is smiling"],
+                     torch.Generator().manual_seed(0))
+    assert made[0] == "the woman has brown hair she has pale skin" and made[2] is None
+    assert made[1].startswith("the man has black hair he ") and made[1].split(" he ", 1)[1] in (
+        "has rosy cheeks", "has pale skin", "wears lipstick", "wears heavy makeup")
+    long = " ".join(["word"] * 28)                     # 28 + 3 words would be cut back to the caption itself
+    assert negatives([0], [long], torch.Generator().manual_seed(0)) == [None]
+
+
+def test_hard_negatives_are_further_wrong_answers_for_the_images_only(fake_root):
+    cfg = fake_cfg(fake_root)
+    clip = build_custom_clip(custom_arch(cfg))
+    tokens = CaptionTokens(32)
+    images = torch.randn(3, 3, SIZE, SIZE)
+    captions = tokens(["the person has red hair", "the person has black hair", "the person has blond hair"])
+    negatives = tokens(["the person has red hair she wears lipstick"])
+    plain = contrastive_loss(clip, images, captions)
+    with_negatives = contrastive_loss(clip, images, captions, negatives)
+    assert with_negatives > plain                       # one more wrong answer in each image's softmax
+    assert torch.equal(contrastive_loss(clip, images, captions, negatives[:0]), plain)
+
+
+def test_pretraining_with_hard_negatives_records_it(fake_root, tmp_path):
+    cfg = fake_cfg(fake_root, "TEXT.PRETRAIN_HARD_NEGATIVES=true")
+    pretrain_clip(cfg, tmp_path / "clip.pt", batch_size=4, log=lambda line: None)
+    stored = torch.load(tmp_path / "clip.pt", weights_only=True)
+    assert stored["train"]["hard_negatives"] is True

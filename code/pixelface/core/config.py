@@ -135,6 +135,7 @@ SCHEMA = {
         "SENTENCE_DIM": _k(512, "width of the sentence embedding (CLIP projection)", POSITIVE),
         "PRETRAIN_IF_MISSING": _k(False, "when PRETRAINED is a missing local file, pretrain a CUSTOM CLIP on the dataset into it"),
         "PRETRAIN_EPOCHS": _k(10, "epochs of that contrastive pretraining", POSITIVE),
+        "PRETRAIN_HARD_NEGATIVES": _k(False, "in that pretraining, also score each image against its caption plus a sentence naming an attribute none of its captions names (rosy cheeks, pale skin, lipstick, heavy makeup), as NegCLIP does"),
         "CUSTOM": {
             "EMBED_DIM": _k(128, "custom CLIP: joint embedding width", POSITIVE),
             "IMAGE_SIZE": _k(64, "custom CLIP: vision tower input size", at_least(16)),
