@@ -27,8 +27,8 @@ Cleanliness (CPU, Linux): before each phase the benchmark waits, idle, for a qui
 the networks are built, or a phase freed gigabytes, the kernel can still be zeroing and compacting pages), and
 during each repeat (one call per side) it reads from /proc/stat how much of the machine's cores anything else used
 ("foreign" load; counted in 10 ms ticks, so coarse for repeats under a second). A repeat is clean when that stayed
-under 5%; medians are over the clean repeats when there are any, and
-each row's "clean" entry says how many repeats were clean, the largest foreign load and the settling.
+under 5%; medians are over the clean repeats when there are any, and each row's "clean" entry says how many repeats
+were clean, the largest foreign load and the settling.
 Peak memory per phase, above what was in use before it: CUDA max_memory_allocated; on CPU the resident
 set's high-water mark (VmHWM), after returning freed heap pages to the OS (malloc_trim) and resetting the
 mark (/proc/self/clear_refs), measured on the untimed warm-up call.
@@ -466,7 +466,8 @@ def run(args) -> dict:
     results = {}
     start = time.perf_counter()
     for phase in args.phases:
-        waited, busy = settle_machine(args.settle) if device.type == "cpu" and args.settle > 0 else (0.0, None)
+        settle = device.type == "cpu" and args.settle > 0
+        waited, busy = settle_machine(args.settle, quiet=CLEAN_FOREIGN) if settle else (0.0, None)
         results[phase] = measure_phase(getattr(timed_phases, phase), nets, args, device)
         results[phase]["clean"].update(settle_s=round(waited, 1), busy_before=None if busy is None else round(busy, 3))
         print(f"benchmark: {phase} {json.dumps(results[phase])} (after {time.perf_counter() - start:.0f} s)",

@@ -111,23 +111,17 @@ def test_mask_features_equal_mask_conv_and_nearest_resize():
                                    rtol=1e-5, atol=1e-5)
 
 
-def _mask_context_pair(**context):
-    """A plain tiny G and one with the mask context, same weights: checked equal while the context convs are at
-    zero, then those convs given random weights. Returns (plain, context G, mask, words, z)."""
-    plain, g = tiny().eval(), tiny(mask_context=3, **context).eval()      # eval: no GCMF dropout
-    assert [c.dilation for c in g.mask_context.convs] == [(1, 1), (2, 2), (4, 4)]
-    g.load_state_dict(plain.state_dict(), strict=False)
-    mask, words, z = tiny_inputs(plain)
-    torch.testing.assert_close(g(mask, words, [z], noise_mode="const"), plain(mask, words, [z], noise_mode="const"))
-    for conv in g.mask_context.convs:
-        torch.nn.init.normal_(conv.weight, std=0.1)
-    return plain, g, mask, words, z
-
-
 def test_mask_context_starts_as_the_reference_and_widens_what_a_pixel_sees():
     """MODEL.MASK_CONTEXT: zero-initialised, so the first step's image is the reference's; once its convs have
     weights, a mask change 6 pixels away reaches a pixel's feature, which the 3x3 conv alone never lets it."""
-    plain, context, mask, words, z = _mask_context_pair()
+    plain, context = tiny().eval(), tiny(mask_context=3).eval()      # eval: no GCMF dropout
+    assert [c.dilation for c in context.mask_context.convs] == [(1, 1), (2, 2), (4, 4)]
+    context.load_state_dict(plain.state_dict(), strict=False)
+    mask, words, z = tiny_inputs(plain)
+    torch.testing.assert_close(context(mask, words, [z], noise_mode="const"),
+                               plain(mask, words, [z], noise_mode="const"))
+    for conv in context.mask_context.convs:
+        torch.nn.init.normal_(conv.weight, std=0.1)
     far = mask.clone()
     far[:, :, 30, 36] += 1.0                                   # 6 pixels right of pixel (30, 30)
     for g, reaches in ((plain, False), (context, True)):
@@ -138,23 +132,6 @@ def test_mask_context_starts_as_the_reference_and_widens_what_a_pixel_sees():
     context.train()(mask, words, [z]).square().mean().backward()
     assert all(c.weight.grad.abs().sum() > 0 for c in context.mask_context.convs)
 
-
-def test_mask_context_at_stride_two_reads_every_other_pixel_and_fills_each_block():
-    """MODEL.MASK_CONTEXT_STRIDE=2: the convs run on the 32x32 grid of every other pixel and see twice as far; each
-    2x2 block gets its top-left pixel's context residual on top of its own 3x3 mask feature."""
-    _, context, mask, words, z = _mask_context_pair(mask_context_stride=2)     # dilations on the 32x32 grid
-    local = context.mask_encoder(mask)
-    residual = context.mask_context(local) - local
-    torch.testing.assert_close(residual[:, :, 30:32, 30:32], residual[:, :, 30:31, 30:31].expand(-1, -1, 2, 2))
-    assert not torch.allclose(residual[:, :, 30, 30], residual[:, :, 30, 32])
-    far = mask.clone()
-    far[:, :, 30, 42] += 1.0                                   # 12 pixels right of pixel (30, 30): 6 grid cells
-    before, after = (context.mask_features(m, 64).view(2, 64, 64, -1)[:, 30, 30] for m in (mask, far))
-    assert bool((before != after).any())
-    context.train()(mask, words, [z]).square().mean().backward()
-    assert all(c.weight.grad.abs().sum() > 0 for c in context.mask_context.convs)
-    with pytest.raises(ValueError, match="mask context stride 3 must be a positive divisor of the image size 64"):
-        tiny(mask_context=3, mask_context_stride=3)
 
 def test_generator_equals_literal_transcription_of_the_reference():
     """Every re-association (split 1×1 convs, rows layout, folded projections, strided mask

@@ -134,7 +134,8 @@ def test_hard_negatives_assert_only_what_no_caption_of_the_face_names():
                       ["She has rosy cheeks and pale skin.", "She wears lipstick and heavy makeup."]])
     negatives = HardNegatives(data)
     assert negatives.sentences == [["she has pale skin"],
-                                   ["he has rosy cheeks", "he has pale skin", "he wears lipstick", "he wears heavy makeup"],
+                                   ["he has rosy cheeks", "he has pale skin", "he wears lipstick",
+                                    "he wears heavy makeup"],
                                    []]
     made = negatives([0, 1, 2], ["the woman has brown hair", "the man has black hair", "she is smiling"],
                      torch.Generator().manual_seed(0))

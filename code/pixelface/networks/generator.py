@@ -256,18 +256,11 @@ class MaskContext(nn.Module):
     features, dilations (1, 2, 4, ...)·size/64, so with 3 layers each pixel sees the mask 1/8 of the image
     around it. The reference's single 3×3 conv tells a pixel its own class and its neighbours' only: every skin
     pixel asks GCMF the same question, and a cheek (skin a few pixels below an eye, where blush is worn; no
-    CelebAMask-HQ class) cannot be told from a forehead. Each conv starts at zero, so G starts as the reference.
+    CelebAMask-HQ class) cannot be told from a forehead. Each conv starts at zero, so G starts as the reference."""
 
-    With `stride` s > 1 (MODEL.MASK_CONTEXT_STRIDE) the convs read every s-th pixel, dilations counted on that
-    grid (so they see s times as far), and their residual is repeated back over each s×s block: where a pixel
-    sits in the face changes slowly, so the context need not be computed at every pixel (s² times cheaper)."""
-
-    def __init__(self, dim: int, layers: int, size: int, stride: int = 1):
+    def __init__(self, dim: int, layers: int, size: int):
         super().__init__()
-        if stride < 1 or size % stride:
-            raise ValueError(f"mask context stride {stride} must be a positive divisor of the image size {size}")
-        self.stride = stride
-        base = max(1, size // 64 // stride)
+        base = max(1, size // 64)
         self.convs = nn.ModuleList(nn.Conv2d(dim, dim, 3, padding=base << k, dilation=base << k)
                                    for k in range(layers))
         for conv in self.convs:
@@ -275,14 +268,9 @@ class MaskContext(nn.Module):
             nn.init.zeros_(conv.bias)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        s = self.stride
-        grid = features[:, :, ::s, ::s] if s > 1 else features
-        context = grid
         for conv in self.convs:
-            context = context + conv(F.leaky_relu(context, 0.2))
-        if s == 1:
-            return context
-        return features + (context - grid).repeat_interleave(s, 2).repeat_interleave(s, 3)
+            features = features + conv(F.leaky_relu(features, 0.2))
+        return features
 
 
 class Generator(nn.Module):
@@ -294,7 +282,7 @@ class Generator(nn.Module):
                  mask_channels: int = 3, lr_mlp: float = 0.01, lr_text_mlp: float = 0.01, gcmf_gate: bool = False,
                  gcmf_dropout: float = 0.06, gcmf_chunk: int = 0, unfold_init: str = "random",
                  fold_skip: str = "none", text_to_w: bool = False,
-                 unfold_blur: bool = False, mask_context: int = 0, mask_context_stride: int = 1):
+                 unfold_blur: bool = False, mask_context: int = 0):
         super().__init__()
         self.size, self.style_dim, self.text_dim = size, style_dim, text_dim
         self.mask_channels = mask_channels
@@ -310,8 +298,7 @@ class Generator(nn.Module):
         self.text_to_w = EqualLinear(text_dim, style_dim, lr_mul=lr_text_mlp) if text_to_w else None
         # Plain nn.Conv2d with PyTorch's default init, as in the reference `mask_cov`.
         self.mask_encoder = nn.Conv2d(mask_channels, mask_dim, 3, padding=1)
-        self.mask_context = (MaskContext(mask_dim, mask_context, size, mask_context_stride)
-                             if mask_context else None)
+        self.mask_context = MaskContext(mask_dim, mask_context, size) if mask_context else None
         self.input = ConstantInput(self.channels[FIRST_RES], FIRST_RES)
         self.stages = nn.ModuleList(
             SynthesisStage(i, res, self.channels, style_dim, text_dim, mask_dim, gcmf_gate,
@@ -337,7 +324,7 @@ class Generator(nn.Module):
                    gcmf_chunk=cfg.MODEL.GCMF_CHUNK, unfold_init=cfg.MODEL.UNFOLD_INIT,
                    fold_skip=cfg.MODEL.FOLD_SKIP,
                    text_to_w=cfg.MODEL.TEXT_TO_W, unfold_blur=cfg.MODEL.UNFOLD_BLUR,
-                   mask_context=cfg.MODEL.MASK_CONTEXT, mask_context_stride=cfg.MODEL.MASK_CONTEXT_STRIDE)
+                   mask_context=cfg.MODEL.MASK_CONTEXT)
 
     # --------------------------------------------------------------------------------------------
     # Latents and noise

@@ -12,8 +12,9 @@ al. 2023): its caption plus a sentence naming an attribute it lacks ("she has ro
 captions mentions them). Contrastive learning otherwise encodes only what tells a batch's captions apart, and a
 blush seldom does.
 
-Tuned on synthface (4,000 train faces at 64 px): TEXT.CUSTOM with 16-px patches (17 image tokens), 4 vision
-and 2 text layers of width 128, context 32; batch 64, lr 1e-3 (these defaults), TEXT.PRETRAIN_EPOCHS 16.
+Tuned on synthface (4,000 train faces at 64 px): TEXT.CUSTOM with 4 vision and 2 text layers of width 128, context
+32; batch 64, lr 1e-3 (these defaults); cfg/synthface.yml uses 8-px patches (65 image tokens: 16-px ones hardly
+see a blush, docs/diagnosis.md section 16) and TEXT.PRETRAIN_EPOCHS 10.
 """
 from __future__ import annotations
 
