@@ -9,10 +9,11 @@ import yaml
 from PIL import Image
 
 from pixelface.core.config import load_config
-from pixelface.training.clip_pretrain import (CaptionTokens, HardNegatives, clip_input, contrastive_loss, load_images,
+from pixelface.training.clip_pretrain import (CaptionTokens, clip_input, contrastive_loss, load_images,
                                               pretrain_clip, retrieval_metrics)
 from conftest import REPO_ROOT
 from pixelface.data.datasets import FaceDataset
+from pixelface.data.hard_negatives import HardNegatives
 from pixelface.data.masks import label_to_color
 from pixelface.networks.text_encoder import TextEncoder, build_custom_clip, custom_arch
 

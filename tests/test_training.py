@@ -221,6 +221,32 @@ def test_named_region_loss_reaches_the_generator_through_a_training_step(smoke_r
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.G.parameters()))
 
 
+def test_hard_negative_mismatches_name_an_attribute_the_face_lacks(smoke_root, tmp_path):
+    """TRAIN.MISMATCH_HARD_NEGATIVES=1: each face that lacks a negatable attribute gets, as D's mismatched
+    sentence, its own caption plus a sentence asserting one; the others keep the rotated caption; a step
+    redraws the same ones (exact resume)."""
+    torch.set_num_threads(1)
+    trainer = Trainer(smoke_cfg(smoke_root, "TRAIN.MISMATCH_HARD_NEGATIVES=1", "TRAIN.BATCH_SIZE=4"), tmp_path,
+                      torch.device("cpu"), progress_bar=False)
+    batch = next(iter(trainer._loader()))
+    captions, indices = list(batch["caption"]), batch["index"].tolist()
+    wrong = trainer.phase_batch(batch).wrong
+    assert torch.equal(wrong, trainer.phase_batch(batch).wrong)
+    rotated = losses.rotate(trainer.text.encode(captions).sentence)
+    hard = 0
+    for k, (i, caption) in enumerate(zip(indices, captions)):
+        options = [f"{caption} {sentence}" for sentence in trainer.hard_negatives.sentences[i]]
+        if not options:
+            assert torch.equal(wrong[k], rotated[k])
+            continue
+        encoded = trainer.text.encode(options).sentence
+        assert any(torch.allclose(wrong[k], row, atol=1e-6) for row in encoded), caption
+        hard += 1
+    assert hard > 0
+    plain = Trainer(smoke_cfg(smoke_root, "TRAIN.BATCH_SIZE=4"), tmp_path, torch.device("cpu"), progress_bar=False)
+    assert plain.hard_negatives is None and torch.equal(plain.phase_batch(batch).wrong, rotated)
+
+
 def test_bf16_autocast_trains_on_cpu(smoke_root, tmp_path, monkeypatch):
     """TRAIN.AMP=bf16 on CPU: the main phases run under autocast (D scores in bfloat16), R1 and path length
     in float32 as on a GPU, and every step updates both networks with finite losses."""

@@ -195,6 +195,7 @@ SCHEMA = {
         "MODE_SEEKING_WEIGHT": _k(0.0, "weight of a diversity-sensitive term in G main (not in the paper; 0 = off): the batch's second half repeats the first half's masks and captions with other z, and G is rewarded, up to MODE_SEEKING_CAP, for image distance per unit of z distance between each such pair", NON_NEGATIVE),
         "MODE_SEEKING_CAP": _k(1.0, "the mode-seeking reward stops growing at this mean-absolute image distance per unit of mean-absolute z distance", at_least(0, above=True)),
         "MISMATCH_ON": _k("fake", "image paired with rotated text in the D mismatch term: 'fake' (reference) or 'real'", one_of("fake", "real")),
+        "MISMATCH_HARD_NEGATIVES": _k(0.0, "fraction of D's mismatched captions that are the face's own caption plus a sentence naming an attribute none of its captions names (rosy cheeks, pale skin, lipstick, heavy makeup) instead of another face's caption, so D learns that an asked attribute must be seen (not in the paper; 0 = off)", between(0, 1)),
         "EMA_HALFLIFE_KIMG": _k(1.25, "G_ema half-life in thousands of images (1.25 reproduces the reference at batch 4)", NON_NEGATIVE),
         "EMA_RAMPUP": _k(0.0, "if > 0, half-life is at most this fraction of the images seen so far", NON_NEGATIVE),
         "AMP": _k("none", "autocast in the main phases: 'none', 'bf16' (GPU, or a CPU with AMX/AVX512-BF16) or 'fp16' (GPU)", one_of("none", "bf16", "fp16")),

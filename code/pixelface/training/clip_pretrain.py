@@ -7,10 +7,9 @@ temperature, images normalised with CLIP's mean/std, half of them mirrored. Each
 image with one of its 10 captions (FaceDataset's per-epoch choice); the test split is scored by text->image
 retrieval with one fixed caption per image and all test images as the gallery.
 
-With TEXT.PRETRAIN_HARD_NEGATIVES each image is also scored against hard negatives, as NegCLIP does (Yuksekgonul et
-al. 2023): its caption plus a sentence naming an attribute it lacks ("she has rosy cheeks" for a face none of whose
-captions mentions them). Contrastive learning otherwise encodes only what tells a batch's captions apart, and a
-blush seldom does.
+With TEXT.PRETRAIN_HARD_NEGATIVES each image is also scored against hard negatives (pixelface.data.hard_negatives):
+its caption plus a sentence naming an attribute it lacks ("she has rosy cheeks" for a face none of whose captions
+mentions them).
 
 Tuned on synthface (4,000 train faces at 64 px): TEXT.CUSTOM with 4 vision and 2 text layers of width 128, context
 32; batch 64, lr 1e-3 (these defaults); cfg/synthface.yml uses 8-px patches (65 image tokens: 16-px ones hardly
@@ -19,7 +18,6 @@ see a blush, docs/diagnosis.md section 16) and TEXT.PRETRAIN_EPOCHS 10.
 from __future__ import annotations
 
 import math
-import re
 import time
 from pathlib import Path
 
@@ -30,7 +28,8 @@ import torch.nn.functional as F
 from open_clip.tokenizer import SimpleTokenizer
 from PIL import Image
 
-from pixelface.data.datasets import DatasetError, FaceDataset, clean_caption
+from pixelface.data.datasets import DatasetError, FaceDataset
+from pixelface.data.hard_negatives import HardNegatives
 from pixelface.data.images import read_rgb
 from pixelface.data.images import resize_and_crop
 from pixelface.networks.checkpoint import atomic_save
@@ -42,12 +41,6 @@ WEIGHT_DECAY = 0.1                 # on matrices only; gains, biases, embeddings
 EVAL_BATCH = 500                   # images or captions per forward when scoring retrieval
 IMAGE_MEAN = torch.tensor(open_clip.OPENAI_DATASET_MEAN)
 IMAGE_STD = torch.tensor(open_clip.OPENAI_DATASET_STD)
-# Attributes a hard negative may assert, with the predicate MMCelebA's captions use for them (and synthface's).
-# A face none of whose captions names one lacks it: captions name a present attribute most of the time (70% in
-# synthface), so ten silent captions leave a chance of about 0.3^10.
-NEGATABLE = ((re.compile(r"\brosy cheeks\b"), "has rosy cheeks"), (re.compile(r"\bpale skin\b"), "has pale skin"),
-             (re.compile(r"\blipstick\b"), "wears lipstick"), (re.compile(r"\bmakeup\b"), "wears heavy makeup"))
-
 
 def load_images(dataset: FaceDataset, size: int) -> torch.Tensor:
     """Every image of `dataset` as uint8 (N,3,size,size): read as FaceDataset does, then resized for CLIP.
@@ -84,36 +77,6 @@ class CaptionTokens:
         if new:
             self.cache.update(zip(new, self.tokenizer(new)))
         return torch.stack([self.cache[c] for c in captions])
-
-
-def subject_of(captions: list[str]) -> str:
-    """The pronoun the captions use for the face ("she", "he"), or "this person"."""
-    words = set(re.findall(r"\w+", " ".join(captions).lower()))
-    return "she" if words & {"she", "woman"} else "he" if words & {"he", "man"} else "this person"
-
-
-class HardNegatives:
-    """Per train image, the sentences that assert an attribute none of its captions names (NEGATABLE)."""
-
-    def __init__(self, dataset: FaceDataset):
-        self.max_words = dataset.words
-        self.sentences = []
-        for i in range(len(dataset)):
-            captions = dataset.captions(i)
-            subject = subject_of(captions)
-            self.sentences.append([f"{subject} {predicate}" for pattern, predicate in NEGATABLE
-                                   if not any(pattern.search(c.lower()) for c in captions)])
-
-    def __call__(self, indices: list[int], captions: list[str], generator: torch.Generator) -> list[str | None]:
-        """For each image, its caption with one such sentence appended (a random one), or None where it has none
-        or the result would exceed the caption length (cut, it would equal the caption)."""
-        negatives = []
-        for i, caption in zip(indices, captions):
-            sentences = self.sentences[i]
-            pick = int(torch.randint(len(sentences), (1,), generator=generator)) if sentences else None
-            negative = None if pick is None else clean_caption(f"{caption} {sentences[pick]}", 10**6)
-            negatives.append(negative if negative and len(negative.split()) <= self.max_words else None)
-        return negatives
 
 
 def contrastive_loss(clip, images: torch.Tensor, tokens: torch.Tensor,

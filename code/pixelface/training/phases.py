@@ -47,12 +47,15 @@ class PhaseBatch:
     zones: torch.Tensor | None = None
 
     @classmethod
-    def build(cls, train, images, masks, feats: TextFeatures, captions: list[str], labels: torch.Tensor):
-        """The batch of one step, with the region and zone masks the TRAIN options ask for (labels (B,S,S))."""
+    def build(cls, train, images, masks, feats: TextFeatures, captions: list[str], labels: torch.Tensor,
+              wrong: torch.Tensor | None = None):
+        """The batch of one step, with the region and zone masks the TRAIN options ask for (labels (B,S,S));
+        the mismatched sentences are `wrong` if given, else the batch's own rotated."""
         regions = (named_region_masks(captions, labels, train.RECON_NAMED_ZONES)
                    if train.RECON_NAMED_WEIGHT > 0 else None)
         zones = makeup_zone_masks(labels) if train.RECON_ZONE_CHROMA_WEIGHT > 0 else None
-        return cls(images, masks, feats, losses.rotate(feats.sentence), regions, zones)
+        wrong = losses.rotate(feats.sentence) if wrong is None else wrong
+        return cls(images, masks, feats, wrong, regions, zones)
 
 
 @dataclass

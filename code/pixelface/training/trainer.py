@@ -30,11 +30,12 @@ from pixelface.core.config import SCHEMA, ConfigError, config_changes, to_plain,
 from pixelface.core.files import atomic_write, write_text_atomic
 from pixelface.core.watchdog import STALL_EXIT_CODE, LocalBoard, Watchdog, store_board
 from pixelface.data.datasets import FaceDataset
+from pixelface.data.hard_negatives import HardNegatives
 from pixelface.data.images import to_uint8
 from pixelface.data.masks import color_tensor
 from pixelface.evaluation.metrics import evaluate_generator
 from pixelface.evaluation.registry import METRICS, is_lower_better
-from pixelface.networks import generation
+from pixelface.networks import generation, losses
 from pixelface.networks.checkpoint import FORMAT, atomic_save, check_weights, load_checkpoint
 from pixelface.networks.discriminator import Discriminator
 from pixelface.networks.generator import Generator
@@ -210,6 +211,7 @@ class Trainer:
         if share < cfg.TRAIN.BATCH_SIZE:   # drop_last would leave every epoch empty: an endless loop
             raise ConfigError(f"TRAIN.BATCH_SIZE = {cfg.TRAIN.BATCH_SIZE} is more than each of the {self.world} "
                               f"processes' share of the {len(self.dataset)} training images ({share})")
+        self.hard_negatives = HardNegatives(self.dataset) if cfg.TRAIN.MISMATCH_HARD_NEGATIVES > 0 else None
         pin_weights_hash(cfg)  # checkpoints then name the exact CLIP file their generator reads
         self.text = TextEncoder.from_config(cfg).to(device)
         self.G = Generator.from_config(cfg).to(device)
@@ -409,9 +411,27 @@ class Trainer:
                                   self._record, kimg=p.nimg / 1000, epoch=p.epoch, reduce_mean=dist.all_reduce_mean)
 
     def phase_batch(self, batch: dict) -> phases.PhaseBatch:
+        feats = self.text.encode(batch["caption"])
         return phases.PhaseBatch.build(self.cfg.TRAIN, batch["image"].to(self.device),
-                                       batch["mask"].to(self.device), self.text.encode(batch["caption"]),
-                                       batch["caption"], batch["labels"])
+                                       batch["mask"].to(self.device), feats, batch["caption"], batch["labels"],
+                                       wrong=self.mismatched_sentences(batch, feats))
+
+    def mismatched_sentences(self, batch: dict, feats) -> torch.Tensor | None:
+        """D's mismatched sentences: None (PhaseBatch rotates the batch's own) or, with
+        TRAIN.MISMATCH_HARD_NEGATIVES, the rotated ones with that share replaced by hard negatives of the same
+        face (its caption plus an attribute it lacks), drawn from the step and rank, so a resume redraws them."""
+        if self.hard_negatives is None:
+            return None
+        rng = torch.Generator().manual_seed((self.cfg.SEED * 1_000_003 + self.progress.step) * self.world + self.rank)
+        negatives = self.hard_negatives(batch["index"].tolist(), list(batch["caption"]), rng)
+        share = self.cfg.TRAIN.MISMATCH_HARD_NEGATIVES
+        chosen = [k for k, negative in enumerate(negatives)
+                  if negative is not None and float(torch.rand((), generator=rng)) < share]
+        wrong = losses.rotate(feats.sentence)
+        if chosen:
+            wrong = wrong.clone()
+            wrong[chosen] = self.text.encode([negatives[k] for k in chosen]).sentence
+        return wrong
 
     def _train_only(self, net: torch.nn.Module) -> None:
         for other in (self.G, self.D):
