@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from pixelface.core.config import load_config
-from pixelface.data.caption_regions import named_region_masks, named_regions
+from pixelface.data.caption_regions import named_makeup_zones, named_region_masks, named_regions
 from pixelface.data.face_zones import MAKEUP_ZONES, face_zones, makeup_zone_masks
 from pixelface.data.masks import LABEL_ID
 from pixelface.networks import losses
@@ -137,6 +137,17 @@ def test_zone_chroma_loss_compares_make_up_against_each_face_own_skin():
     losses.zone_chroma_loss(fake, rosy, zones).backward()
     assert fake.grad[0].abs().sum() > 0 and fake.grad[1].abs().sum() == 0
     assert losses.zone_chroma_loss(plain_pale, rosy, zones[1:]).item() == 0.0
+    # weighted: a named zone (the cheeks, weight 9) counts 9 times as much as each unnamed one
+    weights = torch.tensor([[1.0, 9.0, 1.0], [1.0, 1.0, 1.0]])
+    boosted = losses.zone_chroma_loss(plain_pale, rosy, zones, weights)
+    assert boosted.item() == pytest.approx(relative_red.item() * 9 / 11, rel=0.05)
+    assert losses.zone_chroma_loss(plain_pale, rosy, zones, torch.ones(2, 3)).item() == pytest.approx(missed.item())
+
+
+def test_named_makeup_zones_flag_the_zone_of_each_named_make_up():
+    flags = named_makeup_zones(["she has rosy cheeks and wears lipstick", "he has black hair",
+                                "she wears heavy makeup", "this person has pale skin and a beard"])
+    assert flags.tolist() == [[1, 1, 0], [0, 0, 0], [0, 0, 1], [0, 0, 0]]     # lips, cheeks, eyelids
 
 
 def test_mode_seeking_rewards_image_distance_per_z_distance_up_to_its_cap():

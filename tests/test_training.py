@@ -205,7 +205,7 @@ def test_named_region_loss_reaches_the_generator_through_a_training_step(smoke_r
     torch.set_num_threads(1)
     cfg = smoke_cfg(smoke_root, "TRAIN.RECON_NAMED_WEIGHT=10", "TRAIN.MODE_SEEKING_WEIGHT=1", "TRAIN.CLIP_WEIGHT=0",
                     "TRAIN.BATCH_SIZE=4", f"TRAIN.RECON_NAMED_ZONES={zones}",
-                    f"TRAIN.RECON_ZONE_CHROMA_WEIGHT={int(zones)}")
+                    f"TRAIN.RECON_ZONE_CHROMA_WEIGHT={int(zones)}", f"TRAIN.RECON_ZONE_NAMED_BOOST={9 * int(zones)}")
     trainer = Trainer(cfg, tmp_path, torch.device("cpu"), progress_bar=False)
     batch = next(iter(trainer._loader()))
     batch["caption"] = [caption] * 4             # every sample names two regions (with zones: cheeks, eyelids)
@@ -214,10 +214,12 @@ def test_named_region_loss_reaches_the_generator_through_a_training_step(smoke_r
         mp.setattr(losses, "generator_adversarial_loss", lambda logit, cond: 0 * (logit.sum() + cond.sum()))
         trainer.train_step(batch)
     assert 0 < trainer.stats["loss/recon_named"][0] < 2
-    if zones:      # the make-up zone term runs beside it, on every face
+    weights = trainer.phase_batch(batch).zone_weights
+    if zones:      # the make-up zone term runs beside it, on every face, the named cheeks and eyelids boosted
+        assert weights.tolist() == [[1.0, 10.0, 10.0]] * 4
         assert 0 < trainer.stats["loss/recon_zone_chroma"][0] < 1
     else:
-        assert "loss/recon_zone_chroma" not in trainer.stats
+        assert "loss/recon_zone_chroma" not in trainer.stats and weights is None
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.G.parameters()))
 
 

@@ -17,7 +17,7 @@ import re
 import numpy as np
 import torch
 
-from pixelface.data.face_zones import ZONES, face_zones
+from pixelface.data.face_zones import MAKEUP_ZONES, ZONES, face_zones
 from pixelface.data.masks import LABEL_ID
 
 # (pattern over the cleaned caption, regions whose colour it fixes)
@@ -40,6 +40,16 @@ def named_regions(caption: str, zones: bool = False) -> list[str]:
     table = CAPTION_ZONES if zones else CAPTION_REGIONS
     found = [region for pattern, regions in table if pattern.search(text) for region in regions]
     return list(dict.fromkeys(found))
+
+
+def named_makeup_zones(captions: list[str]) -> torch.Tensor:
+    """(B, len(MAKEUP_ZONES)) float: 1 where the caption names the make-up worn in that zone (lips: lipstick,
+    cheeks: rosy cheeks, eyelids: makeup), else 0."""
+    flags = np.zeros((len(captions), len(MAKEUP_ZONES)), np.float32)
+    for b, caption in enumerate(captions):
+        named = named_regions(caption, zones=True)
+        flags[b] = ["u_lip" in named, "cheeks" in named, "eyelids" in named]
+    return torch.from_numpy(flags)
 
 
 def _region_mask(labels: np.ndarray, region: str, zones: dict | None) -> np.ndarray:

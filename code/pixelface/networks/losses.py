@@ -71,7 +71,8 @@ def chromaticity(images: torch.Tensor) -> torch.Tensor:
     return torch.stack([r - g, b - g], 1) / rgb.sum(1, keepdim=True)
 
 
-def zone_chroma_loss(fake: torch.Tensor, real: torch.Tensor, zones: torch.Tensor) -> torch.Tensor:
+def zone_chroma_loss(fake: torch.Tensor, real: torch.Tensor, zones: torch.Tensor,
+                     weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean absolute difference between G's and the real face's chromaticity relative to each face's own skin,
     inside the zones where make-up is worn (lips, cheeks, eyelids), each zone of each face weighed alike.
     zones (B,1+Z,H,W) from face_zones.makeup_zone_masks: the reference skin first.
@@ -79,7 +80,8 @@ def zone_chroma_loss(fake: torch.Tensor, real: torch.Tensor, zones: torch.Tensor
     Not in the paper (TRAIN.RECON_ZONE_CHROMA_WEIGHT). Unlike the named-region L1 it applies whether or not the
     caption names the make-up: an absolute error's minimiser is the median, so where a caption asks for blush
     (every such real face has it) G is pulled toward blush, and where it is silent (most such faces have none)
-    away from it. Relative chromaticity leaves skin tone, brightness and shading to z."""
+    away from it. Relative chromaticity leaves skin tone, brightness and shading to z. `weights` (B,Z), if given,
+    weigh each zone of each face in the mean (TRAIN.RECON_ZONE_NAMED_BOOST)."""
     reference, worn = zones[:, 0], zones[:, 1:]
     reference_area = reference.sum((1, 2))                                           # (B,)
 
@@ -93,7 +95,10 @@ def zone_chroma_loss(fake: torch.Tensor, real: torch.Tensor, zones: torch.Tensor
     if not bool(judged.any()):
         return fake.sum() * 0
     error = torch.einsum("bzhw,bhw->bz", worn, error_map) / area.clamp(min=1)
-    return error[judged].mean()
+    if weights is None:
+        return error[judged].mean()
+    weights = weights.to(error)[judged]
+    return (error[judged] * weights).sum() / weights.sum()
 
 
 def recon_weight(base: float, fade_kimg: float, kimg: float) -> float:

@@ -15,7 +15,7 @@ from typing import Callable, Protocol
 
 import torch
 
-from pixelface.data.caption_regions import named_region_masks
+from pixelface.data.caption_regions import named_makeup_zones, named_region_masks
 from pixelface.data.face_zones import makeup_zone_masks
 from pixelface.networks import losses
 from pixelface.networks.text_encoder import TextFeatures
@@ -38,13 +38,15 @@ class Networks(Protocol):
 class PhaseBatch:
     """One step's inputs: real images, the generator's mask input, the captions' features, the rotated
     sentences (the mismatched captions of D's matching term) and, with TRAIN.RECON_NAMED_WEIGHT, the
-    caption-named region masks (B,R,S,S); with TRAIN.RECON_ZONE_CHROMA_WEIGHT, the make-up zones (B,4,S,S)."""
+    caption-named region masks (B,R,S,S); with TRAIN.RECON_ZONE_CHROMA_WEIGHT, the make-up zones (B,4,S,S) and,
+    with TRAIN.RECON_ZONE_NAMED_BOOST, their weights (B,3)."""
     images: torch.Tensor
     masks: torch.Tensor
     feats: TextFeatures
     wrong: torch.Tensor
     regions: torch.Tensor | None = None
     zones: torch.Tensor | None = None
+    zone_weights: torch.Tensor | None = None
 
     @classmethod
     def build(cls, train, images, masks, feats: TextFeatures, captions: list[str], labels: torch.Tensor,
@@ -54,8 +56,10 @@ class PhaseBatch:
         regions = (named_region_masks(captions, labels, train.RECON_NAMED_ZONES)
                    if train.RECON_NAMED_WEIGHT > 0 else None)
         zones = makeup_zone_masks(labels) if train.RECON_ZONE_CHROMA_WEIGHT > 0 else None
+        zone_weights = (1 + train.RECON_ZONE_NAMED_BOOST * named_makeup_zones(captions)
+                        if zones is not None and train.RECON_ZONE_NAMED_BOOST > 0 else None)
         wrong = losses.rotate(feats.sentence) if wrong is None else wrong
-        return cls(images, masks, feats, wrong, regions, zones)
+        return cls(images, masks, feats, wrong, regions, zones, zone_weights)
 
 
 @dataclass
@@ -121,7 +125,8 @@ def repeat_first_half(batch: PhaseBatch) -> PhaseBatch:
     feats = batch.feats
     return PhaseBatch(repeat(batch.images), repeat(batch.masks),
                       TextFeatures(repeat(feats.words), repeat(feats.padding), repeat(feats.sentence),
-                                   repeat(feats.tokens)), batch.wrong, repeat(batch.regions), repeat(batch.zones))
+                                   repeat(feats.tokens)), batch.wrong, repeat(batch.regions), repeat(batch.zones),
+                      repeat(batch.zone_weights))
 
 
 def g_main(ctx: StepContext, batch: PhaseBatch) -> torch.Tensor:
@@ -148,7 +153,8 @@ def g_main(ctx: StepContext, batch: PhaseBatch) -> torch.Tensor:
         loss = loss + train.RECON_NAMED_WEIGHT * named
         ctx.record(**{"loss/recon_named": named.detach()})
     if train.RECON_ZONE_CHROMA_WEIGHT > 0:
-        zone = losses.zone_chroma_loss(fake.float(), images, batch.zones.to(fake.device))
+        weights = None if batch.zone_weights is None else batch.zone_weights.to(fake.device)
+        zone = losses.zone_chroma_loss(fake.float(), images, batch.zones.to(fake.device), weights)
         loss = loss + train.RECON_ZONE_CHROMA_WEIGHT * zone
         ctx.record(**{"loss/recon_zone_chroma": zone.detach()})
     if seeking:
