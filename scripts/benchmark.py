@@ -56,7 +56,8 @@ import torch
 from pixelface.core import cli
 from pixelface.core.config import ConfigError, load_config
 from pixelface.core.runtime import LoadWindow, cpu_model, load_window, settle_machine, tune_glibc_malloc
-from pixelface.data.masks import NUM_CLASSES, model_mask
+from pixelface.data.mask_input import model_mask
+from pixelface.data.masks import NUM_CLASSES
 from pixelface.networks import layers
 from pixelface.networks.discriminator import Discriminator
 from pixelface.networks.generator import Generator

@@ -78,7 +78,7 @@ def test_training_grid_evaluation_and_sample_script_draw_the_same_image(ckpt, tm
 
 def test_masks_stored_larger_than_the_model_reach_g_alike_in_grid_evaluation_and_sample(ckpt, tmp_path, monkeypatch):
     """128-px masks (and images) for a 64-px model: training grid, evaluate.py and sample.py --from-dataset all
-    turn a mask into G's input by one rule (data.masks.generator_input), so they draw identical images."""
+    turn a mask into G's input by one rule (data.mask_input.generator_input), so they draw identical images."""
     _, cfg = load_generator(ckpt)
     big = tmp_path / "big"
     shutil.copytree(cfg.DATA.ROOT, big)

@@ -11,7 +11,7 @@ from PIL import Image
 from pixelface.core import cli, errors
 from pixelface.data.images import to_uint8
 from pixelface.data.masks import MaskError, label_to_color
-from pixelface.data.masks import model_mask
+from pixelface.data.mask_input import model_mask
 from pixelface.data.synthface import make_face
 from pixelface.editing import inputs
 from pixelface.networks import generation

@@ -22,7 +22,8 @@ from pixelface.core.devices import resolve_device
 from pixelface.core.files import write_json_atomic, write_text_atomic
 from pixelface.data.images import picture_grid, save_png
 from pixelface.data.mask_files import read_labels
-from pixelface.data.masks import color_tensor, model_mask, resize_labels
+from pixelface.data.mask_input import model_mask
+from pixelface.data.masks import color_tensor, resize_labels
 from pixelface.editing import inputs
 from pixelface.networks import generation
 from pixelface.networks.checkpoint import checkpoint_hash, load_generator

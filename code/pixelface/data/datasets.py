@@ -31,7 +31,8 @@ from pixelface.core.errors import InputWarning
 from pixelface.core.files import atomic_write, write_bytes_atomic
 from pixelface.data.images import ImageReadError, read_rgb, resize_and_crop, signed_tensor
 from pixelface.data.mask_files import read_labels
-from pixelface.data.masks import LABELS, LABEL_ID, MASK_ORDERS, generator_input, label_to_color, resize_labels
+from pixelface.data.mask_input import generator_input
+from pixelface.data.masks import LABELS, LABEL_ID, MASK_ORDERS, label_to_color, resize_labels
 
 CAPTIONS_PER_IMAGE = 10
 MAX_INDEX_BYTES = 256 << 20    # a caption index larger than this is refused before it is read or inflated

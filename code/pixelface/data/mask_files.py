@@ -47,7 +47,7 @@ def _mask_array(array: np.ndarray) -> np.ndarray:
 def read_labels(source: Source | torch.Tensor, snap_distance: float = 80.0, max_off_palette: float = 0.05,
                 mask_order: str = "celebamask", kind: str | None = None) -> np.ndarray:
     """A mask of any size (path, PIL image, array; see mask_values) -> its (H,W) int64 label map in
-    CelebAMask-HQ ids, at its own size (data.masks.generator_input turns it into G's input at any size).
+    CelebAMask-HQ ids, at its own size (data.mask_input.generator_input turns it into G's input at any size).
     The one mask reader: datasets read their files with it (kind = DATA.MASK_KIND), commands and the API a
     user's masks (kind None: colours or label ids, whichever the source holds).
 

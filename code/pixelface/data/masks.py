@@ -9,8 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pixelface.core.config import ConfigError
-from pixelface.data.images import resize_and_crop, signed_tensor
+from pixelface.data.images import resize_and_crop
 
 LABELS = ("background", "skin", "nose", "eyeglasses", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear",
           "r_ear", "mouth", "u_lip", "l_lip", "hair", "hat", "earring", "necklace", "neck", "cloth")
@@ -141,29 +140,6 @@ def resize_labels(labels, size: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(small).astype(np.int64))
 
 
-def generator_input(labels, size: int, mask_input: str, mask_resize: str) -> torch.Tensor:
-    """The one rule that makes G's mask input from a label map of any size (H,W): (C,size,size) float, framed as
-    images are (shorter side resized, centre crop). Training, the evaluation, sample.py, the API and the editor
-    all call it, so a mask gives the same input whichever of them reads it.
-
-    mask_input 'onehot' (MODEL.MASK_INPUT): the one-hot of the nearest-resized labels. 'color': palette colours
-    in [-1,1], of the full-size map resized bilinearly when mask_resize (DATA.MASK_RESIZE) is 'bilinear' (the
-    reference: colours blend at region borders), else of the nearest-resized labels. At the map's own size
-    the colour rules agree exactly."""
-    if mask_input == "onehot":
-        return one_hot(resize_labels(labels, size))
-    if mask_resize == "bilinear":
-        labels = labels.cpu().numpy() if torch.is_tensor(labels) else np.asarray(labels)
-        colours = Image.fromarray(label_to_color(labels.astype(np.int64)))
-        return signed_tensor(resize_and_crop(colours, size, Image.BILINEAR))
-    return color_tensor(resize_labels(labels, size))
-
-
-def model_mask(labels, cfg) -> torch.Tensor:
-    """generator_input at the configured model's size and settings: (C, MODEL.SIZE, MODEL.SIZE)."""
-    return generator_input(labels, cfg.MODEL.SIZE, cfg.MODEL.MASK_INPUT, cfg.DATA.MASK_RESIZE)
-
-
 def confusion_matrix(pred: torch.Tensor, true: torch.Tensor, num_classes: int = NUM_CLASSES) -> torch.Tensor:
     """(num_classes, num_classes) int64 counts, rows = true class, columns = predicted class."""
     if pred.shape != true.shape:
@@ -179,13 +155,3 @@ def accuracy_from_confusion(confusion: torch.Tensor) -> dict[str, float]:
     union = confusion.sum(0) + confusion.sum(1) - hits
     present = union > 0
     return {"pixel_acc": float(hits.sum() / confusion.sum()), "miou": float((hits[present] / union[present]).mean())}
-
-
-def mask_channels_from_config(cfg) -> int:
-    """3 for colour masks, 19 (one channel per CelebAMask-HQ class) for one-hot masks."""
-    kind = cfg.MODEL.MASK_INPUT
-    if kind == "color":
-        return 3
-    if kind == "onehot":
-        return NUM_CLASSES
-    raise ConfigError(f"MODEL.MASK_INPUT = {kind!r}: expected 'color' or 'onehot'")

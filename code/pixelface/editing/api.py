@@ -26,7 +26,8 @@ from pixelface.core.cli import MAX_SEEDS
 from pixelface.core.devices import resolve_device
 from pixelface.data.images import signed_tensor, to_pil, to_uint8
 from pixelface.data.mask_files import read_labels
-from pixelface.data.masks import model_mask, resize_labels
+from pixelface.data.mask_input import model_mask
+from pixelface.data.masks import resize_labels
 from pixelface.editing import inputs, manipulation
 from pixelface.editing.face_crop import FaceCrop, read_face
 from pixelface.networks import generation

@@ -19,7 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pixelface.core.errors import InputError
-from pixelface.data.masks import model_mask
+from pixelface.data.mask_input import model_mask
 from pixelface.evaluation.measures import LPIPS_BACKBONE_FILE, lpips_network
 from pixelface.networks.checkpoint import atomic_save, load_formatted
 from pixelface.networks.generation import MEAN_LATENT_SAMPLES, MEAN_LATENT_SEED, WordFeatures, encode_caption

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as torch_spectral_norm
 
-from pixelface.data.masks import mask_channels_from_config
+from pixelface.data.mask_input import mask_channels_from_config
 from pixelface.networks.layers import ConvLayer, EqualLinear, channel_table
 
 STDDEV_GROUP = 4

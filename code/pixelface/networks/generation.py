@@ -87,7 +87,7 @@ def generate(g, text_encoder, masks: torch.Tensor, captions: list[str], seeds: l
              dtype: torch.dtype | None = None) -> torch.Tensor:
     """Images of N (mask input, caption, seed) triples -> (N,3,S,S) on G's device, in [-1,1] (unclamped).
 
-    masks: (N,C,S,S) as the generator takes them (data.masks.generator_input, a dataset batch's "mask"); captions: N
+    masks: (N,C,S,S) as the generator takes them (data.mask_input.generator_input, a dataset batch's "mask"); captions: N
     cleaned captions; truncation < 1 pulls w toward truncation_centre(g); dtype: G under autocast to it (None: float32).
     """
     device = next(g.parameters()).device
@@ -115,7 +115,7 @@ def sample(g, text_encoder, cfg, masks: torch.Tensor, captions: list[str], seeds
            truncation: float = 1.0, batch_size: int = 1, progress: bool = False, amp: str = "none") -> torch.Tensor:
     """Images for N (mask, caption, seed) triples -> (N,3,S,S) float on the CPU, in [-1,1] (unclamped).
 
-    masks: (N,C,S,S), G's mask input (data.masks.generator_input, the one rule); captions: N cleaned captions;
+    masks: (N,C,S,S), G's mask input (data.mask_input.generator_input, the one rule); captions: N cleaned captions;
     truncation < 1 pulls w toward the model's mean latent; amp: G's precision (AMP_CHOICES, module doc).
     What scripts/sample.py, the Python API and the editor call: their request checked (InputError
     naming what is wrong), then generate(); with batch_size 1 (the default) a seed's image is byte-identical

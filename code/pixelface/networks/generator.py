@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixelface.data.masks import mask_channels_from_config
+from pixelface.data.mask_input import mask_channels_from_config
 from pixelface.networks.gcmf import GCMF
 from pixelface.networks.layers import (ACT_GAIN, ConstantInput, EqualLinear, PixelNorm, StyledConv, ToRGB,
                                        channel_table, conv2d, fold_channels_last, fresh_leaky_relu_, row_product,
