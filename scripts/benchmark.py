@@ -58,6 +58,7 @@ from pixelface.core.config import ConfigError, load_config
 from pixelface.core.runtime import LoadWindow, cpu_model, load_window, settle_machine, tune_glibc_malloc
 from pixelface.data.mask_input import model_mask
 from pixelface.data.masks import NUM_CLASSES
+from pixelface.data.synthface.dataset import make_face
 from pixelface.networks import layers
 from pixelface.networks.discriminator import Discriminator
 from pixelface.networks.generator import Generator
@@ -93,6 +94,9 @@ def parse_args(argv=None):
                    help="CPU: before each phase wait, idle, until a second in which other work kept the machine's "
                         "cores under 5%% busy (at most S seconds; 0 = do not wait) (default 30)")
     p.add_argument("--tune-malloc", action="store_true", help="CPU: keep freed large blocks in the glibc heap")
+    p.add_argument("--masks", default="faces", choices=("faces", "random"),
+                   help="faces: synthetic face layouts at the model size (regions, as every real mask has; "
+                        "default); random: an independent class per pixel (every mask feature distinct)")
     p.add_argument("--linear-rows", action="store_true",
                    help="CPU: also time ours with F.linear for row products instead of 1x1 convolutions")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -114,10 +118,13 @@ def parse_args(argv=None):
 # Inputs and networks
 
 
-def random_labels(cfg, batch: int) -> torch.Tensor:
-    """(B,S,S) random label maps: the masks' classes (and the caption-named regions when asked for)."""
+def mask_labels(cfg, batch: int, kind: str) -> torch.Tensor:
+    """(B,S,S) label maps: rendered synthetic face layouts ("faces") or an independent class per pixel
+    ("random"). G's cost depends on the mask: in sampling, GCMF attends once per distinct mask feature."""
     size = cfg.MODEL.SIZE
-    return torch.randint(0, NUM_CLASSES, (batch, size, size), generator=torch.Generator().manual_seed(0))
+    if kind == "random":
+        return torch.randint(0, NUM_CLASSES, (batch, size, size), generator=torch.Generator().manual_seed(0))
+    return torch.stack([torch.from_numpy(make_face(0, i, size)[2]).long() for i in range(batch)])
 
 
 def text_encoder(cfg, cfg_file, overrides, device):
@@ -147,7 +154,7 @@ def build(args):
     text, clip_label = text_encoder(cfg, args.cfg, overrides, device)
     captions = [CAPTIONS[i % len(CAPTIONS)] for i in range(args.batch)]
     feats = text.encode(captions)
-    labels = random_labels(cfg, args.batch)
+    labels = mask_labels(cfg, args.batch, args.masks)
     images = torch.rand(args.batch, 3, cfg.MODEL.SIZE, cfg.MODEL.SIZE, device=device) * 2 - 1
     masks = torch.stack([model_mask(one, cfg) for one in labels]).to(device)
     if args.channels_last:
@@ -488,7 +495,8 @@ def run(args) -> dict:
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "cpu": cpu_model(),
         "threads": torch.get_num_threads(), "torch": torch.__version__, "size": cfg.MODEL.SIZE,
-        "batch": args.batch, "repeats": args.repeats, "overrides": overrides, "malloc_tuned": malloc_tuned,
+        "batch": args.batch, "masks": args.masks, "repeats": args.repeats, "overrides": overrides,
+        "malloc_tuned": malloc_tuned,
         "linear_rows": args.linear_rows, "compile": args.compile, "amp": args.amp,
         "tf32": cfg.TRAIN.TF32 if device.type == "cuda" else None, "channels_last": args.channels_last,
         "clip": clip_label,

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from pixelface.networks.gcmf import GCMF
+from pixelface.networks.layers import distinct_rows, gather_rows
 
 torch.set_num_threads(1)
 
@@ -139,3 +140,29 @@ def test_bad_inputs_raise_clear_errors():
         m(queries, words, torch.zeros(2, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="dropout"):
         GCMF(6, 10, dropout=1.0)
+
+
+def test_repeated_query_rows_are_attended_once_with_the_same_outputs():
+    """Sampling (eval, no gradient to the queries): rows repeated over a region's interior are computed once
+    per distinct row, and outputs and attention equal the per-row computation exactly."""
+    m = make(gate=True).eval()
+    queries, words = inputs(b=2, f=40)
+    queries = queries[:, torch.arange(40) % 3]            # three distinct rows per sample, repeated
+    with torch.no_grad():
+        out, attention = m(queries, words, return_attention=True)
+        expected = [m(q[None], w[None], return_attention=True) for q, w in zip(queries.unbind(), words.unbind())]
+    torch.testing.assert_close(out, torch.cat([e[0] for e in expected]), rtol=0, atol=1e-12)
+    torch.testing.assert_close(attention, torch.cat([e[1] for e in expected]), rtol=0, atol=1e-12)
+    ungated = make(gate=False).eval()
+    torch.testing.assert_close(ungated(queries, words), reference_gcmf(ungated, queries, words))
+
+
+def test_distinct_rows_groups_exactly_and_declines_when_rows_hardly_repeat():
+    x = torch.randn(2, 5, 4)[:, [0, 1, 0, 0, 2, 1, 0, 2]]
+    x[1, 3] = x[1, 0]
+    unique, index = distinct_rows(x)
+    assert unique.shape == (2, 3, 4)
+    assert torch.equal(gather_rows(unique, index), x)
+    assert distinct_rows(torch.randn(2, 8, 4)) is None         # every row distinct: nothing to save
+    with pytest.raises(ValueError, match="no gradient"):
+        distinct_rows(x.requires_grad_())

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from pixelface.core.config import load_config
 from pixelface.networks.discriminator import Discriminator
 from pixelface.networks.generator import FoldStep, Generator, PointwiseMix, blur_121
-from pixelface.networks.layers import StyledConv, ToRGB, channel_table, unfold
+from pixelface.networks.layers import StyledConv, ToRGB, channel_table, distinct_rows, unfold
 from pixelface.networks.reference_ops import literal_reference_forward, reference_latents
 
 torch.set_num_threads(1)
@@ -148,6 +148,23 @@ def test_generator_equals_literal_transcription_of_the_reference():
         image, extras = g(mask, words, [z], word_padding=padding, noise=noise, return_latents=True)
         ref = literal_reference_forward(g, mask, words, extras["latents"], noise, padding)
         torch.testing.assert_close(reference_latents(g, z), extras["latents"])
+    torch.testing.assert_close(image, ref)
+
+
+def test_sampling_a_mask_of_regions_equals_the_reference_transcription():
+    """A mask of regions repeats its features over each region's interior; sampling attends once per distinct
+    feature row (GCMF) and still computes the reference function."""
+    g = tiny().double().eval()
+    gen = torch.Generator().manual_seed(3)
+    colours = torch.rand(2, g.mask_channels, 4, 4, generator=gen, dtype=torch.float64) * 2 - 1
+    mask = F.interpolate(colours, size=g.size, mode="nearest")              # 16 square regions
+    _, words, z = tiny_inputs(g, b=2, t=6)
+    words, z = words.double(), z.double()
+    assert distinct_rows(g.mask_features(mask, g.size).detach()) is not None
+    noise = [n.double() for n in g.make_noise(2, torch.Generator().manual_seed(0))]
+    with torch.no_grad():
+        image, extras = g(mask, words, [z], noise=noise, return_latents=True)
+        ref = literal_reference_forward(g, mask, words, extras["latents"], noise, None)
     torch.testing.assert_close(image, ref)
 
 

@@ -19,7 +19,9 @@ Two exact re-associations keep the 256² stage (65,536 queries per image) cheap:
 On CPU, queries are processed in chunks that stay in cache; on a GPU one pass over all of them is
 fastest (a batch of 32 at 256² makes 128 chunks of small launches: G forward+backward took 2.9x as long
 on an H200). The dropout masks are drawn for
-all queries up front, so the chunk size never changes the result.
+all queries up front, so the chunk size never changes the result. Without dropout (eval) and without
+gradients to the queries (sampling), CPU runs attend once per distinct query row: a mask's features
+repeat one row over each region's interior.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import math
 import torch
 from torch import nn
 
-from pixelface.networks.layers import ACT_GAIN, EqualLinear, fresh_leaky_relu_
+from pixelface.networks.layers import ACT_GAIN, EqualLinear, distinct_rows, fresh_leaky_relu_, gather_rows
 
 GATE_HIDDEN = 16
 GATE_BIAS_INIT = 2.0  # σ(2) ≈ 0.88: the gate starts mostly open, close to the ungated reference
@@ -112,7 +114,13 @@ class GCMF(nn.Module):
         w_0, b_0 = self.c_mlp.l0.effective(ACT_GAIN)
         values_l0 = torch.matmul(values, w_0.t())                             # (B,T,dim)
         keep = self._dropout_keep(b, n_queries, words.shape[1], queries.device)
-
+        # Without dropout and gradients to the queries each output row depends on its query row alone: on CPU,
+        # compute it once per distinct row (mask features repeat one row over a region's interior).
+        repeated = distinct_rows(queries) if (keep is None and queries.device.type == "cpu" and not (
+            queries.requires_grad and torch.is_grad_enabled())) else None
+        if repeated is not None:
+            queries, index = repeated
+            n_queries = queries.shape[1]
         rows_at_once = self.chunk or (CPU_CHUNK if queries.device.type == "cpu" else b * n_queries)
         step = max(1, rows_at_once // b)
         outputs, attention = [], []
@@ -134,9 +142,11 @@ class GCMF(nn.Module):
             ctrl = self.c_mlp.out_layer(self.c_mlp.l1(ctrl))
             outputs.append(ctrl + self.ffn(ctrl))
         out = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
-        if return_attention:
-            return out, attention[0] if len(attention) == 1 else torch.cat(attention, dim=1)
-        return out
+        attention = (attention[0] if len(attention) == 1 else torch.cat(attention, dim=1)) if return_attention else None
+        if repeated is not None:
+            out = gather_rows(out, index)
+            attention = None if attention is None else gather_rows(attention, index)
+        return (out, attention) if return_attention else out
 
     def _dropout_keep(self, b: int, n_queries: int, n_words: int, device: torch.device):
         """Bool keep mask (B,F,T) for all queries, per element AND per word column, or None.

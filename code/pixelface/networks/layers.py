@@ -198,6 +198,55 @@ def row_products_sum(parts, weights) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------
+# Repeated rows
+
+# Rows are deduplicated only when at most this share of them is distinct (else the bookkeeping costs more).
+DISTINCT_ROWS_MAX_SHARE = 0.5
+
+
+def distinct_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Each sample's distinct rows: x (B, N, C) -> (unique (B, U, C), index (B, N)) with
+    gather_rows(unique, index) == x exactly, or None when more than DISTINCT_ROWS_MAX_SHARE of some sample's
+    rows are distinct. For inputs that need no gradient: a gradient reaching `unique` would be the sum over
+    each group's rows, not each row's own.
+
+    Mask features are piecewise constant (a region's interior repeats one row), so a per-row function of
+    them need only be computed once per distinct row. Rows are grouped by a random projection, then each
+    row is compared with its group's first; rows that differ (a projection collision) are kept as rows of
+    their own, so grouping can cost speed, never exactness.
+    """
+    if x.requires_grad and torch.is_grad_enabled():
+        raise ValueError("distinct_rows is for inputs that need no gradient")
+    b, n, c = x.shape
+    direction = torch.randn(c, generator=torch.Generator().manual_seed(c)).to(x.device, x.dtype)
+    with torch.autocast(x.device.type, enabled=False):      # bf16 keys would group far more rows wrongly
+        keys = x.reshape(b * n, c) @ direction
+    uniques, indices = [], []
+    for rows, sample_keys in zip(x.unbind(), keys.view(b, n).unbind()):
+        sample_keys, order = sample_keys.sort()
+        starts = torch.ones_like(sample_keys, dtype=torch.bool)
+        starts[1:] = sample_keys[1:] != sample_keys[:-1]
+        group = torch.empty_like(order).scatter_(0, order, starts.long().cumsum(0) - 1)   # per row
+        first = order[starts]                                                         # a row per group
+        stray = (rows.index_select(0, first.index_select(0, group)) != rows).any(1).nonzero().squeeze(1)
+        if first.numel() + stray.numel() > DISTINCT_ROWS_MAX_SHARE * n:
+            return None
+        group[stray] = first.numel() + torch.arange(stray.numel(), device=x.device)
+        uniques.append(rows.index_select(0, torch.cat((first, stray))))
+        indices.append(group)
+    width = max(u.shape[0] for u in uniques)
+    unique = torch.stack([torch.cat((u, u[:1].expand(width - u.shape[0], c))) for u in uniques])
+    return unique, torch.stack(indices)
+
+
+def gather_rows(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """rows (B, U, C) read at index (B, N) -> (B, N, C)."""
+    b, u, c = rows.shape
+    flat_index = (index + torch.arange(b, device=index.device).unsqueeze(1) * u).flatten()
+    return rows.reshape(b * u, c).index_select(0, flat_index).view(*index.shape, c)
+
+
+# ------------------------------------------------------------------------------------------------
 # Equalised linear / conv
 
 
