@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from pixelface.core.config import ConfigError, load_config
-from pixelface.networks.text_encoder import CLIP_FORMAT, TextEncoder, build_custom_clip, custom_arch, pin_weights_hash
+from pixelface.networks.text_encoder import (CLIP_FORMAT, TextEncoder, build_custom_clip, custom_arch, encode_text,
+                                             pin_weights_hash, text_hidden_states)
 
 TINY = ["TEXT.MODEL=custom", "TEXT.PRETRAINED=", "TEXT.EMBEDDING_DIM=64", "TEXT.SENTENCE_DIM=32",
         "TEXT.CUSTOM.EMBED_DIM=32", "TEXT.CUSTOM.IMAGE_SIZE=32", "TEXT.CUSTOM.VISION_LAYERS=1",
@@ -228,3 +229,16 @@ def test_features_stay_float32_under_autocast(encoder):
         emb = encoder.embed_text([SHORT])
     assert feats.words.dtype == feats.sentence.dtype == emb.dtype == torch.float32
     assert torch.allclose(feats.sentence, encoder.encode([SHORT]).sentence)
+
+
+def test_text_states_stop_at_the_last_eot_and_equal_the_whole_context(encoder):
+    """Causal attention: computing only the positions through the batch's last EOT changes no state that is read."""
+    tokens = encoder.tokenize([SHORT, "a man with black hair"])
+    full = text_hidden_states(encoder.clip, tokens, tokens.shape[1])
+    short = text_hidden_states(encoder.clip, tokens)
+    assert short.shape[1] == int(tokens.argmax(-1).max()) + 1 < tokens.shape[1]
+    torch.testing.assert_close(short, full[:, :short.shape[1]], rtol=0, atol=1e-5)
+    expected = encoder.clip.encode_text(tokens)
+    torch.testing.assert_close(encode_text(encoder.clip, tokens), expected, rtol=0, atol=1e-5)
+    feats = encoder.encode([SHORT, "a man with black hair"])
+    torch.testing.assert_close(feats.words, full[:, :30], rtol=0, atol=1e-5)

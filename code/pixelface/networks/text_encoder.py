@@ -285,10 +285,17 @@ def clip_image_input(images: torch.Tensor, size: int, mean: torch.Tensor, std: t
     return images
 
 
-def text_hidden_states(clip: open_clip.CLIP, tokens: torch.Tensor) -> torch.Tensor:
-    """(B, context, width): token + position embeddings through the causal transformer and ln_final."""
-    x = clip.token_embedding(tokens) + clip.positional_embedding
-    x = clip.transformer(x, attn_mask=clip.attn_mask)
+def text_hidden_states(clip: open_clip.CLIP, tokens: torch.Tensor, positions: int | None = None) -> torch.Tensor:
+    """(B, positions, width): token + position embeddings through the causal transformer and ln_final, for the
+    first `positions` tokens (default: through the batch's last EOT).
+
+    Attention is causal, so no position reads a later one: these states are those of the whole context, and the
+    padding after the last EOT (most of CLIP's 77 positions for a short caption) need not be computed.
+    """
+    positions = int(tokens.argmax(dim=-1).max()) + 1 if positions is None else positions
+    x = clip.token_embedding(tokens[:, :positions]) + clip.positional_embedding[:positions]
+    mask = None if clip.attn_mask is None else clip.attn_mask[:positions, :positions]
+    x = clip.transformer(x, attn_mask=mask)
     return clip.ln_final(x)
 
 
@@ -297,6 +304,11 @@ def project_eot(clip: open_clip.CLIP, hidden: torch.Tensor, tokens: torch.Tensor
     pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), tokens.argmax(dim=-1)]
     proj = clip.text_projection
     return proj(pooled) if isinstance(proj, nn.Linear) else pooled @ proj
+
+
+def encode_text(clip: open_clip.CLIP, tokens: torch.Tensor) -> torch.Tensor:
+    """clip.encode_text(tokens) (the projected EOT state), computed through the batch's last EOT only."""
+    return project_eot(clip, text_hidden_states(clip, tokens), tokens)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -346,9 +358,9 @@ class TextEncoder(nn.Module):
         """Word features, padding mask and sentence embedding of each caption (detached, as in the reference)."""
         tokens = self.tokenize(captions)
         with torch.autocast(self.device.type, enabled=False):  # fp32 features even inside an AMP region
-            hidden = text_hidden_states(self.clip, tokens)
+            eot = tokens.argmax(dim=-1)  # = number of valid positions (SOT + BPE tokens)
+            hidden = text_hidden_states(self.clip, tokens, max(self.max_words, int(eot.max()) + 1))
             sentence = project_eot(self.clip, hidden, tokens)
-        eot = tokens.argmax(dim=-1)  # = number of valid positions (SOT + BPE tokens)
         if self.fixed_length:
             length = self.max_words
             last = eot + 1 if self.attend_eot else eot          # first hidden position
@@ -368,11 +380,11 @@ class TextEncoder(nn.Module):
         """(B, B) logit_scale.exp() · cos(image_i, text_j): the input of the reference CLIP loss."""
         image = F.normalize(self.encode_image(images, normalize), dim=-1)
         with torch.no_grad():
-            text = F.normalize(self.clip.encode_text(tokens.to(self.device)), dim=-1)
+            text = F.normalize(encode_text(self.clip, tokens.to(self.device)), dim=-1)
         return self.clip.logit_scale.exp() * image @ text.t()
 
     @torch.no_grad()
     def embed_text(self, captions: list[str]) -> torch.Tensor:
         """(B, SENTENCE_DIM) unit-length sentence embeddings (for CLIP score)."""
         with torch.autocast(self.device.type, enabled=False):
-            return F.normalize(self.clip.encode_text(self.tokenize(captions)), dim=-1)
+            return F.normalize(encode_text(self.clip, self.tokenize(captions)), dim=-1)

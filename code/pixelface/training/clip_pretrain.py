@@ -33,7 +33,7 @@ from pixelface.data.hard_negatives import HardNegatives
 from pixelface.data.images import read_rgb
 from pixelface.data.images import resize_and_crop
 from pixelface.networks.checkpoint import atomic_save
-from pixelface.networks.text_encoder import CLIP_FORMAT, build_custom_clip, clip_image_input, custom_arch
+from pixelface.networks.text_encoder import CLIP_FORMAT, build_custom_clip, clip_image_input, custom_arch, encode_text
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps its temperature so logits stay <= 100 x cosine
 WARMUP_FRACTION = 0.05             # share of steps with a linear learning-rate warm-up, then cosine decay
@@ -84,13 +84,13 @@ def contrastive_loss(clip, images: torch.Tensor, tokens: torch.Tensor,
     """CLIP's symmetric cross-entropy: image i belongs with caption i, in both directions. Hard negative captions
     (N, context), if given, are further wrong answers for every image (image-to-text direction only)."""
     image = F.normalize(clip.encode_image(images), dim=-1)
-    text = F.normalize(clip.encode_text(tokens), dim=-1)
+    text = F.normalize(encode_text(clip, tokens), dim=-1)
     scale = clip.logit_scale.exp()
     logits = scale * image @ text.t()
     labels = torch.arange(len(images))
     image_logits = logits
     if negative_tokens is not None and len(negative_tokens):
-        negative = F.normalize(clip.encode_text(negative_tokens), dim=-1)
+        negative = F.normalize(encode_text(clip, negative_tokens), dim=-1)
         image_logits = torch.cat([logits, scale * image @ negative.t()], dim=1)
     return (F.cross_entropy(image_logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
 
@@ -104,7 +104,7 @@ def retrieval_metrics(clip, images_uint8: torch.Tensor, tokens: torch.Tensor) ->
     clip.eval()
     image = torch.cat([F.normalize(clip.encode_image(clip_input(images_uint8[k:k + EVAL_BATCH])), dim=-1)
                        for k in range(0, len(images_uint8), EVAL_BATCH)])
-    text = torch.cat([F.normalize(clip.encode_text(tokens[k:k + EVAL_BATCH]), dim=-1)
+    text = torch.cat([F.normalize(encode_text(clip, tokens[k:k + EVAL_BATCH]), dim=-1)
                       for k in range(0, len(tokens), EVAL_BATCH)])
     sim = text @ image.t()
     # images scoring strictly above the right one; exact ties count in its favour
