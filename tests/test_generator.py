@@ -101,9 +101,10 @@ def test_pointwise_mix_equals_conv_on_the_concatenation():
     torch.testing.assert_close(mix(*rows), ref.flatten(2).transpose(1, 2))
 
 
-def test_mask_features_equal_mask_conv_and_nearest_resize():
-    g = tiny()
-    mask = torch.randn(2, 3, 64, 64)
+@pytest.mark.parametrize("channels", [3, 19])          # colour masks (im2col rows), one-hot masks (a conv)
+def test_mask_features_equal_mask_conv_and_nearest_resize(channels):
+    g = tiny(mask_channels=channels)
+    mask = torch.randn(2, channels, 64, 64)
     conv = F.conv2d(mask, g.mask_encoder.weight, g.mask_encoder.bias, padding=1)
     for res in (64, 16):
         nearest = F.interpolate(conv, size=(res, res), mode="nearest")

@@ -427,8 +427,17 @@ class Generator(nn.Module):
             context_map = self.mask_context_map(mask) if context_map is None else context_map
             stride = self.size // res
             return context_map[:, :, ::stride, ::stride].flatten(2).transpose(1, 2)
-        # im2col + one matmul yields the rows layout directly (a conv would need a transposing copy)
-        patches = F.unfold(mask, 3, padding=1, stride=self.size // res)     # (B, C·9, res²)
+        stride = self.size // res
+        weight = self.mask_encoder.weight
+        if weight[0].numel() > weight.shape[0]:
+            # Patch rows wider than feature rows (one-hot masks: 19·9 = 171 values per pixel): a channels_last
+            # convolution, whose output is already the rows layout, instead of copying every patch into a row
+            # (3.5x less time forward and backward for 19 classes at 64², batch 8).
+            features = conv2d(mask.contiguous(memory_format=torch.channels_last), weight, self.mask_encoder.bias,
+                              stride=stride, padding=1)
+            return features.permute(0, 2, 3, 1).reshape(b, res * res, -1)
+        # narrow patches (colour masks: 27 values): im2col + one matmul yields the rows layout directly
+        patches = F.unfold(mask, 3, padding=1, stride=stride)                # (B, C·9, res²)
         patches = patches.transpose(1, 2).reshape(b * res * res, -1)
         weight = self.mask_encoder.weight.flatten(1)                         # (mask_dim, C·9)
         return torch.addmm(self.mask_encoder.bias, patches, weight.t()).view(b, res * res, -1)
