@@ -101,15 +101,26 @@ def test_pointwise_mix_equals_conv_on_the_concatenation():
     torch.testing.assert_close(mix(*rows), ref.flatten(2).transpose(1, 2))
 
 
-@pytest.mark.parametrize("channels", [3, 19])          # colour masks (im2col rows), one-hot masks (a conv)
-def test_mask_features_equal_mask_conv_and_nearest_resize(channels):
-    g = tiny(mask_channels=channels)
+# colour masks (im2col rows), one-hot masks (a conv), one-hot under MODEL.MASK_KERNEL 1 (1x1 rows)
+@pytest.mark.parametrize("channels, kernel", [(3, 3), (19, 3), (19, 1)])
+def test_mask_features_equal_mask_conv_and_nearest_resize(channels, kernel):
+    g = tiny(mask_channels=channels, mask_kernel=kernel)
     mask = torch.randn(2, channels, 64, 64)
-    conv = F.conv2d(mask, g.mask_encoder.weight, g.mask_encoder.bias, padding=1)
+    conv = F.conv2d(mask, g.mask_encoder.weight, g.mask_encoder.bias, padding=kernel // 2)
     for res in (64, 16):
         nearest = F.interpolate(conv, size=(res, res), mode="nearest")
         torch.testing.assert_close(g.mask_features(mask, res), nearest.flatten(2).transpose(1, 2),
                                    rtol=1e-5, atol=1e-5)
+
+
+def test_a_1x1_mask_kernel_gives_every_pixel_of_a_class_the_same_feature():
+    """MODEL.MASK_KERNEL 1: beside an edge a pixel's mask feature is its own class's (a 3x3 one blends both sides)."""
+    labels = torch.zeros(1, 64, 64, dtype=torch.long)
+    labels[:, :, 32:] = 13                                              # hair right of column 32
+    mask = F.one_hot(labels, 19).permute(0, 3, 1, 2).float()
+    for kernel, distinct in ((1, 2), (3, 4)):          # 3x3: two blended columns beside the edge as well
+        rows = tiny(mask_channels=19, mask_kernel=kernel).mask_features(mask, 64).detach()[0]
+        assert len(torch.unique(rows[8 * 64 + 1: 8 * 64 + 63], dim=0)) == distinct
 
 
 def test_mask_context_starts_as_the_reference_and_widens_what_a_pixel_sees():
@@ -378,11 +389,15 @@ def test_unfold_blur_removes_the_two_pixel_pattern_and_adds_no_parameters():
     assert all(p.grad is not None for p in blurred.parameters())
 
 
-@pytest.mark.parametrize("switch", [{"text_to_w": True}, {"unfold_blur": True}, {"mask_context": 2}])
-def test_reference_transcription_refuses_what_the_reference_lacks(switch):
+@pytest.mark.parametrize("switch, message", [
+    ({"text_to_w": True}, "MODEL.TEXT_TO_W, MODEL.MASK_CONTEXT and MODEL.UNFOLD_BLUR must be off"),
+    ({"unfold_blur": True}, "MODEL.TEXT_TO_W, MODEL.MASK_CONTEXT and MODEL.UNFOLD_BLUR must be off"),
+    ({"mask_context": 2}, "MODEL.TEXT_TO_W, MODEL.MASK_CONTEXT and MODEL.UNFOLD_BLUR must be off"),
+    ({"mask_kernel": 1}, "MODEL.MASK_KERNEL must be 3")])
+def test_reference_transcription_refuses_what_the_reference_lacks(switch, message):
     g = tiny(**switch)
     mask, words, z = tiny_inputs(g)
-    with pytest.raises(ValueError, match="MODEL.TEXT_TO_W, MODEL.MASK_CONTEXT and MODEL.UNFOLD_BLUR must be off"):
+    with pytest.raises(ValueError, match=message):
         literal_reference_forward(g, mask, words, reference_latents(g, z))
 
 

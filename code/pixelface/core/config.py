@@ -158,6 +158,7 @@ SCHEMA = {
         "CHANNEL_MAX": _k(512, "cap on every feature-map width of G and D", at_least(16)),
         "MASK_DIM": _k(128, "mask-encoder feature width (GCMF query width)", POSITIVE),
         "MASK_CONTEXT": _k(0, "0 (reference: one 3x3 conv encodes the mask), or that many residual dilated 3x3 convs after it, so each pixel's mask feature sees the face around it (3 layers: 1/8 of the image), e.g. a cheek below an eye (not in the paper)", NON_NEGATIVE),
+        "MASK_KERNEL": _k(3, "side of the mask encoder's conv: 3 (reference mask_cov) or 1 (each pixel's feature is its own class's, so every per-pixel path draws region edges crisp; not in the paper)", one_of(1, 3)),
         "MASK_INPUT": _k("color", "'color': 3-channel palette mask (reference); 'onehot': 19-channel label one-hot; 'onehot_zones': that plus the cheeks and eyelids placed from the eyes (not in the paper)", one_of("color", "onehot", "onehot_zones")),
         "GCMF_GATE": _k(False, "add the paper figure's correlation gate to GCMF (our reading; reference code has none)"),
         "GCMF_DROPOUT": _k(0.06, "GCMF attention dropout, applied per element and per word (reference 0.06 each)", between(0, 1, hi_open=True)),

@@ -282,7 +282,7 @@ class Generator(nn.Module):
                  mask_channels: int = 3, lr_mlp: float = 0.01, lr_text_mlp: float = 0.01, gcmf_gate: bool = False,
                  gcmf_dropout: float = 0.06, gcmf_chunk: int = 0, unfold_init: str = "random",
                  fold_skip: str = "none", text_to_w: bool = False,
-                 unfold_blur: bool = False, mask_context: int = 0):
+                 unfold_blur: bool = False, mask_context: int = 0, mask_kernel: int = 3):
         super().__init__()
         self.size, self.style_dim, self.text_dim = size, style_dim, text_dim
         self.mask_channels = mask_channels
@@ -296,8 +296,10 @@ class Generator(nn.Module):
         # MODEL.TEXT_TO_W: the caption's mean word feature shifts every w, a global route for what a caption says
         # about the whole face (pale skin, make-up); in the paper text reaches G only through GCMF's attention.
         self.text_to_w = EqualLinear(text_dim, style_dim, lr_mul=lr_text_mlp) if text_to_w else None
-        # Plain nn.Conv2d with PyTorch's default init, as in the reference `mask_cov`.
-        self.mask_encoder = nn.Conv2d(mask_channels, mask_dim, 3, padding=1)
+        # Plain nn.Conv2d with PyTorch's default init, as in the reference `mask_cov` (3x3). MODEL.MASK_KERNEL 1: a
+        # pixel's feature is its own class's, so the fold skip's per-pixel colour changes exactly at region edges;
+        # a 3x3 feature blends the classes on both sides of an edge over 3 pixels (docs/diagnosis.md, 18).
+        self.mask_encoder = nn.Conv2d(mask_channels, mask_dim, mask_kernel, padding=mask_kernel // 2)
         self.mask_context = MaskContext(mask_dim, mask_context, size) if mask_context else None
         self.input = ConstantInput(self.channels[FIRST_RES], FIRST_RES)
         self.stages = nn.ModuleList(
@@ -324,7 +326,7 @@ class Generator(nn.Module):
                    gcmf_chunk=cfg.MODEL.GCMF_CHUNK, unfold_init=cfg.MODEL.UNFOLD_INIT,
                    fold_skip=cfg.MODEL.FOLD_SKIP,
                    text_to_w=cfg.MODEL.TEXT_TO_W, unfold_blur=cfg.MODEL.UNFOLD_BLUR,
-                   mask_context=cfg.MODEL.MASK_CONTEXT)
+                   mask_context=cfg.MODEL.MASK_CONTEXT, mask_kernel=cfg.MODEL.MASK_KERNEL)
 
     # --------------------------------------------------------------------------------------------
     # Latents and noise
@@ -428,19 +430,18 @@ class Generator(nn.Module):
             stride = self.size // res
             return context_map[:, :, ::stride, ::stride].flatten(2).transpose(1, 2)
         stride = self.size // res
-        weight = self.mask_encoder.weight
+        weight, padding = self.mask_encoder.weight, self.mask_encoder.padding[0]
         if weight[0].numel() > weight.shape[0]:
             # Patch rows wider than feature rows (one-hot masks: 19·9 = 171 values per pixel): a channels_last
             # convolution, whose output is already the rows layout, instead of copying every patch into a row
             # (3.5x less time forward and backward for 19 classes at 64², batch 8).
             features = conv2d(mask.contiguous(memory_format=torch.channels_last), weight, self.mask_encoder.bias,
-                              stride=stride, padding=1)
+                              stride=stride, padding=padding)
             return features.permute(0, 2, 3, 1).reshape(b, res * res, -1)
-        # narrow patches (colour masks: 27 values): im2col + one matmul yields the rows layout directly
-        patches = F.unfold(mask, 3, padding=1, stride=stride)                # (B, C·9, res²)
+        # narrow patches (colour: 27 values; one-hot, 1x1 kernel: 19): im2col + one matmul gives the rows directly
+        patches = F.unfold(mask, weight.shape[-1], padding=padding, stride=stride)   # (B, C·k², res²)
         patches = patches.transpose(1, 2).reshape(b * res * res, -1)
-        weight = self.mask_encoder.weight.flatten(1)                         # (mask_dim, C·9)
-        return torch.addmm(self.mask_encoder.bias, patches, weight.t()).view(b, res * res, -1)
+        return torch.addmm(self.mask_encoder.bias, patches, weight.flatten(1).t()).view(b, res * res, -1)
 
     def forward(self, mask: torch.Tensor, words: torch.Tensor, styles, *,
                 word_padding: torch.Tensor | None = None, input_is_latent: bool = False,
