@@ -28,7 +28,8 @@ from pixelface.training.runs import latest_checkpoint
 METRICS = ["mask_acc", "attr_acc", "texture", "sharpness", "seed_spread", "fid_parser", "fid_clip"]
 COLUMNS = ["mask_pixel_acc", "mask_miou", "attr_acc", "attr_acc/hair_color", "attr_acc/lipstick",
            "attr_acc/heavy_makeup", "attr_acc/rosy_cheeks", "attr_acc/pale_skin", "attr_acc/beard",
-           "sharpness_ratio", "seed_spread", "fid_parser", "texture_ratio", "fid_clip", "img_per_s"]
+           "sharpness_ratio", "sharpness_ratio/edges", "seed_spread", "fid_parser", "texture_ratio", "fid_clip",
+           "img_per_s"]
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:

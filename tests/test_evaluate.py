@@ -163,6 +163,10 @@ def test_sharpness_and_parser_distance_compare_fakes_with_the_real_faces(setup, 
     values = run(setup, tmp_path, split="train", num=8, metrics=["sharpness", "fid_parser"])["metrics"]
     assert values["sharpness_real"] > 0
     assert values["sharpness_ratio"] == pytest.approx(values["sharpness"] / values["sharpness_real"])
+    # the whole face's ratio is the edges' and the interiors' weighed by the data's energy in each
+    edges, inside, share = (values[k] for k in ("sharpness_ratio/edges", "sharpness_ratio/interior",
+                                                 "sharpness_real/edge_share"))
+    assert 0 < share < 1 and values["sharpness_ratio"] == pytest.approx(share * edges + (1 - share) * inside)
     assert values["fid_parser"] > 0
 
 

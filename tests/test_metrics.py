@@ -7,8 +7,8 @@ from pixelface.data.masks import accuracy_from_confusion, confusion_matrix
 from pixelface.evaluation import extractors, stats_cache
 from pixelface.evaluation.extractors import MissingWeightsError
 from pixelface.evaluation.formulas import (clip_score, color_spread, feature_stats, frechet_distance,
-                                           high_frequency_energy, kid, pairwise_distance_diversity, r_precision,
-                                           region_colors, region_texture)
+                                           high_frequency_energy, high_frequency_map, kid, pairwise_distance_diversity,
+                                           r_precision, region_colors, region_edges, region_texture)
 from pixelface.evaluation.stats_cache import StatsCache
 
 
@@ -152,6 +152,15 @@ def test_high_frequency_energy_is_zero_for_flat_images_and_falls_with_blur():
     assert sharp > 0 and high_frequency_energy(blurred).item() < 0.5 * sharp
     checker = ((torch.arange(16)[:, None] + torch.arange(16)[None]) % 2).float().expand(1, 3, 16, 16) * 0.2
     assert high_frequency_energy(image + checker).item() > 1.4 * sharp
+
+
+def test_region_edges_mark_both_sides_of_every_label_change_and_hold_a_flat_faces_energy():
+    image, labels = _two_region_face()
+    edges = region_edges(labels)                                     # regions meet between columns 7 and 8
+    assert edges[0].all(0).nonzero().flatten().tolist() == [7, 8] and edges.sum() == 2 * 16
+    energy = high_frequency_map(image)
+    assert energy[~edges].sum() == pytest.approx(0.0, abs=1e-6)      # flat regions: all energy at the edge
+    assert energy.mean((1, 2)).tolist() == pytest.approx(high_frequency_energy(image).tolist())
 
 
 def test_region_colors_are_eroded_region_means_and_nan_where_too_small():

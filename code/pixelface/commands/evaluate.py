@@ -9,8 +9,9 @@ Metrics (default: every one this machine and dataset allow; the others are liste
 fid, kid (torch-fidelity's Inception; weights from --inception, models/ or the torch hub cache, never
 downloaded), fid_clip (the checkpoint's CLIP, always available), clip_score, r_precision, mask_acc (needs a
 face parser from scripts/train_parser.py), fid_parser (Fréchet distance in that parser's features), attr_acc
-(synthface only), sharpness (high-frequency energy against the real faces'), seed_spread (caption-free colours
-across 8 seeds against the data's spread), diversity (needs two or more seeds).
+(synthface only), sharpness (high-frequency energy against the real faces', also apart at region edges and
+inside regions), seed_spread (caption-free colours across 8 seeds against the data's spread), diversity (needs
+two or more seeds).
 Writes <out>/metrics.json and <out>/metrics.md and prints the table.
 """
 import sys

@@ -9,7 +9,7 @@ from pixelface.data.masks import NUM_CLASSES, confusion_matrix
 from pixelface.data.synthface import COLOR_ONLY, caption_attributes, predict_attributes
 from pixelface.evaluation.context import EvalContext
 from pixelface.evaluation.extractors import find_inception_weights
-from pixelface.evaluation.formulas import high_frequency_energy, region_texture
+from pixelface.evaluation.formulas import high_frequency_map, region_edges, region_texture
 from pixelface.evaluation.parser import load_parser
 
 
@@ -62,14 +62,19 @@ class _TextureCollector:
 
 
 class _SharpnessCollector:
-    """high_frequency_energy of each generated face and of its real source face."""
+    """high_frequency_map of each generated face and of its real source face: per image its mean over the face,
+    its sum over the pixels at a region edge of the mask and its sum over the rest, (B,3) per kind."""
 
     def __init__(self):
         self.parts = {"fake": [], "real": []}
 
     def update(self, images, batch):
-        self.parts["fake"].append(high_frequency_energy(images))
-        self.parts["real"].append(high_frequency_energy(batch["image"].float()))
+        edges = region_edges(batch["labels"]).float()
+        for kind, pictures in (("fake", images), ("real", batch["image"])):
+            energy = high_frequency_map(pictures)
+            at_edges = (energy * edges).sum((1, 2))
+            inside = energy.sum((1, 2)) - at_edges
+            self.parts[kind].append(torch.stack((energy.mean((1, 2)), at_edges, inside), 1))
 
     def value(self) -> dict[str, torch.Tensor]:
         return {kind: torch.cat(parts) for kind, parts in self.parts.items()}

@@ -127,13 +127,24 @@ def region_texture(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (std * valid).sum(1) / valid.sum(1)
 
 
-def high_frequency_energy(images: torch.Tensor) -> torch.Tensor:
-    """(B,) mean squared difference between each image and its 3x3 box blur, in 8-bit levels squared: what a
-    blur removes. Smooth or smudged faces score low; flat regions with crisp edges score as their edges
-    dictate; noise or a checkerboard scores high. images (B,3,H,W) in [-1,1]."""
+def high_frequency_map(images: torch.Tensor) -> torch.Tensor:
+    """(B,H,W) squared difference between each image and its 3x3 box blur, in 8-bit levels squared, averaged over
+    the colour channels: what a blur removes, pixel by pixel. images (B,3,H,W) in [-1,1]."""
     levels = (images.float().clamp(-1, 1) + 1) * 127.5
     blurred = F.avg_pool2d(F.pad(levels, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-    return (levels - blurred).square().mean((1, 2, 3))
+    return (levels - blurred).square().mean(1)
+
+
+def high_frequency_energy(images: torch.Tensor) -> torch.Tensor:
+    """(B,) mean of high_frequency_map: smooth or smudged faces score low; flat regions with crisp edges score
+    as their edges dictate; noise or a checkerboard scores high. images (B,3,H,W) in [-1,1]."""
+    return high_frequency_map(images).mean((1, 2))
+
+
+def region_edges(labels: torch.Tensor) -> torch.Tensor:
+    """(B,H,W) bool: pixels whose 3x3 neighbourhood holds more than one label (both sides of every region edge)."""
+    lab = labels.float().unsqueeze(1)
+    return (F.max_pool2d(lab, 3, stride=1, padding=1) != -F.max_pool2d(-lab, 3, stride=1, padding=1)).squeeze(1)
 
 
 def region_colors(images: torch.Tensor, labels: torch.Tensor, label_ids: list[int]) -> torch.Tensor:
