@@ -353,6 +353,11 @@ def test_onehot_masks_from_config():
                                                         "MODEL.MASK_DIM=16", "MODEL.N_MLP=1", "TEXT.EMBEDDING_DIM=24",
                                                         "MODEL.TEXT_TO_W=true", "MODEL.UNFOLD_BLUR=true"]))
     assert switched.text_to_w is not None and all(step.unfold_blur for st in switched.stages for step in st.folds)
+    final_sharp = Generator.from_config(load_config(None, ["MODEL.SIZE=64", "MODEL.CHANNEL_MAX=32", "MODEL.STYLE_DIM=32",
+                                                           "MODEL.MASK_DIM=16", "MODEL.N_MLP=1", "TEXT.EMBEDDING_DIM=24",
+                                                           "MODEL.UNFOLD_BLUR=true", "MODEL.UNFOLD_BLUR_FINAL=false"]))
+    blurs = [step.unfold_blur for st in final_sharp.stages for step in st.folds]
+    assert blurs == [True] * (len(blurs) - 1) + [False]          # every Unfold but the output's is blurred
 
 
 def test_text_to_w_shifts_every_latent_by_the_mean_unpadded_word():

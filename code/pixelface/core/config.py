@@ -167,6 +167,7 @@ SCHEMA = {
         "D_COND_PIXEL_RES": _k(0, "0 (reference: D reads the caption at 4x4 only), or a resolution of D's body where a per-pixel head also scores image against caption (not in the paper)", NON_NEGATIVE),
         "FOLD_SKIP": _k("none", "also add a linear projection of each stage's per-pixel rows to every fold step's output: 'none' (reference: they pass only through the positional fold), 'mask' (mask features), 'fusion' (mask features and GCMF output)", one_of("none", "mask", "fusion")),
         "UNFOLD_BLUR": _k(False, "a [1,2,1]x[1,2,1]/16 low-pass after every Unfold, so the four sub-pixel channel groups cannot paint a 2-pixel pattern (not in the paper; False = the reference)"),
+        "UNFOLD_BLUR_FINAL": _k(True, "with UNFOLD_BLUR, also blur after the last Unfold, the one that makes the output's pixels; false leaves them to the last 3x3 conv, so a 2-pixel detail (an iris, a lip line) can be drawn"),
         "TEXT_TO_W": _k(False, "also shift every w by a linear map of the caption's mean word feature, a global text route beside GCMF's per-pixel one (not in the paper; False = the reference)"),
         "UNFOLD_INIT": _k("random", "init of the convs before each Unfold: 'random' (reference) or 'icnr' (Unfold starts as nearest upsampling: no checkerboard)", one_of("random", "icnr")),
     },

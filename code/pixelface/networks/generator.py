@@ -282,7 +282,8 @@ class Generator(nn.Module):
                  mask_channels: int = 3, lr_mlp: float = 0.01, lr_text_mlp: float = 0.01, gcmf_gate: bool = False,
                  gcmf_dropout: float = 0.06, gcmf_chunk: int = 0, unfold_init: str = "random",
                  fold_skip: str = "none", text_to_w: bool = False,
-                 unfold_blur: bool = False, mask_context: int = 0, mask_kernel: int = 3):
+                 unfold_blur: bool = False, unfold_blur_final: bool = True, mask_context: int = 0,
+                 mask_kernel: int = 3):
         super().__init__()
         self.size, self.style_dim, self.text_dim = size, style_dim, text_dim
         self.mask_channels = mask_channels
@@ -306,6 +307,9 @@ class Generator(nn.Module):
             SynthesisStage(i, res, self.channels, style_dim, text_dim, mask_dim, gcmf_gate,
                            gcmf_dropout, gcmf_chunk, unfold_init, fold_skip, unfold_blur)
             for i, res in enumerate(resolutions))
+        # MODEL.UNFOLD_BLUR_FINAL false: the output's own pixels are not low-passed; the blur on every coarser Unfold
+        # still keeps 2-pixel patterns out of everything below them (docs/diagnosis.md, 18).
+        self.stages[-1].folds[-1].unfold_blur = unfold_blur and unfold_blur_final
 
         self.noise_resolutions = [r for res in resolutions
                                   for r in (res // 4, res // 2, res // 2, res)]
@@ -326,6 +330,7 @@ class Generator(nn.Module):
                    gcmf_chunk=cfg.MODEL.GCMF_CHUNK, unfold_init=cfg.MODEL.UNFOLD_INIT,
                    fold_skip=cfg.MODEL.FOLD_SKIP,
                    text_to_w=cfg.MODEL.TEXT_TO_W, unfold_blur=cfg.MODEL.UNFOLD_BLUR,
+                   unfold_blur_final=cfg.MODEL.UNFOLD_BLUR_FINAL,
                    mask_context=cfg.MODEL.MASK_CONTEXT, mask_kernel=cfg.MODEL.MASK_KERNEL)
 
     # --------------------------------------------------------------------------------------------
