@@ -17,6 +17,8 @@
   reads as showing it when generated from the caption alone and from the caption after a sentence asking for it
   ("This person has pale skin. <caption>"), same mask and seed: does G follow the phrase at all, or paint the
   attribute whatever the caption says?
+* edges (with --ckpt): the samples' high-frequency energy on the edge pixels of each mask class (formulas.region_edges)
+  over the real faces', with each class's share of the real faces' edge energy: which edges are soft?
 """
 import argparse
 import json
@@ -32,7 +34,7 @@ from pixelface.data.datasets import FaceDataset
 from pixelface.data.images import to_uint8
 from pixelface.data.masks import LABEL_ID, NUM_CLASSES, accuracy_from_confusion, confusion_matrix
 from pixelface.data.synthface import predict_attributes
-from pixelface.evaluation.formulas import region_texture
+from pixelface.evaluation.formulas import high_frequency_map, region_edges, region_texture
 from pixelface.evaluation.metrics import default_parser_path
 from pixelface.evaluation.parser import load_parser
 from pixelface.networks import generation
@@ -164,6 +166,22 @@ def response_probe(ckpt: str, batch) -> dict:
     return results
 
 
+@torch.no_grad()
+def edges_probe(ckpt: str, batch) -> dict:
+    g_ema, cfg = load_generator(ckpt)
+    images = generation.sample(g_ema, TextEncoder.from_config(cfg), cfg, batch["mask"], list(batch["caption"]),
+                               list(range(len(batch["caption"]))), batch_size=50, amp="none")
+    edges, labels = region_edges(batch["labels"]), batch["labels"]
+    fake, real = high_frequency_map(images), high_frequency_map(batch["image"])
+    out = {}
+    for name, k in LABEL_ID.items():
+        on_edge = edges & (labels == k)
+        if on_edge.sum() >= 100:
+            out[f"edges/{name}/ratio"] = (fake[on_edge].sum() / real[on_edge].sum()).item()
+            out[f"edges/{name}/share_real"] = (real[on_edge].sum() / real[edges].sum()).item()
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cfg", required=True, help="the config whose dataset, CLIP and parser are probed")
@@ -182,6 +200,7 @@ def probe(args) -> None:
         results.update(noise_probe(args.ckpt, test))
         results.update(attention_probe(args.ckpt, test))
         results.update(response_probe(args.ckpt, test))
+        results.update(edges_probe(args.ckpt, test))
     for key, value in results.items():
         print(f"{key}: {value:.4f}")
 
