@@ -7,8 +7,8 @@ from pixelface.data.masks import accuracy_from_confusion, confusion_matrix
 from pixelface.evaluation import extractors, stats_cache
 from pixelface.evaluation.extractors import MissingWeightsError
 from pixelface.evaluation.formulas import (clip_score, color_spread, feature_stats, frechet_distance,
-                                           high_frequency_energy, high_frequency_map, kid, pairwise_distance_diversity,
-                                           r_precision, region_colors, region_edges, region_texture)
+                                           high_frequency_map, kid, pairwise_distance_diversity, r_precision,
+                                           region_colors, region_edges, region_texture)
 from pixelface.evaluation.stats_cache import StatsCache
 
 
@@ -143,6 +143,10 @@ def test_region_texture_refuses_mismatched_sizes():
         region_texture(image[..., :8], labels)
 
 
+def high_frequency_energy(images):
+    return high_frequency_map(images).mean((1, 2))          # per image, as the sharpness measure averages it
+
+
 def test_high_frequency_energy_is_zero_for_flat_images_and_falls_with_blur():
     flat = torch.full((2, 3, 16, 16), 0.3)
     assert high_frequency_energy(flat).tolist() == pytest.approx([0.0, 0.0], abs=1e-6)
@@ -160,7 +164,7 @@ def test_region_edges_mark_both_sides_of_every_label_change_and_hold_a_flat_face
     assert edges[0].all(0).nonzero().flatten().tolist() == [7, 8] and edges.sum() == 2 * 16
     energy = high_frequency_map(image)
     assert energy[~edges].sum() == pytest.approx(0.0, abs=1e-6)      # flat regions: all energy at the edge
-    assert energy.mean((1, 2)).tolist() == pytest.approx(high_frequency_energy(image).tolist())
+    assert energy[edges].min() > 0
 
 
 def test_region_colors_are_eroded_region_means_and_nan_where_too_small():

@@ -129,16 +129,11 @@ def region_texture(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def high_frequency_map(images: torch.Tensor) -> torch.Tensor:
     """(B,H,W) squared difference between each image and its 3x3 box blur, in 8-bit levels squared, averaged over
-    the colour channels: what a blur removes, pixel by pixel. images (B,3,H,W) in [-1,1]."""
+    the colour channels: what a blur removes, pixel by pixel. Smooth or smudged faces score low; flat regions with
+    crisp edges score on their edges only; noise or a checkerboard scores high. images (B,3,H,W) in [-1,1]."""
     levels = (images.float().clamp(-1, 1) + 1) * 127.5
     blurred = F.avg_pool2d(F.pad(levels, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
     return (levels - blurred).square().mean(1)
-
-
-def high_frequency_energy(images: torch.Tensor) -> torch.Tensor:
-    """(B,) mean of high_frequency_map: smooth or smudged faces score low; flat regions with crisp edges score
-    as their edges dictate; noise or a checkerboard scores high. images (B,3,H,W) in [-1,1]."""
-    return high_frequency_map(images).mean((1, 2))
 
 
 def region_edges(labels: torch.Tensor) -> torch.Tensor:
