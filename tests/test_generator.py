@@ -123,6 +123,51 @@ def test_a_1x1_mask_kernel_gives_every_pixel_of_a_class_the_same_feature():
         assert len(torch.unique(rows[8 * 64 + 1: 8 * 64 + 63], dim=0)) == distinct
 
 
+def test_mask_point_channels_see_their_own_pixel_and_stay_so_through_training():
+    """MODEL.MASK_POINT_CHANNELS: beside an edge those features are the pixel's own class's, the others blend both
+    sides; Adam (beta1 = 0, as the trainer's) never gives their off-centre taps a value."""
+    labels = torch.zeros(1, 64, 64, dtype=torch.long)
+    labels[:, :, 32:] = 13
+    mask = F.one_hot(labels, 19).permute(0, 3, 1, 2).float()
+    g = tiny(mask_channels=19, mask_point_channels=4)
+    optimizer = torch.optim.Adam(g.parameters(), lr=0.01, betas=(0.0, 0.99))
+    for _ in range(2):
+        optimizer.zero_grad()
+        g.mask_features(mask, 16).square().sum().backward()
+        optimizer.step()
+    off_centre = g.mask_encoder.weight[:4].clone()
+    off_centre[:, :, 1, 1] = 0
+    assert off_centre.abs().max() == 0 and g.mask_encoder.weight[4:].abs().min() > 0
+    rows = g.mask_features(mask, 64).detach()[0, 8 * 64 + 1: 8 * 64 + 63]
+    assert len(torch.unique(rows[:, :4], dim=0)) == 2 and len(torch.unique(rows[:, 4:], dim=0)) == 4
+    torch.testing.assert_close(g.mask_features(mask, 64), F.conv2d(
+        mask, g.mask_encoder_weight(), g.mask_encoder.bias, padding=1).flatten(2).transpose(1, 2))
+
+
+@pytest.mark.parametrize("kernel, channels", [(1, 2), (3, 16), (3, 17)])
+def test_mask_point_channels_refuse_what_they_cannot_mean(kernel, channels):
+    with pytest.raises(ValueError, match="mask point channels must lie in"):
+        tiny(mask_channels=19, mask_kernel=kernel, mask_point_channels=channels)
+
+
+def test_pixel_stripes_start_at_zero_and_paint_2_pixel_stripes_where_their_heads_say():
+    """MODEL.PIXEL_STRIPES: a zero-initialised head leaves the image as without it; its column head's output is
+    multiplied by (-1)^column, its row head's by (-1)^row, and the loss reaches both heads."""
+    plain, striped = tiny().eval(), tiny(pixel_stripes=True).eval()
+    mask, words, z = tiny_inputs(plain)
+    torch.testing.assert_close(striped(mask, words, [z], noise_mode="const"), plain(mask, words, [z], noise_mode="const"))
+    heads = striped.stages[-1].folds[-1].stripes
+    with torch.no_grad():
+        heads.bias.copy_(torch.tensor([0.5, 0.0, 0.0, 0.0, 0.0, -0.25]))
+    diff = striped(mask, words, [z], noise_mode="const") - plain(mask, words, [z], noise_mode="const")
+    sign = 1 - 2 * (torch.arange(64) % 2).float()
+    torch.testing.assert_close(diff[:, 0], 0.5 * sign.expand(2, 64, 64), atol=1e-5, rtol=0)
+    torch.testing.assert_close(diff[:, 2], -0.25 * sign[:, None].expand(2, 64, 64), atol=1e-5, rtol=0)
+    assert diff[:, 1].abs().max() < 1e-5
+    striped(mask, words, [z]).square().mean().backward()
+    assert heads.weight.grad.abs().sum() > 0 and heads.bias.grad.abs().sum() > 0
+
+
 def test_mask_context_starts_as_the_reference_and_widens_what_a_pixel_sees():
     """MODEL.MASK_CONTEXT: zero-initialised, so the first step's image is the reference's; once its convs have
     weights, a mask change 6 pixels away reaches a pixel's feature, which the 3x3 conv alone never lets it."""
@@ -398,7 +443,9 @@ def test_unfold_blur_removes_the_two_pixel_pattern_and_adds_no_parameters():
     ({"text_to_w": True}, "MODEL.TEXT_TO_W, MODEL.MASK_CONTEXT and MODEL.UNFOLD_BLUR must be off"),
     ({"unfold_blur": True}, "MODEL.TEXT_TO_W, MODEL.MASK_CONTEXT and MODEL.UNFOLD_BLUR must be off"),
     ({"mask_context": 2}, "MODEL.TEXT_TO_W, MODEL.MASK_CONTEXT and MODEL.UNFOLD_BLUR must be off"),
-    ({"mask_kernel": 1}, "MODEL.MASK_KERNEL must be 3")])
+    ({"mask_kernel": 1}, "MODEL.MASK_KERNEL must be 3"),
+    ({"mask_point_channels": 4}, "MODEL.MASK_POINT_CHANNELS 0"),
+    ({"pixel_stripes": True}, "MODEL.PIXEL_STRIPES must be off")])
 def test_reference_transcription_refuses_what_the_reference_lacks(switch, message):
     g = tiny(**switch)
     mask, words, z = tiny_inputs(g)

@@ -59,6 +59,16 @@ def blur_121(x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=x.shape[1])
 
 
+def nyquist_stripes(amplitudes: torch.Tensor) -> torch.Tensor:
+    """(B,6,H,W) amplitudes -> (B,3,H,W): the first three channels times (-1)^column, the last three times (-1)^row.
+    A 2-pixel stripe whose amplitude varies slowly is any stripe near the pixel grid's own frequency:
+    sin(pi*(1 + d)*j + p) = (-1)^j * sin(pi*d*j + p), a slow envelope."""
+    h, w = amplitudes.shape[-2:]
+    columns = 1 - 2 * (torch.arange(w, device=amplitudes.device) % 2).to(amplitudes.dtype)
+    rows = 1 - 2 * (torch.arange(h, device=amplitudes.device) % 2).to(amplitudes.dtype)
+    return amplitudes[:, :3] * columns + amplitudes[:, 3:] * rows[:, None]
+
+
 def stage_resolutions(size: int) -> list[int]:
     """[16, 64, …, size]; size must be 16·4^k with k ≥ 1."""
     res, out = FIRST_RES, [FIRST_RES]
@@ -179,6 +189,12 @@ class FoldStep(nn.Module):
         if skip_dim:
             with torch.no_grad():
                 self.fold_skip.weight.zero_()
+        # MODEL.PIXEL_STRIPES (set by Generator on the step that makes the output's pixels): two 1x1 heads read the features and give
+        # the amplitude of a 2-pixel stripe along each axis, added to the image. With the Unfold blurred, nothing
+        # else can draw a pattern at the pixel grid's own frequency (hair strands); unlike an unblurred Unfold, the
+        # pattern's phase is fixed by the pixel grid and its amplitude is a smooth map G places (hair, not the
+        # whole face). Zero-initialised: training starts without stripes (docs/diagnosis.md, section 19).
+        self.stripes = None
         if unfold_init == "icnr":
             with torch.no_grad():   # Unfold reads channel (ph·2 + pw)·C + c for sub-pixel (ph, pw)
                 weight = self.conv_low.conv.weight
@@ -195,7 +211,11 @@ class FoldStep(nn.Module):
         if self.fold_skip is not None:
             stride = skip_rows.shape[1] // h.shape[-1]     # nearest: the top-left pixel of each block
             h = h + self.fold_skip(skip_rows[:, ::stride, ::stride]).permute(0, 3, 1, 2)
-        return h, self.to_rgb(h, latents[:, 2], skip)
+        rgb = self.to_rgb(h, latents[:, 2], skip)
+        if self.stripes is not None:
+            weight, bias = self.stripes.effective()
+            rgb = rgb + nyquist_stripes(conv2d(h, weight[:, :, None, None], bias).float())
+        return h, rgb
 
 
 class SynthesisStage(nn.Module):
@@ -273,6 +293,24 @@ class MaskContext(nn.Module):
         return features
 
 
+def point_taps(conv: nn.Conv2d, channels: int) -> torch.Tensor | None:
+    """MODEL.MASK_POINT_CHANNELS (not in the paper): a 0/1 tap mask that leaves the first `channels` outputs of the
+    mask conv only their centre tap, so those features are a pixel's own class (crisp at every region edge) while
+    the others keep the 3x3 view of the neighbours (an eyelid is skin next to an eye). None when 0."""
+    if not channels:
+        return None
+    side = conv.kernel_size[0]
+    if side == 1 or not 0 < channels < conv.out_channels:
+        raise ValueError(f"mask point channels must lie in 1..{conv.out_channels - 1} with a 3x3 mask conv, got "
+                         f"{channels} with {side}x{side}")
+    taps = torch.ones_like(conv.weight)
+    taps[:channels] = 0
+    taps[:channels, :, side // 2, side // 2] = 1
+    with torch.no_grad():
+        conv.weight.mul_(taps)          # the parameters hold what is applied
+    return taps
+
+
 class Generator(nn.Module):
     """PixelFace+ generator (reference: PixelFace+/code/model.py, PixelFacePlus). See the module docstring;
     `forward` documents the inputs."""
@@ -283,7 +321,7 @@ class Generator(nn.Module):
                  gcmf_dropout: float = 0.06, gcmf_chunk: int = 0, unfold_init: str = "random",
                  fold_skip: str = "none", text_to_w: bool = False,
                  unfold_blur: bool = False, unfold_blur_final: bool = True, mask_context: int = 0,
-                 mask_kernel: int = 3):
+                 mask_kernel: int = 3, mask_point_channels: int = 0, pixel_stripes: bool = False):
         super().__init__()
         self.size, self.style_dim, self.text_dim = size, style_dim, text_dim
         self.mask_channels = mask_channels
@@ -301,6 +339,7 @@ class Generator(nn.Module):
         # pixel's feature is its own class's, so the fold skip's per-pixel colour changes exactly at region edges;
         # a 3x3 feature blends the classes on both sides of an edge over 3 pixels (docs/diagnosis.md, 18).
         self.mask_encoder = nn.Conv2d(mask_channels, mask_dim, mask_kernel, padding=mask_kernel // 2)
+        self.register_buffer("point_taps", point_taps(self.mask_encoder, mask_point_channels), persistent=False)
         self.mask_context = MaskContext(mask_dim, mask_context, size) if mask_context else None
         self.input = ConstantInput(self.channels[FIRST_RES], FIRST_RES)
         self.stages = nn.ModuleList(
@@ -310,6 +349,10 @@ class Generator(nn.Module):
         # MODEL.UNFOLD_BLUR_FINAL false: the output's own pixels are not low-passed; the blur on every coarser Unfold
         # still keeps 2-pixel patterns out of everything below them (docs/diagnosis.md, 18).
         self.stages[-1].folds[-1].unfold_blur = unfold_blur and unfold_blur_final
+        if pixel_stripes:
+            self.stages[-1].folds[-1].stripes = EqualLinear(self.channels[size], 6)
+            with torch.no_grad():
+                self.stages[-1].folds[-1].stripes.weight.zero_()
 
         self.noise_resolutions = [r for res in resolutions
                                   for r in (res // 4, res // 2, res // 2, res)]
@@ -331,7 +374,8 @@ class Generator(nn.Module):
                    fold_skip=cfg.MODEL.FOLD_SKIP,
                    text_to_w=cfg.MODEL.TEXT_TO_W, unfold_blur=cfg.MODEL.UNFOLD_BLUR,
                    unfold_blur_final=cfg.MODEL.UNFOLD_BLUR_FINAL,
-                   mask_context=cfg.MODEL.MASK_CONTEXT, mask_kernel=cfg.MODEL.MASK_KERNEL)
+                   mask_context=cfg.MODEL.MASK_CONTEXT, mask_kernel=cfg.MODEL.MASK_KERNEL,
+                   mask_point_channels=cfg.MODEL.MASK_POINT_CHANNELS, pixel_stripes=cfg.MODEL.PIXEL_STRIPES)
 
     # --------------------------------------------------------------------------------------------
     # Latents and noise
@@ -416,7 +460,17 @@ class Generator(nn.Module):
 
     def mask_context_map(self, mask: torch.Tensor) -> torch.Tensor | None:
         """MODEL.MASK_CONTEXT's full-resolution mask features (B, mask_dim, size, size), or None without it."""
-        return self.mask_context(self.mask_encoder(mask)) if self.mask_context is not None else None
+        if self.mask_context is None:
+            return None
+        padding = self.mask_encoder.padding
+        return self.mask_context(F.conv2d(mask, self.mask_encoder_weight(), self.mask_encoder.bias, padding=padding))
+
+    def mask_encoder_weight(self) -> torch.Tensor:
+        """The mask conv's weight as applied: with MODEL.MASK_POINT_CHANNELS, those channels' off-centre taps zeroed
+        (so their gradient is zero too, and Adam, whose first moment is the gradient itself (beta1 = 0), never
+        moves them)."""
+        weight = self.mask_encoder.weight
+        return weight if self.point_taps is None else weight * self.point_taps
 
     def mask_features(self, mask: torch.Tensor, res: int | None = None,
                       context_map: torch.Tensor | None = None) -> torch.Tensor:
@@ -435,7 +489,7 @@ class Generator(nn.Module):
             stride = self.size // res
             return context_map[:, :, ::stride, ::stride].flatten(2).transpose(1, 2)
         stride = self.size // res
-        weight, padding = self.mask_encoder.weight, self.mask_encoder.padding[0]
+        weight, padding = self.mask_encoder_weight(), self.mask_encoder.padding[0]
         if weight[0].numel() > weight.shape[0]:
             # Patch rows wider than feature rows (one-hot masks: 19·9 = 171 values per pixel): a channels_last
             # convolution, whose output is already the rows layout, instead of copying every patch into a row

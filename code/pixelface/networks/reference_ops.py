@@ -209,8 +209,11 @@ def literal_reference_forward(g, mask, words, latents, noise=None, padding=None)
             or any(step.unfold_blur for stage in g.stages for step in stage.folds)):
         raise ValueError("the reference has no text route to w, no mask context and no blur after Unfold "
                          "(MODEL.TEXT_TO_W, MODEL.MASK_CONTEXT and MODEL.UNFOLD_BLUR must be off)")
-    if g.mask_encoder.kernel_size != (3, 3):
-        raise ValueError("the reference encodes the mask with a 3x3 conv (MODEL.MASK_KERNEL must be 3)")
+    if g.stages[-1].folds[-1].stripes is not None:
+        raise ValueError("the reference draws no pixel stripes (MODEL.PIXEL_STRIPES must be off)")
+    if g.mask_encoder.kernel_size != (3, 3) or g.point_taps is not None:
+        raise ValueError("the reference encodes the mask with one 3x3 conv (MODEL.MASK_KERNEL must be 3, "
+                         "MODEL.MASK_POINT_CHANNELS 0)")
     b = mask.shape[0]
     noise = [None] * g.num_layers if noise is None else noise
     text = _text(g, words)
