@@ -384,9 +384,18 @@ def test_snapshot_minutes_checkpoint_on_wall_time(smoke_root, tmp_path):
     assert len(list((tmp_path / "checkpoints").glob("ckpt-*.pt"))) >= steps - 1
 
 
-def test_periodic_evaluation_logs_metrics_and_keeps_the_best(smoke_root, tmp_path):
+def test_periodic_evaluation_logs_metrics_and_keeps_the_best(smoke_root, tmp_path, monkeypatch):
     torch.set_num_threads(1)
     cfg = smoke_cfg(smoke_root, "TRAIN.EVAL_KIMG=0.008", "TRAIN.EVAL_NUM=8", "TRAIN.EVAL_METRICS=[fid_clip, clip_score]")
+    evaluate, calls, pause = trainer_module.evaluate_generator, [], 3.0
+
+    def slow_first_evaluation(*args, **kwargs):      # a known cost, to see in which window it is counted
+        calls.append(None)
+        if len(calls) == 1:
+            time.sleep(pause)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "evaluate_generator", slow_first_evaluation)
     Trainer(cfg, tmp_path, torch.device("cpu"), progress_bar=False).run()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["kimg"] for r in rows] == [0.008, 0.016]
@@ -398,7 +407,8 @@ def test_periodic_evaluation_logs_metrics_and_keeps_the_best(smoke_root, tmp_pat
     stats = {r["kimg"]: r for r in map(json.loads, (tmp_path / "stats.jsonl").read_text().splitlines())}
     assert list(stats) == [0.004, 0.008, 0.012, 0.016]
     assert all(r["img_per_s"] > 0 and r["train_s"] > 0 and r["maintenance_s"] >= 0 for r in stats.values())
-    assert stats[0.012]["maintenance_s"] > stats[0.008]["maintenance_s"]
+    assert stats[0.012]["maintenance_s"] >= pause and stats[0.012]["train_s"] < pause
+    assert stats[0.008]["maintenance_s"] < pause and stats[0.016]["maintenance_s"] < pause
 
 
 def test_throughput_leaves_maintenance_out_of_the_training_rate(monkeypatch):
