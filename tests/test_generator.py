@@ -155,7 +155,8 @@ def test_pixel_stripes_start_at_zero_and_paint_2_pixel_stripes_where_their_heads
     multiplied by (-1)^column, its row head's by (-1)^row, and the loss reaches both heads."""
     plain, striped = tiny().eval(), tiny(pixel_stripes=True).eval()
     mask, words, z = tiny_inputs(plain)
-    torch.testing.assert_close(striped(mask, words, [z], noise_mode="const"), plain(mask, words, [z], noise_mode="const"))
+    torch.testing.assert_close(striped(mask, words, [z], noise_mode="const"),
+                               plain(mask, words, [z], noise_mode="const"))
     heads = striped.stages[-1].folds[-1].stripes
     with torch.no_grad():
         heads.bias.copy_(torch.tensor([0.5, 0.0, 0.0, 0.0, 0.0, -0.25]))

@@ -189,11 +189,11 @@ class FoldStep(nn.Module):
         if skip_dim:
             with torch.no_grad():
                 self.fold_skip.weight.zero_()
-        # MODEL.PIXEL_STRIPES (set by Generator on the step that makes the output's pixels): two 1x1 heads read the features and give
-        # the amplitude of a 2-pixel stripe along each axis, added to the image. With the Unfold blurred, nothing
-        # else can draw a pattern at the pixel grid's own frequency (hair strands); unlike an unblurred Unfold, the
-        # pattern's phase is fixed by the pixel grid and its amplitude is a smooth map G places (hair, not the
-        # whole face). Zero-initialised: training starts without stripes (docs/diagnosis.md, section 19).
+        # MODEL.PIXEL_STRIPES (set by Generator on the step that makes the output's pixels): two 1x1 heads read the
+        # features and give the amplitude of a 2-pixel stripe along each axis, added to the image. With the Unfold
+        # blurred, nothing else can draw a pattern at the pixel grid's own frequency (hair strands). Zero-initialised:
+        # training starts without stripes. On synthface G painted them over every face, not only the hair
+        # (docs/diagnosis.md, section 19), so no default uses it.
         self.stripes = None
         if unfold_init == "icnr":
             with torch.no_grad():   # Unfold reads channel (ph·2 + pw)·C + c for sub-pixel (ph, pw)
