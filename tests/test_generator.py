@@ -169,6 +169,30 @@ def test_pixel_stripes_start_at_zero_and_paint_2_pixel_stripes_where_their_heads
     assert heads.weight.grad.abs().sum() > 0 and heads.bias.grad.abs().sum() > 0
 
 
+def test_pixel_stripes_classes_confine_the_stripes_to_the_named_classes_pixels():
+    """MODEL.PIXEL_STRIPES_CLASSES: the stripes' amplitudes are multiplied by the one-hot mask's share of the named
+    classes, so a pixel of another class gets none, whatever the heads say."""
+    plain = tiny(mask_channels=19).eval()
+    gated = tiny(mask_channels=19, pixel_stripes=True, pixel_stripes_classes=[13]).eval()
+    labels = torch.zeros(2, 64, 64, dtype=torch.long)
+    labels[:, :20] = 13                                               # hair on the top 20 rows
+    mask = F.one_hot(labels, 19).permute(0, 3, 1, 2).float()
+    _, words, z = tiny_inputs(plain)
+    with torch.no_grad():
+        gated.stages[-1].folds[-1].stripes.bias.copy_(torch.tensor([0.5, 0.0, 0.0, 0.0, 0.0, 0.0]))
+    diff = gated(mask, words, [z], noise_mode="const") - plain(mask, words, [z], noise_mode="const")
+    sign = 1 - 2 * (torch.arange(64) % 2).float()
+    torch.testing.assert_close(diff[:, 0, :20], 0.5 * sign.expand(2, 20, 64), atol=1e-5, rtol=0)
+    assert diff[:, :, 20:].abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("kw, message", [({"pixel_stripes_classes": [13]}, "needs MODEL.PIXEL_STRIPES on"),
+                                         ({"pixel_stripes": True, "pixel_stripes_classes": [13]}, "needs one-hot")])
+def test_pixel_stripes_classes_refuse_what_they_cannot_mean(kw, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(**kw)          # the tiny generator reads colour masks: no class channels to gate by
+
+
 def test_mask_context_starts_as_the_reference_and_widens_what_a_pixel_sees():
     """MODEL.MASK_CONTEXT: zero-initialised, so the first step's image is the reference's; once its convs have
     weights, a mask change 6 pixels away reaches a pixel's feature, which the 3x3 conv alone never lets it."""

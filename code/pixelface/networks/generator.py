@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixelface.data.mask_input import mask_channels_from_config
+from pixelface.data.masks import LABEL_ID, NUM_CLASSES
 from pixelface.networks.gcmf import GCMF
 from pixelface.networks.layers import (ACT_GAIN, ConstantInput, EqualLinear, PixelNorm, StyledConv, ToRGB,
                                        channel_table, conv2d, fold_channels_last, fresh_leaky_relu_, row_product,
@@ -193,16 +194,17 @@ class FoldStep(nn.Module):
         # features and give the amplitude of a 2-pixel stripe along each axis, added to the image. With the Unfold
         # blurred, nothing else can draw a pattern at the pixel grid's own frequency (hair strands). Zero-initialised:
         # training starts without stripes. On synthface G painted them over every face, not only the hair
-        # (docs/diagnosis.md, section 19), so no default uses it.
+        # (docs/diagnosis.md, section 19); MODEL.PIXEL_STRIPES_CLASSES confines them to the classes it names.
         self.stripes = None
         if unfold_init == "icnr":
             with torch.no_grad():   # Unfold reads channel (ph·2 + pw)·C + c for sub-pixel (ph, pw)
                 weight = self.conv_low.conv.weight
                 weight.copy_(weight[: out_ch // 4].repeat(4, 1, 1, 1))
 
-    def forward(self, h, latents, noise_low, noise_high, skip, skip_rows=None):
+    def forward(self, h, latents, noise_low, noise_high, skip, skip_rows=None, stripe_gate=None):
         """latents (B,3,style_dim): conv_low, conv_high, to_rgb. skip_rows (B,R,R,skip_dim) at any R that
-        is a multiple of this step's output resolution; needed iff the step has a fold skip."""
+        is a multiple of this step's output resolution; needed iff the step has a fold skip. stripe_gate
+        (B,1,2r,2r) or None: with stripes, their amplitudes are multiplied by it."""
         h = self.conv_low(h, latents[:, 0], noise_low)
         h = unfold(h)
         if self.unfold_blur:
@@ -214,7 +216,8 @@ class FoldStep(nn.Module):
         rgb = self.to_rgb(h, latents[:, 2], skip)
         if self.stripes is not None:
             weight, bias = self.stripes.effective()
-            rgb = rgb + nyquist_stripes(conv2d(h, weight[:, :, None, None], bias).float())
+            amplitudes = conv2d(h, weight[:, :, None, None], bias).float()
+            rgb = rgb + nyquist_stripes(amplitudes if stripe_gate is None else amplitudes * stripe_gate)
         return h, rgb
 
 
@@ -293,6 +296,19 @@ class MaskContext(nn.Module):
         return features
 
 
+def stripe_classes(pixel_stripes: bool, classes: Sequence[int], mask_channels: int) -> list[int]:
+    """MODEL.PIXEL_STRIPES_CLASSES (not in the paper): the label ids whose pixels may carry the pixel stripes, read
+    from the one-hot mask channel of each (checked here: a colour mask has no such channel)."""
+    classes = sorted(set(classes))
+    if classes and not pixel_stripes:
+        raise ValueError("MODEL.PIXEL_STRIPES_CLASSES confines the pixel stripes: it needs MODEL.PIXEL_STRIPES on")
+    if classes and (mask_channels < NUM_CLASSES or not 0 <= classes[0] <= classes[-1] < NUM_CLASSES):
+        raise ValueError(f"MODEL.PIXEL_STRIPES_CLASSES needs one-hot masks (MODEL.MASK_INPUT onehot or "
+                         f"onehot_zones, {NUM_CLASSES}+ channels) and label ids below {NUM_CLASSES}; got "
+                         f"{mask_channels} mask channels and ids {classes}")
+    return classes
+
+
 def point_taps(conv: nn.Conv2d, channels: int) -> torch.Tensor | None:
     """MODEL.MASK_POINT_CHANNELS (not in the paper): a 0/1 tap mask that leaves the first `channels` outputs of the
     mask conv only their centre tap, so those features are a pixel's own class (crisp at every region edge) while
@@ -321,7 +337,8 @@ class Generator(nn.Module):
                  gcmf_dropout: float = 0.06, gcmf_chunk: int = 0, unfold_init: str = "random",
                  fold_skip: str = "none", text_to_w: bool = False,
                  unfold_blur: bool = False, unfold_blur_final: bool = True, mask_context: int = 0,
-                 mask_kernel: int = 3, mask_point_channels: int = 0, pixel_stripes: bool = False):
+                 mask_kernel: int = 3, mask_point_channels: int = 0, pixel_stripes: bool = False,
+                 pixel_stripes_classes: Sequence[int] = ()):
         super().__init__()
         self.size, self.style_dim, self.text_dim = size, style_dim, text_dim
         self.mask_channels = mask_channels
@@ -353,6 +370,7 @@ class Generator(nn.Module):
             self.stages[-1].folds[-1].stripes = EqualLinear(self.channels[size], 6)
             with torch.no_grad():
                 self.stages[-1].folds[-1].stripes.weight.zero_()
+        self.stripe_classes = stripe_classes(pixel_stripes, pixel_stripes_classes, mask_channels)
 
         self.noise_resolutions = [r for res in resolutions
                                   for r in (res // 4, res // 2, res // 2, res)]
@@ -375,7 +393,8 @@ class Generator(nn.Module):
                    text_to_w=cfg.MODEL.TEXT_TO_W, unfold_blur=cfg.MODEL.UNFOLD_BLUR,
                    unfold_blur_final=cfg.MODEL.UNFOLD_BLUR_FINAL,
                    mask_context=cfg.MODEL.MASK_CONTEXT, mask_kernel=cfg.MODEL.MASK_KERNEL,
-                   mask_point_channels=cfg.MODEL.MASK_POINT_CHANNELS, pixel_stripes=cfg.MODEL.PIXEL_STRIPES)
+                   mask_point_channels=cfg.MODEL.MASK_POINT_CHANNELS, pixel_stripes=cfg.MODEL.PIXEL_STRIPES,
+                   pixel_stripes_classes=[LABEL_ID[name] for name in cfg.MODEL.PIXEL_STRIPES_CLASSES])
 
     # --------------------------------------------------------------------------------------------
     # Latents and noise
@@ -540,6 +559,7 @@ class Generator(nn.Module):
             shifted = latents + self.text_to_w(mean_word(text, word_padding)).unsqueeze(1)
         constant = self.input(1).permute(0, 2, 3, 1).reshape(1, FIRST_RES ** 2, -1)   # rows, shared
         context_map = self.mask_context_map(mask)      # once, for every stage's mask features
+        stripe_gate = mask[:, self.stripe_classes].sum(1, keepdim=True) if self.stripe_classes else None
         hidden, skip, attention = None, None, []
         for stage in self.stages:
             hidden, stage_attention, skip_rows = stage.positional_fold(
@@ -548,7 +568,8 @@ class Generator(nn.Module):
             attention.append(stage_attention)
             for f, step in enumerate(stage.folds):
                 k = 4 * stage.index + 2 * f                     # StyledConv index of conv_low
-                hidden, skip = step(hidden, shifted[:, k:k + 3], noises[k], noises[k + 1], skip, skip_rows)
+                hidden, skip = step(hidden, shifted[:, k:k + 3], noises[k], noises[k + 1], skip, skip_rows,
+                                    stripe_gate)
         image = skip
 
         extras = {}
