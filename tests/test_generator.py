@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import REPO_ROOT
 from pixelface.core.config import load_config
 from pixelface.networks.discriminator import Discriminator
 from pixelface.networks.generator import FoldStep, Generator, PointwiseMix, blur_121
@@ -191,6 +192,13 @@ def test_pixel_stripes_classes_confine_the_stripes_to_the_named_classes_pixels()
 def test_pixel_stripes_classes_refuse_what_they_cannot_mean(kw, message):
     with pytest.raises(ValueError, match=message):
         tiny(**kw)          # the tiny generator reads colour masks: no class channels to gate by
+
+
+def test_pixel_stripes_classes_name_an_unknown_class_in_the_error():
+    cfg = load_config(REPO_ROOT / "cfg" / "synthface.yml", ["MODEL.PIXEL_STRIPES_CLASSES=[hair, hiar]"])
+    with pytest.raises(ValueError, match="MODEL.PIXEL_STRIPES_CLASSES: unknown mask class 'hiar'"):
+        Generator.from_config(cfg)
+    assert Generator.from_config(load_config(REPO_ROOT / "cfg" / "synthface.yml")).stripe_classes == [13]
 
 
 def test_mask_context_starts_as_the_reference_and_widens_what_a_pixel_sees():

@@ -94,14 +94,13 @@ POSITIVE = at_least(1)
 NON_NEGATIVE = at_least(0)
 
 
-def _mask_class_names_problem(value) -> str | None:
-    from pixelface.data.masks import LABELS      # here: the config module itself stays free of torch
-    if not isinstance(value, (list, tuple)) or any(name not in LABELS for name in value):
-        return f"expected a list of mask class names from {', '.join(LABELS)}"
+def _names_problem(value) -> str | None:
+    if not isinstance(value, (list, tuple)) or any(plain_name_problem(name) for name in value):
+        return "expected a list of plain names"
     return None
 
 
-MASK_CLASS_NAMES = Check(_mask_class_names_problem, "a list of mask class names (CelebAMask-HQ's)")
+NAMES = Check(_names_problem, "a list of plain names")
 
 
 def _k(default, doc, check: Check | None = None):
@@ -180,7 +179,7 @@ SCHEMA = {
         "UNFOLD_BLUR": _k(False, "a [1,2,1]x[1,2,1]/16 low-pass after every Unfold, so the four sub-pixel channel groups cannot paint a 2-pixel pattern (not in the paper; False = the reference)"),
         "UNFOLD_BLUR_FINAL": _k(True, "with UNFOLD_BLUR, also blur after the last Unfold, the one that makes the output's pixels; false leaves them to the last 3x3 conv, so a 2-pixel detail (an iris, a lip line) can be drawn"),
         "PIXEL_STRIPES": _k(False, "two zero-initialised 1x1 heads on the last fold step give the amplitude of a 2-pixel stripe along each axis, added to the image: with the Unfold blurred, the only way to draw detail at the pixel grid's frequency (hair strands); not in the paper"),
-        "PIXEL_STRIPES_CLASSES": _k([], "with PIXEL_STRIPES, the stripes only where the one-hot mask has these classes, e.g. [hair] (their amplitudes times the pixel's share of them); [] = everywhere (not in the paper)", MASK_CLASS_NAMES),
+        "PIXEL_STRIPES_CLASSES": _k([], "with PIXEL_STRIPES, the stripes only where the one-hot mask has these classes, e.g. [hair] (their amplitudes times the pixel's share of them); [] = everywhere (not in the paper)", NAMES),
         "TEXT_TO_W": _k(False, "also shift every w by a linear map of the caption's mean word feature, a global text route beside GCMF's per-pixel one (not in the paper; False = the reference)"),
         "UNFOLD_INIT": _k("random", "init of the convs before each Unfold: 'random' (reference) or 'icnr' (Unfold starts as nearest upsampling: no checkerboard)", one_of("random", "icnr")),
     },

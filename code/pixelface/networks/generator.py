@@ -296,6 +296,14 @@ class MaskContext(nn.Module):
         return features
 
 
+def label_ids(names: Sequence[str], key: str) -> list[int]:
+    """Mask class names (CelebAMask-HQ's, pixelface.data.masks.LABELS) -> label ids; an unknown name is an error."""
+    unknown = [name for name in names if name not in LABEL_ID]
+    if unknown:
+        raise ValueError(f"{key}: unknown mask class {unknown[0]!r}; expected names from {', '.join(LABEL_ID)}")
+    return [LABEL_ID[name] for name in names]
+
+
 def stripe_classes(pixel_stripes: bool, classes: Sequence[int], mask_channels: int) -> list[int]:
     """MODEL.PIXEL_STRIPES_CLASSES (not in the paper): the label ids whose pixels may carry the pixel stripes, read
     from the one-hot mask channel of each (checked here: a colour mask has no such channel)."""
@@ -394,7 +402,7 @@ class Generator(nn.Module):
                    unfold_blur_final=cfg.MODEL.UNFOLD_BLUR_FINAL,
                    mask_context=cfg.MODEL.MASK_CONTEXT, mask_kernel=cfg.MODEL.MASK_KERNEL,
                    mask_point_channels=cfg.MODEL.MASK_POINT_CHANNELS, pixel_stripes=cfg.MODEL.PIXEL_STRIPES,
-                   pixel_stripes_classes=[LABEL_ID[name] for name in cfg.MODEL.PIXEL_STRIPES_CLASSES])
+                   pixel_stripes_classes=label_ids(cfg.MODEL.PIXEL_STRIPES_CLASSES, "MODEL.PIXEL_STRIPES_CLASSES"))
 
     # --------------------------------------------------------------------------------------------
     # Latents and noise
