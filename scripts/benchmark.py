@@ -84,7 +84,10 @@ def parse_args(argv=None):
     p.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
     p.add_argument("--reference", action="store_true", help="also time the reference-style transcription")
     p.add_argument("--compile", action="store_true", help="torch.compile our G and D (main phases)")
-    p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"), help="autocast dtype (CPU: bf16 only)")
+    p.add_argument("--amp", default="none", choices=("none", "auto", "bf16", "fp16"),
+                   help="autocast as TRAIN.AMP sets it (auto: the trainer's default choice; CPU: bf16 only), both sides")
+    p.add_argument("--reference-float32", action="store_true",
+                   help="the reference side in float32 whatever --amp says: as published, it has no autocast")
     p.add_argument("--channels-last", action="store_true", help="channels_last networks and inputs (both sides)")
     p.add_argument("--no-memory", action="store_true", help="skip the per-phase peak-memory call")
     p.add_argument("--profile", type=int, default=0, metavar="N",
@@ -245,23 +248,24 @@ class Phases:
     def __init__(self, cfg, args, g, d, text, data: phases.PhaseBatch):
         self.cfg, self.g, self.d, self.text, self.data = cfg, g, d, text, data
         self.batch, self.device = args.batch, torch.device(args.device)
-        self.amp = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
+        amp = phases.amp_dtype(args.amp, cfg, self.device)
+        self.precision = {"ours": amp, "ours_linear_rows": amp, "reference": None if args.reference_float32 else amp}
         # lr 0: the Adam step is timed but the weights both sides share never move
         self.opt_g = torch.optim.Adam(g.parameters(), lr=0.0, betas=(0.0, 0.99))
         self.opt_d = torch.optim.Adam(d.parameters(), lr=0.0, betas=(0.0, 0.99))
         self.pl_mean = 0.0
 
-    def autocast(self):
-        if self.amp is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp)
+    def autocasts(self, net):
+        """(main, regularisation) autocast factories of `net`'s side, as the trainer makes them."""
+        return phases.autocasts(self.device.type, self.precision[net.name])
 
     def z(self, n):
         return [torch.randn(n, self.cfg.MODEL.STYLE_DIM, device=self.device)]
 
     def context(self, net) -> phases.StepContext:
-        return phases.StepContext(self.cfg, net, self.text, self.z, self.autocast, lambda loss: loss,
-                                  lambda **values: None)
+        main, reg = self.autocasts(net)
+        return phases.StepContext(self.cfg, net, self.text, self.z, main, lambda loss: loss, lambda **values: None,
+                                  reg_autocast=reg)
 
     def train(self, g_grad: bool, d_grad: bool):
         self.g.train().requires_grad_(g_grad)
@@ -273,19 +277,19 @@ class Phases:
 
     def g_forward(self, net):
         self.g.eval()
-        with torch.inference_mode(), self.autocast():
+        with torch.inference_mode(), self.autocasts(net)[0]():
             net.generate(self.data.masks, self.data.feats, self.z(self.batch))
 
     def g_forward_backward(self, net):
         self.train(True, False)
-        with self.autocast():
+        with self.autocasts(net)[0]():
             image = net.generate(self.data.masks, self.data.feats, self.z(self.batch))
         (image.float() * image.detach().float()).mean().backward()
         self.g.zero_grad(set_to_none=True)
 
     def d_forward_backward(self, net):
         self.train(False, True)
-        with self.autocast():
+        with self.autocasts(net)[0]():
             logit, cond = net.discriminate(self.data.images, self.data.masks, [self.data.feats.sentence])
         (logit.float().mean() + cond.float().mean()).backward()
         self.d.zero_grad(set_to_none=True)
@@ -444,8 +448,14 @@ def add_ratios(results: dict, device) -> None:
                 row["peak_ratio"] = round(peaks[0] / peaks[1], 3)
 
 
-def print_table(results: dict, device, file=sys.stderr) -> None:
+def precision_name(dtype: torch.dtype | None) -> str:
+    return "float32" if dtype is None else str(dtype).removeprefix("torch.")
+
+
+def print_table(results: dict, device, precision: dict, file=sys.stderr) -> None:
     key = "cpu_s" if device.type == "cpu" else "wall_s"
+    print("precision: " + ", ".join(f"{name} {precision_name(dtype)}" for name, dtype in precision.items()
+                                    if name in results[next(iter(results))]), file=file)
     print(f"{'phase':<20} {'ours ' + key:>12} {'ref ' + key:>12} {'ratio':>7} {'ours MB':>9} {'ref MB':>9} "
           f"{'ratio':>7} {'clean':>7}", file=file)
     for phase, row in results.items():
@@ -490,7 +500,7 @@ def run(args) -> dict:
         for name in sides(results["g_forward"]):
             row = results["g_forward"][name]
             row["img_per_s"] = round(args.batch / row["wall_s"], 3)
-    print_table(results, device)
+    print_table(results, device, timed_phases.precision)
     return {
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "cpu": cpu_model(),
@@ -498,6 +508,7 @@ def run(args) -> dict:
         "batch": args.batch, "masks": args.masks, "repeats": args.repeats, "overrides": overrides,
         "malloc_tuned": malloc_tuned,
         "linear_rows": args.linear_rows, "compile": args.compile, "amp": args.amp,
+        "precision": {net.name: precision_name(timed_phases.precision[net.name]) for net in nets},
         "tf32": cfg.TRAIN.TF32 if device.type == "cuda" else None, "channels_last": args.channels_last,
         "clip": clip_label,
         "intervals": {"R1": cfg.TRAIN.R1_INTERVAL, "PL": cfg.TRAIN.PL_INTERVAL},

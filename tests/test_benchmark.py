@@ -56,6 +56,31 @@ def test_benchmark_refuses_fp16_on_cpu_and_takes_bf16(capsys):
     assert bench.parse_args(["--amp", "bf16", "--channels-last"]).amp == "bf16"
 
 
+def test_reference_float32_runs_the_reference_side_without_autocast(capsys, monkeypatch):
+    """--amp bf16 --reference-float32: ours under bf16 autocast, the reference side in float32 (as published); the
+    JSON and the table name each side's precision, and the D scores each side computes have that dtype."""
+    bench = load_script("benchmark")
+    seen = {}
+    ours_d, ref_d = bench.Ours.discriminate, bench.Reference.discriminate
+
+    def record(name, original):
+        def discriminate(self, *args, **kwargs):
+            logit, cond = original(self, *args, **kwargs)
+            seen.setdefault(name, set()).add(logit.dtype)
+            return logit, cond
+        return discriminate
+    monkeypatch.setattr(bench.Ours, "discriminate", record("ours", ours_d))
+    monkeypatch.setattr(bench.Reference, "discriminate", record("reference", ref_d))
+    assert bench.main(["--cfg", SMOKE, "--batch", "2", "--threads", "1", "--repeats", "1", "--no-memory", "--reference",
+                       "--phases", "d_forward_backward,d_reg", "--amp", "bf16", "--reference-float32",
+                       "--settle", "0"]) == 0
+    out = capsys.readouterr()
+    result = json.loads(out.out.strip().splitlines()[-1])
+    assert result["precision"] == {"ours": "bfloat16", "reference": "float32"}
+    assert seen == {"ours": {torch.bfloat16}, "reference": {torch.float32}}     # R1 (d_reg) included
+    assert "precision: ours bfloat16, reference float32" in out.err
+
+
 def test_medians_leave_out_the_repeats_that_other_work_disturbed(monkeypatch):
     bench = load_script("benchmark")
     # exits in order per repeat: ours, reference, then the whole repeat's window (its foreign load)

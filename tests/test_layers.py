@@ -1,4 +1,5 @@
 """StyleGAN2 building blocks against their textbook definitions (PixelFace+/code/pixel_models/blocks.py)."""
+import contextlib
 import math
 
 import pytest
@@ -115,13 +116,37 @@ def naive_modconv(x, style, conv, demodulate):
     return torch.cat(outs)
 
 
-def test_modulated_conv_grouped_equals_per_sample_loop():
+@pytest.mark.parametrize("form", [contextlib.nullcontext, layers.modulated_activations], ids=["grouped", "activations"])
+def test_modulated_conv_both_forms_equal_per_sample_loop(form):
     torch.manual_seed(0)
     conv = ModulatedConv2d(4, 6, 3, style_dim=8).double()
     x, style = torch.randn(3, 4, 7, 7, dtype=torch.float64), torch.randn(3, 8, dtype=torch.float64)
-    torch.testing.assert_close(conv(x, style), naive_modconv(x, style, conv, True))
-    conv.demodulate = False
-    torch.testing.assert_close(conv(x, style), naive_modconv(x, style, conv, False))
+    with form():
+        torch.testing.assert_close(conv(x, style, gain=1.5), naive_modconv(x, style, conv, True) * 1.5)
+        conv.demodulate = False
+        torch.testing.assert_close(conv(x, style, gain=1.5), naive_modconv(x, style, conv, False) * 1.5)
+
+
+def test_modulated_activations_give_path_length_gradients_of_the_per_sample_weights_form():
+    """The path-length phase's form (input scaled by the style, shared weight, output demodulated) gives the
+    penalty's parameter gradients of the reference's per-sample-weights form, in float64."""
+    torch.manual_seed(0)
+    conv = ModulatedConv2d(4, 6, 3, style_dim=8).double()
+    x = torch.randn(2, 4, 7, 7, dtype=torch.float64, requires_grad=True)
+    noise = torch.randn(2, 6, 7, 7, dtype=torch.float64)
+
+    def penalty_grads(forward):
+        style = torch.randn(2, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).requires_grad_()
+        (g,) = torch.autograd.grad((forward(style) * noise).sum(), style, create_graph=True)
+        return torch.autograd.grad(g.square().sum(), [x, *conv.parameters()])
+
+    def per_sample_weights(style):
+        return naive_modconv(x, style, conv, True)
+    with layers.modulated_activations():
+        ours = penalty_grads(lambda style: conv(x, style))
+    assert not layers._modulating_activations
+    for ours, reference in zip(ours, penalty_grads(per_sample_weights)):
+        torch.testing.assert_close(ours, reference)
 
 
 def test_styled_conv_adds_weighted_noise_then_bias_and_activation():

@@ -11,12 +11,12 @@ import torch
 import torch.multiprocessing as mp
 
 from pixelface.core.config import ConfigError, load_config
-from pixelface.networks import losses
+from pixelface.networks import generation, layers, losses
 from pixelface.networks.checkpoint import file_hash, load_checkpoint, load_generator
 from pixelface.training.clip_pretrain import pretrain_clip
 from conftest import REPO_ROOT, SMOKE, free_port, run_main
 from pixelface.networks.text_encoder import TextEncoder
-from pixelface.training import trainer as trainer_module
+from pixelface.training import phases, trainer as trainer_module
 from pixelface.training.runs import latest_checkpoint, plan_resume
 from pixelface.training.trainer import NonFiniteLossError, Throughput, Trainer, load_resume, reshard_position, write_config
 
@@ -250,13 +250,13 @@ def test_hard_negative_mismatches_name_an_attribute_the_face_lacks(smoke_root, t
 
 
 def test_bf16_autocast_trains_on_cpu(smoke_root, tmp_path, monkeypatch):
-    """TRAIN.AMP=bf16 on CPU: the main phases run under autocast (D scores in bfloat16), R1 and path length
-    in float32 as on a GPU, and every step updates both networks with finite losses."""
+    """TRAIN.AMP=bf16 on CPU: every phase runs under autocast (D scores in bfloat16, R1's included; path length's
+    generator pass too, in its modulated-activations form), and every step updates both networks with finite losses."""
     torch.set_num_threads(1)
     trainer = Trainer(smoke_cfg(smoke_root, "TRAIN.AMP=bf16", "TRAIN.TOTAL_KIMG=0.008", "TRAIN.SNAPSHOT_KIMG=0"),
                       tmp_path, torch.device("cpu"), progress_bar=False)
-    seen = {"real": [], "r1": []}
-    real_loss, r1_penalty = losses.d_real_loss, losses.r1_penalty
+    seen = {"real": [], "r1": [], "pl": []}
+    real_loss, r1_penalty, generate = losses.d_real_loss, losses.r1_penalty, trainer.nets.generate
 
     def record_real(logit, cond):
         seen["real"].append(logit.dtype)
@@ -266,18 +266,45 @@ def test_bf16_autocast_trains_on_cpu(smoke_root, tmp_path, monkeypatch):
         seen["r1"].append(logit.dtype)
         return r1_penalty(logit, inputs)
 
+    def record_generate(*args, return_latents=False, **kwargs):
+        if return_latents:
+            seen["pl"].append((torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None,
+                               layers._modulating_activations))
+        return generate(*args, return_latents=return_latents, **kwargs)
+
     monkeypatch.setattr(losses, "d_real_loss", record_real)
     monkeypatch.setattr(losses, "r1_penalty", record_r1)
+    monkeypatch.setattr(trainer.nets, "generate", record_generate)
     finite, check = [], trainer._finite_or_skip
     monkeypatch.setattr(trainer, "_finite_or_skip", lambda *a: finite.append(check(*a)) or finite[-1])
     g_before = [p.detach().clone() for p in trainer.G.parameters()]
     d_before = [p.detach().clone() for p in trainer.D.parameters()]
     trainer.run()
-    assert seen["real"] == [torch.bfloat16] * 4 and seen["r1"] == [torch.float32]
+    assert seen == {"real": [torch.bfloat16] * 4, "r1": [torch.bfloat16], "pl": [(torch.bfloat16, True)] * 2}
     assert trainer.progress.nimg == 8 and len(finite) == 4 + 1 + 4 + 2 and all(finite)
     assert all(torch.isfinite(p).all() for p in trainer.G.parameters())
     assert sum(not torch.equal(a, b) for a, b in zip(g_before, trainer.G.parameters())) > len(g_before) // 2
     assert sum(not torch.equal(a, b) for a, b in zip(d_before, trainer.D.parameters())) > len(d_before) // 2
+
+
+def test_amp_auto_is_bf16_only_on_a_bf16_cpu_for_a_reference_width_generator(monkeypatch):
+    """TRAIN.AMP=auto (the default): bf16 where sampling measured it faster (a CPU with bf16 units and
+    MODEL.CHANNEL_MAX >= 256), float32 for narrower generators, CPUs without bf16 units and GPUs; fp16 autocasts
+    the main phases only."""
+    wide, narrow = load_config(None, []), load_config(None, ["MODEL.CHANNEL_MAX=32"])
+    assert wide.TRAIN.AMP == "auto"
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(generation, "cpu_has_bf16", lambda: True)
+    assert phases.amp_dtype("auto", wide, cpu) is torch.bfloat16
+    assert phases.amp_dtype("auto", narrow, cpu) is None
+    assert phases.amp_dtype("auto", wide, torch.device("cuda")) is None
+    assert phases.amp_dtype("none", wide, cpu) is None
+    monkeypatch.setattr(generation, "cpu_has_bf16", lambda: False)
+    assert phases.amp_dtype("auto", wide, cpu) is None
+    main, reg = phases.autocasts("cpu", torch.float16)
+    assert isinstance(main(), torch.autocast) and not isinstance(reg(), torch.autocast)
+    main, reg = phases.autocasts("cpu", torch.bfloat16)
+    assert isinstance(reg(), torch.autocast) and reg().fast_dtype is torch.bfloat16
 
 
 def _ddp_worker(rank, world, port, root, out):

@@ -213,7 +213,7 @@ SCHEMA = {
         "MISMATCH_HARD_NEGATIVES": _k(0.0, "fraction of D's mismatched captions that are the face's own caption plus a sentence naming an attribute none of its captions names (rosy cheeks, pale skin, lipstick, heavy makeup) instead of another face's caption, so D learns that an asked attribute must be seen (not in the paper; 0 = off)", between(0, 1)),
         "EMA_HALFLIFE_KIMG": _k(1.25, "G_ema half-life in thousands of images (1.25 reproduces the reference at batch 4)", NON_NEGATIVE),
         "EMA_RAMPUP": _k(0.0, "if > 0, half-life is at most this fraction of the images seen so far", NON_NEGATIVE),
-        "AMP": _k("none", "autocast in the main phases: 'none', 'bf16' (GPU, or a CPU with AMX/AVX512-BF16) or 'fp16' (GPU)", one_of("none", "bf16", "fp16")),
+        "AMP": _k("auto", "autocast: 'bf16' in every phase (GPU, or a CPU with AMX/AVX512-BF16), 'fp16' in the main phases (GPU), 'none' (float32), or 'auto': bf16 on a CPU with bf16 units for a generator of the reference's width (MODEL.CHANNEL_MAX >= 256), float32 elsewhere", one_of("auto", "none", "bf16", "fp16")),
         "TF32": _k(True, "allow TF32 matmuls on GPU"),
         "CHANNELS_LAST": _k(False, "channels_last memory format on GPU"),
         "COMPILE": _k(False, "torch.compile G and D for the main D and G phases; R1 and path length need double backward, which compiled graphs lack, and stay eager (the first steps are slow while it compiles)"),

@@ -12,6 +12,7 @@ large allocations are expensive:
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 
@@ -365,11 +366,31 @@ class ConvLayer(nn.Module):
 # Style-modulated layers
 
 
+_modulating_activations = False
+
+
+@contextlib.contextmanager
+def modulated_activations():
+    """Inside, ModulatedConv2d modulates its input instead of its weights (the same function; see there)."""
+    global _modulating_activations
+    saved, _modulating_activations = _modulating_activations, True
+    try:
+        yield
+    finally:
+        _modulating_activations = saved
+
+
 class ModulatedConv2d(nn.Module):
-    """Style-modulated conv (rosinality ModulatedConv2d), run as one grouped conv over the batch.
+    """Style-modulated conv (rosinality ModulatedConv2d).
 
     `weight` (out,in,k,k) N(0,1) at run-time scale 1/√(in·k²); `modulation` EqualLinear(style→in) with
     bias 1. Demodulation divides each sample's output filter by √(Σw² + 1e-8).
+
+    Two equal forms (StyleGAN2-ADA's fused and non-fused): one grouped conv over the batch with per-sample weights,
+    as the reference runs it; or, inside `modulated_activations()`, the input scaled by the style, convolved with
+    the shared weight, the output scaled by the demodulation. The path-length phase uses the second: its double
+    backward then needs no per-sample weight gradient; elsewhere the first was measured as fast or faster
+    (docs/speed.md).
     """
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int, style_dim: int,
@@ -381,24 +402,32 @@ class ModulatedConv2d(nn.Module):
         self.demodulate = demodulate
         self.padding = kernel_size // 2
 
+    def styles(self, style: torch.Tensor, gain: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(input scales (B,in), output scales (B,out) times `gain`, or None without demodulation: `gain` is then
+        in the input scales)."""
+        s = self.modulation(style) * self.scale                        # (B,in)
+        if not self.demodulate:
+            return s * gain, None
+        # Σ_(in,k,k) (W·s)² = s² · Σ_(k,k) W²: a small matmul instead of two passes over the (B,out,in,k,k) weights.
+        energy = s.square() @ self.weight.square().sum((2, 3)).t()       # (B,out)
+        return s, torch.rsqrt(energy + 1e-8) * gain
+
     def sample_weights(self, style: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
         """Per-sample weights (B,out,in,k,k), demodulated, times `gain`."""
-        s = self.modulation(style) * self.scale                        # (B,in)
-        if self.demodulate:
-            # Σ_(in,k,k) (W·s)² = s² · Σ_(k,k) W²: a small matmul instead of two passes over the
-            # (B,out,in,k,k) weights, whose only materialisation is then the final product.
-            energy = s.square() @ self.weight.square().sum((2, 3)).t()   # (B,out)
-            factor = (torch.rsqrt(energy + 1e-8) * gain).unsqueeze(2) * s.unsqueeze(1)
-        else:
-            factor = (s * gain).unsqueeze(1)                           # (B,1,in)
+        s, demod = self.styles(style, gain)
+        factor = s.unsqueeze(1) if demod is None else demod.unsqueeze(2) * s.unsqueeze(1)
         return self.weight.unsqueeze(0) * factor[:, :, :, None, None]
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
         b, c, h, w = x.shape
+        if _modulating_activations:
+            s, demod = self.styles(style, gain)
+            y = conv2d(x * s.to(x.dtype)[:, :, None, None], self.weight, padding=self.padding)
+            return y if demod is None else y * demod.to(y.dtype)[:, :, None, None]
         weight = self.sample_weights(style, gain)
         out_ch = weight.shape[1]
         y = conv2d(x.reshape(1, b * c, h, w), weight.reshape(b * out_ch, c, *weight.shape[3:]),
-                     padding=self.padding, groups=b)
+                   padding=self.padding, groups=b)
         return y.view(b, out_ch, *y.shape[2:])
 
     def extra_repr(self):

@@ -17,7 +17,7 @@ import torch
 
 from pixelface.data.caption_regions import named_makeup_zones, named_region_masks
 from pixelface.data.face_zones import makeup_zone_masks
-from pixelface.networks import losses
+from pixelface.networks import generation, layers, losses
 from pixelface.networks.text_encoder import TextFeatures
 
 
@@ -68,12 +68,35 @@ class StepContext:
     nets: Networks
     text_encoder: torch.nn.Module
     z: Callable[[int], list[torch.Tensor]]            # n -> [z (n, STYLE_DIM)]
-    autocast: Callable[[], contextlib.AbstractContextManager]
+    autocast: Callable[[], contextlib.AbstractContextManager]          # the main phases' (see autocasts)
     scale: Callable[[torch.Tensor], torch.Tensor]      # the loss scaler (fp16) or the identity
     record: Callable[..., None]                        # record(**{"loss/D": value, ...})
     kimg: float = 0.0                                  # images shown so far / 1000 (the L1 fade)
     epoch: int = 0                                     # the CLIP schedule
     reduce_mean: Callable[[torch.Tensor], torch.Tensor] = lambda x: x   # across ranks (path-length mean)
+    reg_autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext   # R1, path length
+
+
+def amp_dtype(amp: str, cfg, device: torch.device) -> torch.dtype | None:
+    """TRAIN.AMP as a dtype (None: float32). "auto" is bf16 where sampling's "auto" picks it, a CPU with bf16 units
+    and a generator of the reference's width (docs/speed.md), float32 elsewhere."""
+    if amp == "auto":
+        return generation.autocast_dtype("auto", cfg, device)
+    return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def autocasts(device_type: str, dtype: torch.dtype | None) -> tuple[Callable, Callable]:
+    """(main, regularisation) phase autocast factories for `dtype` (None: float32 everywhere).
+
+    bf16 covers every phase: it has float32's range, so R1's and path length's double backward cannot overflow.
+    fp16 (GPU) covers the main phases only: second-order gradients are the first to leave its narrow range.
+    """
+    if dtype is None:
+        return contextlib.nullcontext, contextlib.nullcontext
+
+    def main():
+        return torch.autocast(device_type, dtype=dtype)
+    return main, (main if dtype is torch.bfloat16 else contextlib.nullcontext)
 
 
 def d_main(ctx: StepContext, batch: PhaseBatch) -> torch.Tensor:
@@ -107,7 +130,8 @@ def d_reg(ctx: StepContext, batch: PhaseBatch) -> torch.Tensor:
     train = ctx.cfg.TRAIN
     images = batch.images.detach().requires_grad_(True)
     masks = batch.masks.detach().requires_grad_(not train.R1_IMAGE_ONLY)   # reference: the 6-channel input
-    logit, cond = ctx.nets.discriminate(images, masks, [batch.feats.sentence], synced=True, main=False)
+    with ctx.reg_autocast():
+        logit, cond = ctx.nets.discriminate(images, masks, [batch.feats.sentence], synced=True, main=False)
     penalty = losses.r1_penalty(logit, [images] if train.R1_IMAGE_ONLY else [images, masks])
     # The zero terms keep every D parameter in the graph, as DDP requires.
     loss = train.R1_GAMMA / 2 * train.R1_INTERVAL * penalty + 0 * logit[0, 0] + 0 * cond[0, 0]
@@ -180,9 +204,10 @@ def g_reg(ctx: StepContext, batch: PhaseBatch, pl_mean: float) -> tuple[torch.Te
     feats = batch.feats
     part = TextFeatures(feats.words[:n], None if feats.padding is None else feats.padding[:n], feats.sentence[:n],
                         feats.tokens[:n])
-    fake, latents = ctx.nets.generate(batch.masks[:n], part, ctx.z(n), synced=True, main=False,
-                                      return_latents=True)
-    lengths = losses.path_lengths(fake, latents)
+    with ctx.reg_autocast(), layers.modulated_activations():     # cheaper double backward, same function
+        fake, latents = ctx.nets.generate(batch.masks[:n], part, ctx.z(n), synced=True, main=False,
+                                          return_latents=True)
+    lengths = losses.path_lengths(fake, latents)   # float32: ToRGB's
     batch_mean = ctx.reduce_mean(lengths.mean().detach().clone())   # keeps pl_mean equal on all ranks
     pl_mean = pl_mean + train.PL_DECAY * (batch_mean.item() - pl_mean)
     penalty = (lengths - pl_mean).pow(2).mean()

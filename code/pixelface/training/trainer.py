@@ -225,7 +225,8 @@ class Trainer:
         self.opt_D = adam_optimizer(self.D, cfg.TRAIN.LR_D, cfg.TRAIN.BETA2, cfg.TRAIN.R1_INTERVAL)
         self.base_lr = {opt: opt.param_groups[0]["lr"] for opt in (self.opt_G, self.opt_D)}
         self.progress = Progress()
-        self.amp = self._autocast_dtype()
+        self.amp = phases.amp_dtype(cfg.TRAIN.AMP, cfg, device)
+        self._autocast, self._reg_autocast = phases.autocasts(device.type, self.amp)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp is torch.float16)
         if cfg.TRAIN.CHANNELS_LAST and device.type == "cuda":
             for net in (self.G, self.D, self.G_ema):
@@ -238,14 +239,6 @@ class Trainer:
         self.beat = _no_beat               # the progress watchdog's heartbeat while run() trains
 
     # ----------------------------------------------------------------------------------------- setup
-    def _autocast_dtype(self):
-        return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.cfg.TRAIN.AMP]
-
-    def _autocast(self):
-        if self.amp is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp)
-
     @property
     def batch_total(self) -> int:
         return self.cfg.TRAIN.BATCH_SIZE * self.world
@@ -408,7 +401,8 @@ class Trainer:
     def step_context(self) -> phases.StepContext:
         p = self.progress
         return phases.StepContext(self.cfg, self.nets, self.text, self._z, self._autocast, self.scaler.scale,
-                                  self._record, kimg=p.nimg / 1000, epoch=p.epoch, reduce_mean=dist.all_reduce_mean)
+                                  self._record, kimg=p.nimg / 1000, epoch=p.epoch, reduce_mean=dist.all_reduce_mean,
+                                  reg_autocast=self._reg_autocast)
 
     def phase_batch(self, batch: dict) -> phases.PhaseBatch:
         feats = self.text.encode(batch["caption"])
