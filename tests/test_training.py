@@ -281,6 +281,7 @@ def test_bf16_autocast_trains_on_cpu(smoke_root, tmp_path, monkeypatch):
     d_before = [p.detach().clone() for p in trainer.D.parameters()]
     trainer.run()
     assert seen == {"real": [torch.bfloat16] * 4, "r1": [torch.bfloat16], "pl": [(torch.bfloat16, True)] * 2}
+    assert "parameters, bfloat16 (TRAIN.AMP bf16)" in (tmp_path / "log.txt").read_text()    # the log says which
     assert trainer.progress.nimg == 8 and len(finite) == 4 + 1 + 4 + 2 and all(finite)
     assert all(torch.isfinite(p).all() for p in trainer.G.parameters())
     assert sum(not torch.equal(a, b) for a, b in zip(g_before, trainer.G.parameters())) > len(g_before) // 2
