@@ -3,6 +3,7 @@
     python scripts/benchmark.py --cfg cfg/mmceleba.yml --size 256 --batch 4 --threads 1 --tune-malloc --reference
     python scripts/benchmark.py --cfg cfg/mmceleba.yml --size 256 --batch 4 --threads 1 --tune-malloc --reference --compile
     python scripts/benchmark.py --cfg cfg/mmceleba.yml --size 256 --batch 4 --tune-malloc --reference --amp bf16
+    python scripts/benchmark.py --cfg cfg/mmceleba.yml --size 256 --batch 4 --tune-malloc --reference --amp auto --reference-float32
     python scripts/benchmark.py --cfg cfg/mmceleba.yml --device cuda --batch 32 --amp bf16 --channels-last --reference
 
 Phases (median of --repeats after a warm-up; with --reference each repeat runs ours and the
@@ -33,6 +34,9 @@ Peak memory per phase, above what was in use before it: CUDA max_memory_allocate
 set's high-water mark (VmHWM), after returning freed heap pages to the OS (malloc_trim) and resetting the
 mark (/proc/self/clear_refs), measured on the untimed warm-up call.
 
+Precision: --amp autocasts both sides as TRAIN.AMP does in the trainer (auto: its default choice for this config and
+device; bf16 covers R1 and path length too); --reference-float32 keeps the reference side in float32, as published.
+The JSON's "precision" and the table's first line name each side's.
 --compile wraps our G and D in torch.compile for the phases without double backward (R1 and path length
 stay eager, as in the trainer with TRAIN.COMPILE); the reference side always runs eagerly, as published.
 --tune-malloc keeps freed large blocks in the glibc heap (pixelface.core.runtime.tune_glibc_malloc), for both
