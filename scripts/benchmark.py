@@ -452,13 +452,9 @@ def add_ratios(results: dict, device) -> None:
                 row["peak_ratio"] = round(peaks[0] / peaks[1], 3)
 
 
-def precision_name(dtype: torch.dtype | None) -> str:
-    return "float32" if dtype is None else str(dtype).removeprefix("torch.")
-
-
 def print_table(results: dict, device, precision: dict, file=sys.stderr) -> None:
     key = "cpu_s" if device.type == "cpu" else "wall_s"
-    print("precision: " + ", ".join(f"{name} {precision_name(dtype)}" for name, dtype in precision.items()
+    print("precision: " + ", ".join(f"{name} {phases.precision_name(dtype)}" for name, dtype in precision.items()
                                     if name in results[next(iter(results))]), file=file)
     print(f"{'phase':<20} {'ours ' + key:>12} {'ref ' + key:>12} {'ratio':>7} {'ours MB':>9} {'ref MB':>9} "
           f"{'ratio':>7} {'clean':>7}", file=file)
@@ -512,7 +508,7 @@ def run(args) -> dict:
         "batch": args.batch, "masks": args.masks, "repeats": args.repeats, "overrides": overrides,
         "malloc_tuned": malloc_tuned,
         "linear_rows": args.linear_rows, "compile": args.compile, "amp": args.amp,
-        "precision": {net.name: precision_name(timed_phases.precision[net.name]) for net in nets},
+        "precision": {net.name: phases.precision_name(timed_phases.precision[net.name]) for net in nets},
         "tf32": cfg.TRAIN.TF32 if device.type == "cuda" else None, "channels_last": args.channels_last,
         "clip": clip_label,
         "intervals": {"R1": cfg.TRAIN.R1_INTERVAL, "PL": cfg.TRAIN.PL_INTERVAL},

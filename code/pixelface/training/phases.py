@@ -85,6 +85,11 @@ def amp_dtype(amp: str, cfg, device: torch.device) -> torch.dtype | None:
     return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
+def precision_name(dtype: torch.dtype | None) -> str:
+    """"float32" for None (no autocast), else the dtype's short name ("bfloat16")."""
+    return "float32" if dtype is None else str(dtype).removeprefix("torch.")
+
+
 def autocasts(device_type: str, dtype: torch.dtype | None) -> tuple[Callable, Callable]:
     """(main, regularisation) phase autocast factories for `dtype` (None: float32 everywhere).
 

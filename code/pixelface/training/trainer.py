@@ -519,8 +519,7 @@ class Trainer:
         self.log(f"training to {total} images: batch {cfg.TRAIN.BATCH_SIZE} x {self.world} ranks, "
                  f"G {sum(q.numel() for q in self.G.parameters()):,} / D "
                  f"{sum(q.numel() for q in self.D.parameters() if q.requires_grad):,} parameters, "
-                 f"{'float32' if self.amp is None else str(self.amp).removeprefix('torch.')} "
-                 f"(TRAIN.AMP {cfg.TRAIN.AMP})")
+                 f"{phases.precision_name(self.amp)} (TRAIN.AMP {cfg.TRAIN.AMP})")
         watchdog = self._start_watchdog()
         try:
             while p.nimg < total:
