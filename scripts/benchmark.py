@@ -454,8 +454,7 @@ def add_ratios(results: dict, device) -> None:
 
 def print_table(results: dict, device, precision: dict, file=sys.stderr) -> None:
     key = "cpu_s" if device.type == "cpu" else "wall_s"
-    print("precision: " + ", ".join(f"{name} {phases.precision_name(dtype)}" for name, dtype in precision.items()
-                                    if name in results[next(iter(results))]), file=file)
+    print("precision: " + ", ".join(f"{side} {name}" for side, name in precision.items()), file=file)
     print(f"{'phase':<20} {'ours ' + key:>12} {'ref ' + key:>12} {'ratio':>7} {'ours MB':>9} {'ref MB':>9} "
           f"{'ratio':>7} {'clean':>7}", file=file)
     for phase, row in results.items():
@@ -500,7 +499,8 @@ def run(args) -> dict:
         for name in sides(results["g_forward"]):
             row = results["g_forward"][name]
             row["img_per_s"] = round(args.batch / row["wall_s"], 3)
-    print_table(results, device, timed_phases.precision)
+    precision = {net.name: phases.precision_name(timed_phases.precision[net.name]) for net in nets}
+    print_table(results, device, precision)
     return {
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "cpu": cpu_model(),
@@ -508,7 +508,7 @@ def run(args) -> dict:
         "batch": args.batch, "masks": args.masks, "repeats": args.repeats, "overrides": overrides,
         "malloc_tuned": malloc_tuned,
         "linear_rows": args.linear_rows, "compile": args.compile, "amp": args.amp,
-        "precision": {net.name: phases.precision_name(timed_phases.precision[net.name]) for net in nets},
+        "precision": precision,
         "tf32": cfg.TRAIN.TF32 if device.type == "cuda" else None, "channels_last": args.channels_last,
         "clip": clip_label,
         "intervals": {"R1": cfg.TRAIN.R1_INTERVAL, "PL": cfg.TRAIN.PL_INTERVAL},
