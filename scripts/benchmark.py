@@ -60,6 +60,7 @@ import torch
 from pixelface.core import cli
 from pixelface.core.config import ConfigError, load_config
 from pixelface.core.runtime import LoadWindow, cpu_model, load_window, settle_machine, tune_glibc_malloc
+from pixelface.data.caption_regions import named_zone_weights
 from pixelface.data.mask_input import model_mask
 from pixelface.data.masks import NUM_CLASSES
 from pixelface.data.synthface.dataset import make_face
@@ -168,7 +169,9 @@ def build(args):
         for net in (g, d):
             net.to(memory_format=torch.channels_last)
         images, masks = (x.contiguous(memory_format=torch.channels_last) for x in (images, masks))
-    data = phases.PhaseBatch.build(cfg.TRAIN, images, masks, feats, captions, labels)
+    share = cfg.TRAIN.RECON_ZONE_NAMED_SHARE   # the benchmark's captions stand in for the training split's
+    data = phases.PhaseBatch.build(cfg.TRAIN, images, masks, feats, captions, labels,
+                                   named_zone_weight=named_zone_weights(captions, share) if share > 0 else None)
     return cfg, overrides, device, g, d, text, clip_label, data
 
 

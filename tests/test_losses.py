@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from pixelface.core.config import load_config
-from pixelface.data.caption_regions import named_makeup_zones, named_region_masks, named_regions
+from pixelface.data.caption_regions import named_makeup_zones, named_region_masks, named_regions, named_zone_weights
 from pixelface.data.face_zones import MAKEUP_ZONES, face_zones, makeup_zone_masks
 from pixelface.data.masks import LABEL_ID
 from pixelface.networks import losses
@@ -148,6 +148,18 @@ def test_named_makeup_zones_flag_the_zone_of_each_named_make_up():
     flags = named_makeup_zones(["she has rosy cheeks and wears lipstick", "he has black hair",
                                 "she wears heavy makeup", "this person has pale skin and a beard"])
     assert flags.tolist() == [[1, 1, 0], [0, 0, 0], [0, 0, 1], [0, 0, 0]]     # lips, cheeks, eyelids
+
+
+def test_named_zone_weights_give_the_naming_faces_the_share_of_each_zone():
+    # lipstick named by 1 caption of 4, rosy cheeks by 2, heavy makeup by none
+    captions = ["she wears lipstick", "she has rosy cheeks", "she has rosy cheeks", "he has black hair"]
+    weights = named_zone_weights(captions, share=0.6)
+    assert weights.tolist() == pytest.approx([0.6 / 0.4 * 3, 0.6 / 0.4 * 1, 1.0])
+    flags = named_makeup_zones(captions)
+    per_face = 1 + (weights - 1) * flags
+    carried = (per_face * flags).sum(0) / per_face.sum(0)
+    assert carried[:2].tolist() == pytest.approx([0.6, 0.6])                # the share, whatever the frequency
+    assert named_zone_weights(["she wears lipstick"] * 3, 0.6).tolist() == [1.0, 1.0, 1.0]   # all or none: 1
 
 
 def test_mode_seeking_rewards_image_distance_per_z_distance_up_to_its_cap():

@@ -11,6 +11,7 @@ import torch
 import torch.multiprocessing as mp
 
 from pixelface.core.config import ConfigError, load_config
+from pixelface.data.caption_regions import named_makeup_zones
 from pixelface.networks import generation, layers, losses
 from pixelface.networks.checkpoint import file_hash, load_checkpoint, load_generator
 from pixelface.training.clip_pretrain import pretrain_clip
@@ -221,6 +222,24 @@ def test_named_region_loss_reaches_the_generator_through_a_training_step(smoke_r
     else:
         assert "loss/recon_zone_chroma" not in trainer.stats and weights is None
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.G.parameters()))
+
+
+def test_named_zone_share_weighs_each_zone_by_how_often_the_training_captions_name_it(smoke_root, tmp_path):
+    torch.set_num_threads(1)
+    cfg = smoke_cfg(smoke_root, "TRAIN.RECON_ZONE_CHROMA_WEIGHT=1", "TRAIN.RECON_ZONE_NAMED_SHARE=0.6",
+                    "TRAIN.BATCH_SIZE=4")
+    trainer = Trainer(cfg, tmp_path, torch.device("cpu"), progress_bar=False)
+    captions = [c for i in range(len(trainer.dataset)) for c in trainer.dataset.captions(i)]
+    named = named_makeup_zones(captions).mean(0)
+    assert torch.allclose(trainer.named_zone_weight, 0.6 / 0.4 * (1 - named) / named)
+    batch = next(iter(trainer._loader()))
+    batch["caption"] = ["she has rosy cheeks and wears lipstick", "he has black hair"] * 2
+    weights = trainer.phase_batch(batch).zone_weights
+    lips, cheeks, _ = trainer.named_zone_weight.tolist()
+    assert torch.allclose(weights, torch.tensor([[lips, cheeks, 1.0], [1.0, 1.0, 1.0]] * 2))
+    with pytest.raises(ConfigError, match="TRAIN.RECON_ZONE_NAMED_SHARE = 0.6 and TRAIN.RECON_ZONE_NAMED_BOOST = 9"):
+        Trainer(smoke_cfg(smoke_root, "TRAIN.RECON_ZONE_CHROMA_WEIGHT=1", "TRAIN.RECON_ZONE_NAMED_SHARE=0.6",
+                          "TRAIN.RECON_ZONE_NAMED_BOOST=9"), tmp_path, torch.device("cpu"), progress_bar=False)
 
 
 def test_hard_negative_mismatches_name_an_attribute_the_face_lacks(smoke_root, tmp_path):

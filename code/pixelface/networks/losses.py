@@ -81,7 +81,7 @@ def zone_chroma_loss(fake: torch.Tensor, real: torch.Tensor, zones: torch.Tensor
     caption names the make-up: an absolute error's minimiser is the median, so where a caption asks for blush
     (every such real face has it) G is pulled toward blush, and where it is silent (most such faces have none)
     away from it. Relative chromaticity leaves skin tone, brightness and shading to z. `weights` (B,Z), if given,
-    weigh each zone of each face in the mean (TRAIN.RECON_ZONE_NAMED_BOOST)."""
+    weigh each zone of each face in the mean (TRAIN.RECON_ZONE_NAMED_BOOST or _SHARE)."""
     reference, worn = zones[:, 0], zones[:, 1:]
     reference_area = reference.sum((1, 2))                                           # (B,)
 

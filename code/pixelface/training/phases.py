@@ -16,7 +16,7 @@ from typing import Callable, Protocol
 import torch
 
 from pixelface.data.caption_regions import named_makeup_zones, named_region_masks
-from pixelface.data.face_zones import makeup_zone_masks
+from pixelface.data.face_zones import MAKEUP_ZONES, makeup_zone_masks
 from pixelface.networks import generation, layers, losses
 from pixelface.networks.text_encoder import TextFeatures
 
@@ -39,7 +39,7 @@ class PhaseBatch:
     """One step's inputs: real images, the generator's mask input, the captions' features, the rotated
     sentences (the mismatched captions of D's matching term) and, with TRAIN.RECON_NAMED_WEIGHT, the
     caption-named region masks (B,R,S,S); with TRAIN.RECON_ZONE_CHROMA_WEIGHT, the make-up zones (B,4,S,S) and,
-    with TRAIN.RECON_ZONE_NAMED_BOOST, their weights (B,3)."""
+    with TRAIN.RECON_ZONE_NAMED_BOOST or TRAIN.RECON_ZONE_NAMED_SHARE, their weights (B,3)."""
     images: torch.Tensor
     masks: torch.Tensor
     feats: TextFeatures
@@ -50,14 +50,18 @@ class PhaseBatch:
 
     @classmethod
     def build(cls, train, images, masks, feats: TextFeatures, captions: list[str], labels: torch.Tensor,
-              wrong: torch.Tensor | None = None):
+              wrong: torch.Tensor | None = None, named_zone_weight: torch.Tensor | None = None):
         """The batch of one step, with the region and zone masks the TRAIN options ask for (labels (B,S,S));
-        the mismatched sentences are `wrong` if given, else the batch's own rotated."""
+        the mismatched sentences are `wrong` if given, else the batch's own rotated. A make-up zone the caption
+        names weighs `named_zone_weight` (len(MAKEUP_ZONES),) if given (TRAIN.RECON_ZONE_NAMED_SHARE's, from
+        caption_regions.named_zone_weights), else 1 + TRAIN.RECON_ZONE_NAMED_BOOST; the others weigh 1."""
         regions = (named_region_masks(captions, labels, train.RECON_NAMED_ZONES)
                    if train.RECON_NAMED_WEIGHT > 0 else None)
         zones = makeup_zone_masks(labels) if train.RECON_ZONE_CHROMA_WEIGHT > 0 else None
-        zone_weights = (1 + train.RECON_ZONE_NAMED_BOOST * named_makeup_zones(captions)
-                        if zones is not None and train.RECON_ZONE_NAMED_BOOST > 0 else None)
+        if named_zone_weight is None and train.RECON_ZONE_NAMED_BOOST > 0:
+            named_zone_weight = torch.full((len(MAKEUP_ZONES),), 1.0 + train.RECON_ZONE_NAMED_BOOST)
+        zone_weights = (1 + (named_zone_weight - 1) * named_makeup_zones(captions)
+                        if zones is not None and named_zone_weight is not None else None)
         wrong = losses.rotate(feats.sentence) if wrong is None else wrong
         return cls(images, masks, feats, wrong, regions, zones, zone_weights)
 

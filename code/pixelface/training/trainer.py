@@ -29,7 +29,9 @@ from pixelface.core import distributed as dist
 from pixelface.core.config import SCHEMA, ConfigError, config_changes, to_plain, to_yaml
 from pixelface.core.files import atomic_write, write_text_atomic
 from pixelface.core.watchdog import STALL_EXIT_CODE, LocalBoard, Watchdog, store_board
+from pixelface.data.caption_regions import named_zone_weights
 from pixelface.data.datasets import FaceDataset
+from pixelface.data.face_zones import MAKEUP_ZONES
 from pixelface.data.hard_negatives import HardNegatives
 from pixelface.data.images import to_uint8
 from pixelface.data.masks import color_tensor
@@ -212,6 +214,7 @@ class Trainer:
             raise ConfigError(f"TRAIN.BATCH_SIZE = {cfg.TRAIN.BATCH_SIZE} is more than each of the {self.world} "
                               f"processes' share of the {len(self.dataset)} training images ({share})")
         self.hard_negatives = HardNegatives(self.dataset) if cfg.TRAIN.MISMATCH_HARD_NEGATIVES > 0 else None
+        self.named_zone_weight = self._named_zone_weight()
         pin_weights_hash(cfg)  # checkpoints then name the exact CLIP file their generator reads
         self.text = TextEncoder.from_config(cfg).to(device)
         self.G = Generator.from_config(cfg).to(device)
@@ -408,7 +411,24 @@ class Trainer:
         feats = self.text.encode(batch["caption"])
         return phases.PhaseBatch.build(self.cfg.TRAIN, batch["image"].to(self.device),
                                        batch["mask"].to(self.device), feats, batch["caption"], batch["labels"],
-                                       wrong=self.mismatched_sentences(batch, feats))
+                                       wrong=self.mismatched_sentences(batch, feats),
+                                       named_zone_weight=self.named_zone_weight)
+
+    def _named_zone_weight(self) -> torch.Tensor | None:
+        """TRAIN.RECON_ZONE_NAMED_SHARE's weight of a named make-up zone (lips, cheeks, eyelids), from every
+        caption of the training split; None without it (PhaseBatch then reads TRAIN.RECON_ZONE_NAMED_BOOST)."""
+        train = self.cfg.TRAIN
+        if train.RECON_ZONE_NAMED_SHARE <= 0:
+            return None
+        if train.RECON_ZONE_NAMED_BOOST > 0:
+            raise ConfigError(f"TRAIN.RECON_ZONE_NAMED_SHARE = {train.RECON_ZONE_NAMED_SHARE} and "
+                              f"TRAIN.RECON_ZONE_NAMED_BOOST = {train.RECON_ZONE_NAMED_BOOST}: expected only one "
+                              "of them > 0 (the share sets each zone's weight itself)")
+        captions = [c for i in range(len(self.dataset)) for c in self.dataset.captions(i)]
+        weight = named_zone_weights(captions, train.RECON_ZONE_NAMED_SHARE)
+        self.log("make-up zones named in the caption weigh " + ", ".join(
+            f"{zone} {w:.2f}" for zone, w in zip(MAKEUP_ZONES, weight.tolist())) + " (TRAIN.RECON_ZONE_NAMED_SHARE)")
+        return weight
 
     def mismatched_sentences(self, batch: dict, feats) -> torch.Tensor | None:
         """D's mismatched sentences: None (PhaseBatch rotates the batch's own) or, with
