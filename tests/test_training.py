@@ -228,7 +228,7 @@ def test_named_zone_share_weighs_each_zone_by_how_often_the_training_captions_na
     torch.set_num_threads(1)
     cfg = smoke_cfg(smoke_root, "TRAIN.RECON_ZONE_CHROMA_WEIGHT=1", "TRAIN.RECON_ZONE_NAMED_SHARE=0.6",
                     "TRAIN.BATCH_SIZE=4")
-    trainer = Trainer(cfg, tmp_path, torch.device("cpu"), progress_bar=False)
+    trainer = Trainer(cfg, None, torch.device("cpu"), progress_bar=False)   # as main.py builds it: no run folder yet
     captions = [c for i in range(len(trainer.dataset)) for c in trainer.dataset.captions(i)]
     named = named_makeup_zones(captions).mean(0)
     assert torch.allclose(trainer.named_zone_weight, 0.6 / 0.4 * (1 - named) / named)

@@ -425,10 +425,7 @@ class Trainer:
                               f"TRAIN.RECON_ZONE_NAMED_BOOST = {train.RECON_ZONE_NAMED_BOOST}: expected only one "
                               "of them > 0 (the share sets each zone's weight itself)")
         captions = [c for i in range(len(self.dataset)) for c in self.dataset.captions(i)]
-        weight = named_zone_weights(captions, train.RECON_ZONE_NAMED_SHARE)
-        self.log("make-up zones named in the caption weigh " + ", ".join(
-            f"{zone} {w:.2f}" for zone, w in zip(MAKEUP_ZONES, weight.tolist())) + " (TRAIN.RECON_ZONE_NAMED_SHARE)")
-        return weight
+        return named_zone_weights(captions, train.RECON_ZONE_NAMED_SHARE)
 
     def mismatched_sentences(self, batch: dict, feats) -> torch.Tensor | None:
         """D's mismatched sentences: None (PhaseBatch rotates the batch's own) or, with
@@ -540,6 +537,10 @@ class Trainer:
                  f"G {sum(q.numel() for q in self.G.parameters()):,} / D "
                  f"{sum(q.numel() for q in self.D.parameters() if q.requires_grad):,} parameters, "
                  f"{phases.precision_name(self.amp)} (TRAIN.AMP {cfg.TRAIN.AMP})")
+        if self.named_zone_weight is not None:
+            self.log("make-up zones named in the caption weigh " + ", ".join(
+                f"{zone} {w:.2f}" for zone, w in zip(MAKEUP_ZONES, self.named_zone_weight.tolist()))
+                + " against 1 (TRAIN.RECON_ZONE_NAMED_SHARE)")
         watchdog = self._start_watchdog()
         try:
             while p.nimg < total:
