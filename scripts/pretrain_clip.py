@@ -1,6 +1,6 @@
 """Contrastively pretrain a small CLIP (TEXT.CUSTOM) on a dataset's image-caption pairs.
 
-    python scripts/pretrain_clip.py --cfg cfg/synthface.yml --out models/clip_synthface_p8neg.pt
+    python scripts/pretrain_clip.py --cfg cfg/synthface.yml --out models/clip_synthface_p8.pt
 
 Prints text->image retrieval top-1/top-5 on the test split after every epoch and stores the final figures
 in the checkpoint. The text encoder loads the result with TEXT.MODEL: custom, TEXT.PRETRAINED: <file>.

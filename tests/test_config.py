@@ -59,7 +59,7 @@ def test_pixelface_home_moves_every_relative_path(tmp_path, monkeypatch):
     cfg = load_config("synthface")
     assert project_home() == tmp_path / "home"
     assert resolve_path(cfg, "DATA.ROOT") == tmp_path / "home" / "data" / "synthface"
-    assert resolve_path(cfg, "TEXT.PRETRAINED") == tmp_path / "home" / "models" / "clip_synthface_p8neg.pt"
+    assert resolve_path(cfg, "TEXT.PRETRAINED") == tmp_path / "home" / "models" / "clip_synthface_p8.pt"
 
 
 def test_bare_config_names_find_the_checkout_configs(tmp_path, monkeypatch):
