@@ -176,6 +176,8 @@ CASES = [
     Case("model-size", "main", lambda s: smoke_args(s, "MODEL.SIZE=128"), "MODEL.SIZE = 128: expected one of 64, 256, 1024"),
     Case("dropout-range", "main", lambda s: smoke_args(s, "MODEL.GCMF_DROPOUT=1.0"), "MODEL.GCMF_DROPOUT = 1.0"),
     Case("eval-caption", "main", lambda s: smoke_args(s, "DATA.EVAL_CAPTION=10"), "DATA.EVAL_CAPTION = 10"),
+    Case("key-without-partner", "main", lambda s: smoke_args(s, "TRAIN.RECON_ZONE_NAMED_SHARE=0.6"),
+         "TRAIN.RECON_ZONE_NAMED_SHARE = 0.6 acts only with TRAIN.RECON_ZONE_CHROMA_WEIGHT > 0, which is 0.0"),
     Case("set-without-value", "main", lambda s: smoke_args(s, "TRAIN.LR_G"), "--set TRAIN.LR_G: expected KEY.SUB=VALUE"),
     Case("cfg-missing", "main", lambda s: ["--cfg", str(s["tmp"] / "nope.yml"), "--out", str(s["out"])], "nope.yml does not exist"),
     Case("cfg-not-yaml", "main", lambda s: ["--cfg", str(write(s["tmp"] / "bad.yml", "TRAIN: [1, 2\n")), "--out", str(s["out"])],

@@ -40,6 +40,52 @@ def test_section_cannot_be_set_to_a_value():
         load_config(None, ["TRAIN=3"])
 
 
+@pytest.mark.parametrize("key, value, partner, partner_off", [
+    ("TEXT.ATTEND_EOT", "true", "TEXT.FIXED_LENGTH", "false"),
+    ("MODEL.MASK_POINT_CHANNELS", "4", "MODEL.MASK_KERNEL", "1"),
+    ("MODEL.UNFOLD_BLUR_FINAL", "false", "MODEL.UNFOLD_BLUR", "false"),
+    ("MODEL.PIXEL_STRIPES_CLASSES", "[hair]", "MODEL.PIXEL_STRIPES", "false"),
+    ("TRAIN.LR_RAMPDOWN_FINAL", "0.5", "TRAIN.LR_RAMPDOWN_KIMG", "0"),
+    ("TRAIN.RECON_FADE_KIMG", "3", "TRAIN.RECON_WEIGHT", "0"),
+    ("TRAIN.RECON_NAMED_ZONES", "true", "TRAIN.RECON_NAMED_WEIGHT", "0"),
+    ("TRAIN.RECON_ZONE_NAMED_BOOST", "9", "TRAIN.RECON_ZONE_CHROMA_WEIGHT", "0"),
+    ("TRAIN.RECON_ZONE_NAMED_SHARE", "0.6", "TRAIN.RECON_ZONE_CHROMA_WEIGHT", "0"),
+    ("TRAIN.MODE_SEEKING_CAP", "2", "TRAIN.MODE_SEEKING_WEIGHT", "0")])
+def test_a_key_whose_partner_is_off_is_refused_unless_a_later_layer_turned_the_partner_off(tmp_path, key, value,
+                                                                                           partner, partner_off):
+    """Every PARTNERS row: the key set while its partner is off (in the same file, or with the partner at its
+    default) changes nothing, so it is an error naming both keys; the partner switched off by --set after the file
+    set both (an ablation) parks the key instead."""
+    assert (key, partner) in [(k, p) for k, p, *_ in config.PARTNERS]
+    section, name = key.split(".")
+    partner_name = partner.split(".")[1]
+    alone, both = tmp_path / "alone.yml", tmp_path / "both.yml"
+    alone.write_text(f"{section}:\n  {name}: {value}\n  {partner_name}: {partner_off}\n")
+    with pytest.raises(ConfigError, match=rf"alone.yml: {key} = .* acts only with {partner} .*: set {partner} too, "
+                                          rf"or leave {key} at its default"):
+        load_config(alone)
+    with pytest.raises(ConfigError, match=rf"--set: {key} = .* acts only with {partner}"):
+        load_config(None, [f"{key}={value}", f"{partner}={partner_off}"])
+    both.write_text(f"{section}:\n  {name}: {value}\n")
+    parked = load_config(both, [f"{partner}={partner_off}"])
+    assert parked[section][name] != config.default_config()[section][name]
+
+
+def test_partners_cover_every_key_documented_as_acting_with_another():
+    documented = {k for k in config._flatten(config.default_config())
+                  if config._leaf(k)[0][1].startswith("with ")}
+    assert documented <= {k for k, *_ in config.PARTNERS}
+
+
+def test_alternatives_are_refused_together():
+    with pytest.raises(ConfigError, match=r"--set: TRAIN.RECON_ZONE_NAMED_BOOST = 3.0 and "
+                                          r"TRAIN.RECON_ZONE_NAMED_SHARE = 0.6: expected only one of them set"):
+        load_config(None, ["TRAIN.RECON_ZONE_CHROMA_WEIGHT=1", "TRAIN.RECON_ZONE_NAMED_BOOST=3",
+                           "TRAIN.RECON_ZONE_NAMED_SHARE=0.6"])
+    cfg = load_config("synthface", ["TRAIN.RECON_ZONE_NAMED_BOOST=0", "TRAIN.RECON_ZONE_NAMED_SHARE=0.6"])
+    assert cfg.TRAIN.RECON_ZONE_NAMED_SHARE == 0.6
+
+
 def test_missing_required_path_names_key(tmp_path):
     f = tmp_path / "c.yml"
     f.write_text("DATA:\n  ROOT: /nonexistent/dataset\n")

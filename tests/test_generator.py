@@ -472,13 +472,29 @@ def test_unfold_blur_removes_the_two_pixel_pattern_and_adds_no_parameters():
     assert all(p.grad is not None for p in blurred.parameters())
 
 
+def test_replicate_border_reaches_every_fold_step_and_changes_only_the_rim():
+    """MODEL.G_BORDER replicate: every fold step's 3x3 convs and skip upsampling repeat the edge, no parameter
+    is added, and with the same weights the image differs from the zero border's most on its outer rows."""
+    g = Generator.from_config(load_config("synthface", ["MODEL.G_BORDER=replicate"]))
+    steps = [step for stage in g.stages for step in stage.folds]
+    assert all(m.border == "replicate" for step in steps for m in (step.conv_low.conv, step.conv_high.conv, step.to_rgb))
+    zero, replicate = tiny(), tiny(border="replicate")
+    assert sum(p.numel() for p in zero.parameters()) == sum(p.numel() for p in replicate.parameters())
+    replicate.load_state_dict(zero.state_dict())
+    mask, words, z = tiny_inputs(zero)
+    difference = (zero(mask, words, [z], noise_mode="const") - replicate(mask, words, [z], noise_mode="const")).abs()
+    rim, inside = difference[..., :2, :].mean(), difference[..., 24:40, 24:40].mean()
+    assert rim > 3 * inside > 0
+
+
 @pytest.mark.parametrize("switch, message", [
     ({"text_to_w": True}, "MODEL.TEXT_TO_W, MODEL.MASK_CONTEXT and MODEL.UNFOLD_BLUR must be off"),
     ({"unfold_blur": True}, "MODEL.TEXT_TO_W, MODEL.MASK_CONTEXT and MODEL.UNFOLD_BLUR must be off"),
     ({"mask_context": 2}, "MODEL.TEXT_TO_W, MODEL.MASK_CONTEXT and MODEL.UNFOLD_BLUR must be off"),
     ({"mask_kernel": 1}, "MODEL.MASK_KERNEL must be 3"),
     ({"mask_point_channels": 4}, "MODEL.MASK_POINT_CHANNELS 0"),
-    ({"pixel_stripes": True}, "MODEL.PIXEL_STRIPES must be off")])
+    ({"pixel_stripes": True}, "MODEL.PIXEL_STRIPES must be off"),
+    ({"border": "replicate"}, "MODEL.G_BORDER must be 'zero'")])
 def test_reference_transcription_refuses_what_the_reference_lacks(switch, message):
     g = tiny(**switch)
     mask, words, z = tiny_inputs(g)

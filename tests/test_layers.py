@@ -70,6 +70,17 @@ def test_upsample_is_upfirdn_up2_pad_2_1():
     torch.testing.assert_close(upsample2x(x), ref)
 
 
+def test_replicate_border_upsample_keeps_a_flat_input_flat_and_the_interior_unchanged():
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    ref = naive_upfirdn(padded, 2, (2, 1), blur_kernel(dtype=torch.float64) * 4)[..., 2:-2, 2:-2]
+    torch.testing.assert_close(upsample2x(x, "replicate"), ref)
+    torch.testing.assert_close(upsample2x(x, "replicate")[..., 2:-2, 2:-2], upsample2x(x)[..., 2:-2, 2:-2])
+    flat = torch.ones(1, 1, 4, 4)
+    assert torch.equal(upsample2x(flat, "replicate"), torch.ones(1, 1, 8, 8))
+    assert upsample2x(flat)[0, 0, 0, 3] == 0.75 and upsample2x(flat)[0, 0, 0, 0] == 0.5625   # zeros: a fading rim
+
+
 def test_blur_and_strided_blur_match_upfirdn():
     x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
     k = blur_kernel(dtype=torch.float64)
@@ -125,6 +136,21 @@ def test_modulated_conv_both_forms_equal_per_sample_loop(form):
         torch.testing.assert_close(conv(x, style, gain=1.5), naive_modconv(x, style, conv, True) * 1.5)
         conv.demodulate = False
         torch.testing.assert_close(conv(x, style, gain=1.5), naive_modconv(x, style, conv, False) * 1.5)
+
+
+@pytest.mark.parametrize("form", [contextlib.nullcontext, layers.modulated_activations], ids=["grouped", "activations"])
+def test_replicate_border_modulated_conv_is_the_zero_padded_conv_of_the_edge_repeated_input(form):
+    torch.manual_seed(0)
+    conv = ModulatedConv2d(4, 6, 3, style_dim=8, border="replicate").double()
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64, requires_grad=True)
+    style = torch.randn(2, 8, dtype=torch.float64, requires_grad=True)
+    with form():
+        ours = conv(x, style)
+        ref = naive_modconv(F.pad(x, (1, 1, 1, 1), mode="replicate"), style, conv, True)[..., 1:-1, 1:-1]
+        torch.testing.assert_close(ours, ref)
+        assert torch.autograd.gradgradcheck(lambda x, style: conv(x, style), (x, style))   # path length
+    with pytest.raises(ValueError, match="border must be one of"):
+        ModulatedConv2d(4, 6, 3, style_dim=8, border="reflect")
 
 
 def test_modulated_activations_give_path_length_gradients_of_the_per_sample_weights_form():

@@ -181,6 +181,7 @@ SCHEMA = {
         "PIXEL_STRIPES": _k(False, "two zero-initialised 1x1 heads on the last fold step give the amplitude of a 2-pixel stripe along each axis, added to the image: with the Unfold blurred, the only way to draw detail at the pixel grid's frequency (hair strands); not in the paper"),
         "PIXEL_STRIPES_CLASSES": _k([], "with PIXEL_STRIPES, the stripes only where the one-hot mask has these classes, e.g. [hair] (their amplitudes times the pixel's share of them); [] = everywhere (not in the paper)", NAMES),
         "TEXT_TO_W": _k(False, "also shift every w by a linear map of the caption's mean word feature, a global text route beside GCMF's per-pixel one (not in the paper; False = the reference)"),
+        "G_BORDER": _k("zero", "what G's 3x3 convs and its RGB-skip upsampling read beyond the image: 'zero' (reference, StyleGAN2: a flat colour fades toward the border, 0.75 of it on the outer row per upsampling, and G must learn to undo that) or 'replicate' (the edge pixels repeated: a flat colour stays flat to the border; not in the paper)", one_of("zero", "replicate")),
         "UNFOLD_INIT": _k("random", "init of the convs before each Unfold: 'random' (reference) or 'icnr' (Unfold starts as nearest upsampling: no checkerboard)", one_of("random", "icnr")),
     },
     "TRAIN": {
@@ -232,6 +233,55 @@ SCHEMA = {
         "GRID_SIZE": _k(8, "number of fixed test items in the sample grids", POSITIVE),
     },
 }
+
+
+# Keys that act only together with a partner key: set away from its default while the partner is off, such a key
+# would change nothing, silently, so a config that does so is an error. Only a partner switched off by a later
+# layer (the overrides, after the file: `--set TRAIN.RECON_WEIGHT=0` ablating a config that fades it) parks the
+# keys an earlier layer set. (key, partner, partner is on, what "on" is)
+PARTNERS = [
+    ("TEXT.ATTEND_EOT", "TEXT.FIXED_LENGTH", bool, "true"),
+    ("MODEL.MASK_POINT_CHANNELS", "MODEL.MASK_KERNEL", lambda v: v == 3, "3"),
+    ("MODEL.UNFOLD_BLUR_FINAL", "MODEL.UNFOLD_BLUR", bool, "true"),
+    ("MODEL.PIXEL_STRIPES_CLASSES", "MODEL.PIXEL_STRIPES", bool, "true"),
+    ("TRAIN.LR_RAMPDOWN_FINAL", "TRAIN.LR_RAMPDOWN_KIMG", lambda v: v > 0, "> 0"),
+    ("TRAIN.RECON_FADE_KIMG", "TRAIN.RECON_WEIGHT", lambda v: v > 0, "> 0"),
+    ("TRAIN.RECON_NAMED_ZONES", "TRAIN.RECON_NAMED_WEIGHT", lambda v: v > 0, "> 0"),
+    ("TRAIN.RECON_ZONE_NAMED_BOOST", "TRAIN.RECON_ZONE_CHROMA_WEIGHT", lambda v: v > 0, "> 0"),
+    ("TRAIN.RECON_ZONE_NAMED_SHARE", "TRAIN.RECON_ZONE_CHROMA_WEIGHT", lambda v: v > 0, "> 0"),
+    ("TRAIN.MODE_SEEKING_CAP", "TRAIN.MODE_SEEKING_WEIGHT", lambda v: v > 0, "> 0"),
+]
+# Keys that are alternatives to each other: at most one of each group may be set away from its default.
+ALTERNATIVES = [("TRAIN.RECON_ZONE_NAMED_BOOST", "TRAIN.RECON_ZONE_NAMED_SHARE")]
+
+
+def _value(cfg, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _is_default(cfg, key: str) -> bool:
+    return _value(cfg, key) == _leaf(key)[0][0]
+
+
+def check_partners(cfg: EasyDict, source: str = "config", layers: dict[str, int] | None = None):
+    """One ConfigError for the first key that would act on nothing (PARTNERS) or that is set together with its
+    alternative (ALTERNATIVES). `layers`: key -> the last layer that set it (1 the file, 2 the overrides; 0 the
+    defaults)."""
+    layer = (layers or {}).get
+    for key, partner, is_on, on in PARTNERS:
+        parked = layer(partner, 0) > layer(key, 0)
+        if not _is_default(cfg, key) and not is_on(_value(cfg, partner)) and not parked:
+            raise ConfigError(f"{source}: {key} = {_value(cfg, key)!r} acts only with {partner} {on}, which is "
+                              f"{_value(cfg, partner)!r}: set {partner} too, or leave {key} at its default "
+                              f"{_leaf(key)[0][0]!r}")
+    for group in ALTERNATIVES:
+        chosen = [key for key in group if not _is_default(cfg, key)]
+        if len(chosen) > 1:
+            raise ConfigError(f"{source}: " + " and ".join(f"{key} = {_value(cfg, key)!r}" for key in chosen)
+                              + ": expected only one of them set (each replaces the other)")
 
 
 def _defaults(schema) -> dict:
@@ -346,7 +396,7 @@ def find_config(path: str | Path) -> Path:
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> EasyDict:
     """Defaults, then the YAML file at `path` (a file, or a bare name: see find_config), then
     `KEY.SUB=VALUE` overrides."""
-    cfg = default_config()
+    cfg, layers = default_config(), {}
     if path is not None:
         path = find_config(path)
         if not path.is_file():
@@ -359,6 +409,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ea
             raise ConfigError(f"{path}: expected a mapping of keys at the top level")
         for key, value in _flatten(tree).items():
             _set(cfg, key, value, str(path))
+        layers.update(dict.fromkeys(_flatten(tree), 1))
         cfg._source = str(path)
     for item in overrides:
         if "=" not in item:
@@ -369,15 +420,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ea
         if leaf is not None and not isinstance(leaf, dict) and isinstance(leaf[0], str):
             value = text  # strings are taken verbatim, so '0' or 'true' stay strings
         _set(cfg, key, value, f"--set {item}")
+        layers[key] = 2
+    source = str(path) if path is not None else "defaults"
+    check_partners(cfg, f"{source} with --set" if overrides else source, layers)
     return cfg
 
 
 def resolve_path(cfg: EasyDict, key: str) -> Path:
     """The path held by config `key`, resolved against project_home() when relative."""
-    node = cfg
-    for part in key.split("."):
-        node = node[part]
-    p = Path(node).expanduser()
+    p = Path(_value(cfg, key)).expanduser()
     return p if p.is_absolute() else project_home() / p
 
 

@@ -20,8 +20,9 @@ Deviations from the reference, all opt-in or harmless: noise maps can be passed 
 (`noise_mode`), `word_padding` masks padded words, `input_is_latent` works, `mean_latent` exists,
 and the dead parameters (fc1, stage-0 conv_merge, GCMF modulation and positional maps) are gone.
 Opt-in architecture switches (docs/faithfulness.md): `unfold_init="icnr"`, `unfold_blur`, `text_to_w`,
-`mask_context` (dilated convs give each pixel's mask feature the face around it), and `fold_skip` ("mask" /
-"fusion": the stage's rows projected into every fold step, zero-initialised).
+`mask_context` (dilated convs give each pixel's mask feature the face around it), `fold_skip` ("mask" /
+"fusion": the stage's rows projected into every fold step, zero-initialised) and `border="replicate"` (the fold
+steps' convs and skip upsampling repeat the edge pixels instead of reading zeros beyond them).
 """
 from __future__ import annotations
 
@@ -169,7 +170,7 @@ class FoldStep(nn.Module):
     """
 
     def __init__(self, in_ch: int, out_ch: int, style_dim: int, unfold_init: str = "random",
-                 skip_dim: int = 0, unfold_blur: bool = False):
+                 skip_dim: int = 0, unfold_blur: bool = False, border: str = "zero"):
         super().__init__()
         # MODEL.UNFOLD_BLUR: a [1,2,1]² low-pass after the Unfold. Once training pulls the four sub-pixel
         # channel groups apart, Unfold alone paints a 2-pixel pattern (stripes, checkerboard) that an R1-smoothed
@@ -179,9 +180,10 @@ class FoldStep(nn.Module):
             raise ValueError(f"fold-step width {out_ch} must be divisible by 4 (Unfold)")
         if unfold_init not in UNFOLD_INITS:
             raise ValueError(f"unfold_init must be one of {UNFOLD_INITS}, got {unfold_init!r}")
-        self.conv_low = StyledConv(in_ch, out_ch, style_dim)
-        self.conv_high = StyledConv(out_ch // 4, out_ch, style_dim)
-        self.to_rgb = ToRGB(out_ch, style_dim)
+        # MODEL.G_BORDER: what the 3x3 convs and the skip's upsampling read beyond the image (layers.BORDERS).
+        self.conv_low = StyledConv(in_ch, out_ch, style_dim, border=border)
+        self.conv_high = StyledConv(out_ch // 4, out_ch, style_dim, border=border)
+        self.to_rgb = ToRGB(out_ch, style_dim, border=border)
         # Fold skip (MODEL.FOLD_SKIP): a linear projection of the stage's per-pixel rows (mask features,
         # with "fusion" also GCMF's output) at this step's output resolution, added to conv_high's output.
         # It starts at zero, so training starts from the reference network and grows the skip as the
@@ -227,7 +229,7 @@ class SynthesisStage(nn.Module):
     def __init__(self, index: int, res: int, channels: dict[int, int], style_dim: int,
                  text_dim: int, mask_dim: int, gcmf_gate: bool, gcmf_dropout: float,
                  gcmf_chunk: int, unfold_init: str = "random", fold_skip: str = "none",
-                 unfold_blur: bool = False):
+                 unfold_blur: bool = False, border: str = "zero"):
         super().__init__()
         self.index, self.res = index, res
         hidden = channels[res // 4]
@@ -249,7 +251,8 @@ class SynthesisStage(nn.Module):
         self.folds = nn.ModuleList(
             FoldStep((folded if index == 0 else hidden) if f == 0 else channels[res // 4 * 2 ** f],
                      channels[res // 4 * 2 ** (f + 1)], style_dim, unfold_init,
-                     skip_dim={"none": 0, "mask": mask_dim, "fusion": 2 * mask_dim}[fold_skip], unfold_blur=unfold_blur)
+                     skip_dim={"none": 0, "mask": mask_dim, "fusion": 2 * mask_dim}[fold_skip], unfold_blur=unfold_blur,
+                     border=border)
             for f in range(FOLDS_PER_STAGE))
         self.fold_skip = fold_skip
 
@@ -346,7 +349,7 @@ class Generator(nn.Module):
                  fold_skip: str = "none", text_to_w: bool = False,
                  unfold_blur: bool = False, unfold_blur_final: bool = True, mask_context: int = 0,
                  mask_kernel: int = 3, mask_point_channels: int = 0, pixel_stripes: bool = False,
-                 pixel_stripes_classes: Sequence[int] = ()):
+                 pixel_stripes_classes: Sequence[int] = (), border: str = "zero"):
         super().__init__()
         self.size, self.style_dim, self.text_dim = size, style_dim, text_dim
         self.mask_channels = mask_channels
@@ -369,7 +372,7 @@ class Generator(nn.Module):
         self.input = ConstantInput(self.channels[FIRST_RES], FIRST_RES)
         self.stages = nn.ModuleList(
             SynthesisStage(i, res, self.channels, style_dim, text_dim, mask_dim, gcmf_gate,
-                           gcmf_dropout, gcmf_chunk, unfold_init, fold_skip, unfold_blur)
+                           gcmf_dropout, gcmf_chunk, unfold_init, fold_skip, unfold_blur, border)
             for i, res in enumerate(resolutions))
         # MODEL.UNFOLD_BLUR_FINAL false: the output's own pixels are not low-passed; the blur on every coarser Unfold
         # still keeps 2-pixel patterns out of everything below them (docs/diagnosis.md, 18).
@@ -402,7 +405,8 @@ class Generator(nn.Module):
                    unfold_blur_final=cfg.MODEL.UNFOLD_BLUR_FINAL,
                    mask_context=cfg.MODEL.MASK_CONTEXT, mask_kernel=cfg.MODEL.MASK_KERNEL,
                    mask_point_channels=cfg.MODEL.MASK_POINT_CHANNELS, pixel_stripes=cfg.MODEL.PIXEL_STRIPES,
-                   pixel_stripes_classes=label_ids(cfg.MODEL.PIXEL_STRIPES_CLASSES, "MODEL.PIXEL_STRIPES_CLASSES"))
+                   pixel_stripes_classes=label_ids(cfg.MODEL.PIXEL_STRIPES_CLASSES, "MODEL.PIXEL_STRIPES_CLASSES"),
+                   border=cfg.MODEL.G_BORDER)
 
     # --------------------------------------------------------------------------------------------
     # Latents and noise

@@ -312,14 +312,24 @@ def blur(x: torch.Tensor, padding: int, stride: int = 1) -> torch.Tensor:
     return conv2d(x, k, stride=stride, padding=padding, groups=c)
 
 
-def upsample2x(x: torch.Tensor) -> torch.Tensor:
+# What G's 3x3 convs and RGB-skip upsampling read beyond the image (MODEL.G_BORDER): "zero" (the reference,
+# StyleGAN2) or "replicate" (the edge pixels repeated).
+BORDERS = ("zero", "replicate")
+
+
+def upsample2x(x: torch.Tensor, border: str = "zero") -> torch.Tensor:
     """upfirdn2d(up=2, [1,3,3,1]⊗[1,3,3,1]·4, pad (2,1)) as one depthwise transposed conv.
 
     Output o draws x[i]·k[o + 1 − 2i]; for a symmetric 4-tap kernel this is exactly the zero-insert,
-    pad (2,1), 4×4 FIR of the reference.
+    pad (2,1), 4×4 FIR of the reference. Its zeros beyond the border scale a flat input by 0.75 on the outer
+    row (0.56 in the corners); border "replicate" repeats the edge instead, so a flat input stays flat (the
+    interior is the same).
     """
     c = x.shape[1]
     k = (blur_kernel(x.device, x.dtype) * 4).expand(c, 1, 4, 4)
+    if border == "replicate":
+        y = F.conv_transpose2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k, stride=2, padding=1, groups=c)
+        return y[..., 2:-2, 2:-2]
     return F.conv_transpose2d(x, k, stride=2, padding=1, groups=c)
 
 
@@ -394,12 +404,15 @@ class ModulatedConv2d(nn.Module):
     """
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int, style_dim: int,
-                 demodulate: bool = True):
+                 demodulate: bool = True, border: str = "zero"):
         super().__init__()
+        if border not in BORDERS:
+            raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
         self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel_size, kernel_size))
         self.modulation = EqualLinear(style_dim, in_ch, bias_init=1.0)
         self.scale = 1.0 / math.sqrt(in_ch * kernel_size ** 2)
         self.demodulate = demodulate
+        self.border = border
         self.padding = kernel_size // 2
 
     def styles(self, style: torch.Tensor, gain: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -419,28 +432,31 @@ class ModulatedConv2d(nn.Module):
         return self.weight.unsqueeze(0) * factor[:, :, :, None, None]
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        padding = self.padding
+        if self.border == "replicate" and padding:
+            x, padding = F.pad(x, (padding,) * 4, mode="replicate"), 0
         b, c, h, w = x.shape
         if _modulating_activations:
             s, demod = self.styles(style, gain)
-            y = conv2d(x * s.to(x.dtype)[:, :, None, None], self.weight, padding=self.padding)
+            y = conv2d(x * s.to(x.dtype)[:, :, None, None], self.weight, padding=padding)
             return y if demod is None else y * demod.to(y.dtype)[:, :, None, None]
         weight = self.sample_weights(style, gain)
         out_ch = weight.shape[1]
         y = conv2d(x.reshape(1, b * c, h, w), weight.reshape(b * out_ch, c, *weight.shape[3:]),
-                   padding=self.padding, groups=b)
+                   padding=padding, groups=b)
         return y.view(b, out_ch, *y.shape[2:])
 
     def extra_repr(self):
         out_ch, in_ch, k, _ = self.weight.shape
-        return f"{in_ch}, {out_ch}, k={k}, demodulate={self.demodulate}"
+        return f"{in_ch}, {out_ch}, k={k}, demodulate={self.demodulate}, border={self.border}"
 
 
 class StyledConv(nn.Module):
     """ModulatedConv2d 3×3, noise injection (one learned scalar, init 0), fused leaky ReLU."""
 
-    def __init__(self, in_ch: int, out_ch: int, style_dim: int, kernel_size: int = 3):
+    def __init__(self, in_ch: int, out_ch: int, style_dim: int, kernel_size: int = 3, border: str = "zero"):
         super().__init__()
-        self.conv = ModulatedConv2d(in_ch, out_ch, kernel_size, style_dim)
+        self.conv = ModulatedConv2d(in_ch, out_ch, kernel_size, style_dim, border=border)
         self.noise_weight = nn.Parameter(torch.zeros(1))
         self.bias = nn.Parameter(torch.zeros(out_ch))
 
@@ -460,10 +476,11 @@ class StyledConv(nn.Module):
 class ToRGB(nn.Module):
     """1×1 modulated conv to RGB (no demodulation) + bias, plus the 2× upsampled previous skip."""
 
-    def __init__(self, in_ch: int, style_dim: int, out_ch: int = 3):
+    def __init__(self, in_ch: int, style_dim: int, out_ch: int = 3, border: str = "zero"):
         super().__init__()
         self.conv = ModulatedConv2d(in_ch, out_ch, 1, style_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, out_ch, 1, 1))
+        self.border = border
 
     def forward(self, x, style, skip: torch.Tensor | None = None):
         b, c, h, w = x.shape
@@ -474,7 +491,7 @@ class ToRGB(nn.Module):
         rgb = at_least_float32(rgb.view(b, -1, h, w))
         if skip is not None:
             with torch.autocast(rgb.device.type, enabled=False):
-                rgb = rgb + upsample2x(skip)
+                rgb = rgb + upsample2x(skip, self.border)
         return rgb
 
 

@@ -214,6 +214,8 @@ def literal_reference_forward(g, mask, words, latents, noise=None, padding=None)
     if g.mask_encoder.kernel_size != (3, 3) or g.point_taps is not None:
         raise ValueError("the reference encodes the mask with one 3x3 conv (MODEL.MASK_KERNEL must be 3, "
                          "MODEL.MASK_POINT_CHANNELS 0)")
+    if any(step.to_rgb.border != "zero" for stage in g.stages for step in stage.folds):
+        raise ValueError("the reference pads G's convs and skip upsampling with zeros (MODEL.G_BORDER must be 'zero')")
     b = mask.shape[0]
     noise = [None] * g.num_layers if noise is None else noise
     text = _text(g, words)

@@ -419,11 +419,7 @@ class Trainer:
         caption of the training split; None without it (PhaseBatch then reads TRAIN.RECON_ZONE_NAMED_BOOST)."""
         train = self.cfg.TRAIN
         if train.RECON_ZONE_NAMED_SHARE <= 0:
-            return None
-        if train.RECON_ZONE_NAMED_BOOST > 0:
-            raise ConfigError(f"TRAIN.RECON_ZONE_NAMED_SHARE = {train.RECON_ZONE_NAMED_SHARE} and "
-                              f"TRAIN.RECON_ZONE_NAMED_BOOST = {train.RECON_ZONE_NAMED_BOOST}: expected only one "
-                              "of them > 0 (the share sets each zone's weight itself)")
+            return None          # (load_config refuses the share together with the boost)
         captions = [c for i in range(len(self.dataset)) for c in self.dataset.captions(i)]
         return named_zone_weights(captions, train.RECON_ZONE_NAMED_SHARE)
 
