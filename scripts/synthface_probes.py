@@ -19,6 +19,9 @@
   attribute whatever the caption says?
 * edges (with --ckpt): the samples' high-frequency energy on the edge pixels of each mask class (formulas.region_edges)
   over the real faces', with each class's share of the real faces' edge energy: which edges are soft?
+* border (with --ckpt): in 8-bit levels, how much brighter the background's outer 2 pixels are than its band 4-8
+  pixels in (a rim or frame along the image border), and how far the background's colour strays within one image
+  (blotches), samples and real faces: does G paint a frame?
 """
 import argparse
 import json
@@ -182,6 +185,32 @@ def edges_probe(ckpt: str, batch) -> dict:
     return out
 
 
+def band_mean(levels: torch.Tensor, background: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """(B,) mean of (B,H,W) `levels` over the background pixels lo..hi-1 pixels in from the image border."""
+    size = levels.shape[-1]
+    depth = torch.arange(size)
+    depth = torch.minimum(depth, size - 1 - depth)
+    inset = torch.minimum(depth[:, None], depth[None, :])          # pixels to the nearest border
+    inside = background & (inset >= lo) & (inset < hi)
+    return (levels * inside).sum((1, 2)) / inside.sum((1, 2)).clamp(min=1)
+
+
+@torch.no_grad()
+def border_probe(ckpt: str, batch) -> dict:
+    g_ema, cfg = load_generator(ckpt)
+    fake = generation.sample(g_ema, TextEncoder.from_config(cfg), cfg, batch["mask"], list(batch["caption"]),
+                             list(range(len(batch["caption"]))), batch_size=50, amp="none")
+    background = batch["labels"] == LABEL_ID["background"]
+    out = {}
+    for name, images in (("samples", fake), ("real", batch["image"])):
+        levels = (images.float().clamp(-1, 1) + 1) * 127.5
+        rim = band_mean(levels.mean(1), background, 0, 2) - band_mean(levels.mean(1), background, 4, 8)
+        spread = [levels[i][:, background[i]].std(1).mean() for i in range(len(levels)) if background[i].sum() > 1]
+        out[f"border/{name}/rim_levels"] = rim.mean().item()
+        out[f"border/{name}/background_std_levels"] = torch.stack(spread).mean().item()
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cfg", required=True, help="the config whose dataset, CLIP and parser are probed")
@@ -201,6 +230,7 @@ def probe(args) -> None:
         results.update(attention_probe(args.ckpt, test))
         results.update(response_probe(args.ckpt, test))
         results.update(edges_probe(args.ckpt, test))
+        results.update(border_probe(args.ckpt, test))
     for key, value in results.items():
         print(f"{key}: {value:.4f}")
 

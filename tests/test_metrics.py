@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import load_script
 from pixelface.data.masks import accuracy_from_confusion, confusion_matrix
 from pixelface.evaluation import extractors, stats_cache
 from pixelface.evaluation.extractors import MissingWeightsError
@@ -260,3 +261,16 @@ def test_inception_extractor_gives_2048_features_from_a_local_file(tmp_path, mon
     torch.save(net.state_dict(), path)
     features = extractors.InceptionExtractor(path)(torch.rand(2, 3, 32, 32) * 2 - 1)
     assert features.shape == (2, 2048) and torch.isfinite(features).all()
+
+
+def test_border_band_mean_reads_the_background_band_at_its_inset():
+    """scripts/synthface_probes.py's frame measure: a background whose outer 2 pixels are brighter reads that rim
+    in the 0-2 band only, and pixels of other classes never count."""
+    probes = load_script("synthface_probes")
+    levels = torch.full((1, 16, 16), 100.0)
+    levels[:, :2, :] = levels[:, -2:, :] = levels[:, :, :2] = levels[:, :, -2:] = 130.0
+    background = torch.ones(1, 16, 16, dtype=torch.bool)
+    background[:, 6:10, 6:10] = False
+    levels[:, 6:10, 6:10] = 255.0
+    assert probes.band_mean(levels, background, 0, 2).item() == 130.0
+    assert probes.band_mean(levels, background, 4, 8).item() == 100.0

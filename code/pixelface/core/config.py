@@ -181,7 +181,7 @@ SCHEMA = {
         "PIXEL_STRIPES": _k(False, "two zero-initialised 1x1 heads on the last fold step give the amplitude of a 2-pixel stripe along each axis, added to the image: with the Unfold blurred, the only way to draw detail at the pixel grid's frequency (hair strands); not in the paper"),
         "PIXEL_STRIPES_CLASSES": _k([], "with PIXEL_STRIPES, the stripes only where the one-hot mask has these classes, e.g. [hair] (their amplitudes times the pixel's share of them); [] = everywhere (not in the paper)", NAMES),
         "TEXT_TO_W": _k(False, "also shift every w by a linear map of the caption's mean word feature, a global text route beside GCMF's per-pixel one (not in the paper; False = the reference)"),
-        "G_BORDER": _k("zero", "what G's 3x3 convs and its RGB-skip upsampling read beyond the image: 'zero' (reference, StyleGAN2: a flat colour fades toward the border, 0.75 of it on the outer row per upsampling, and G must learn to undo that) or 'replicate' (the edge pixels repeated: a flat colour stays flat to the border; not in the paper)", one_of("zero", "replicate")),
+        "G_BORDER": _k("zero", "what G's 3x3 convs and its RGB-skip upsampling read beyond the image: 'zero' (reference, StyleGAN2: a flat colour fades toward the border, 0.75 of it on the outer row per upsampling, and G must learn to undo that) or 'replicate' (the edge pixels repeated: a flat colour stays flat to the border; not in the paper), or 'replicate_skip' (the skip upsampling only)", one_of("zero", "replicate", "replicate_skip")),
         "UNFOLD_INIT": _k("random", "init of the convs before each Unfold: 'random' (reference) or 'icnr' (Unfold starts as nearest upsampling: no checkerboard)", one_of("random", "icnr")),
     },
     "TRAIN": {

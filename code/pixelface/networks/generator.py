@@ -43,6 +43,7 @@ from pixelface.networks.layers import (ACT_GAIN, ConstantInput, EqualLinear, Pix
 FIRST_RES = 16          # the constant input and the first stage live at 16²
 FOLDS_PER_STAGE = 2     # each stage multiplies the resolution by 4
 NOISE_MODES = ("random", "const", "none")
+G_BORDERS = ("zero", "replicate", "replicate_skip")
 CONST_NOISE_SEED = 0    # const noise buffers are the same in every build
 
 
@@ -180,10 +181,14 @@ class FoldStep(nn.Module):
             raise ValueError(f"fold-step width {out_ch} must be divisible by 4 (Unfold)")
         if unfold_init not in UNFOLD_INITS:
             raise ValueError(f"unfold_init must be one of {UNFOLD_INITS}, got {unfold_init!r}")
-        # MODEL.G_BORDER: what the 3x3 convs and the skip's upsampling read beyond the image (layers.BORDERS).
-        self.conv_low = StyledConv(in_ch, out_ch, style_dim, border=border)
-        self.conv_high = StyledConv(out_ch // 4, out_ch, style_dim, border=border)
-        self.to_rgb = ToRGB(out_ch, style_dim, border=border)
+        # MODEL.G_BORDER: what the 3x3 convs and the skip's upsampling read beyond the image: "zero" both,
+        # "replicate" both, "replicate_skip" the skip's upsampling only.
+        if border not in G_BORDERS:
+            raise ValueError(f"border must be one of {G_BORDERS}, got {border!r}")
+        conv_border = "replicate" if border == "replicate" else "zero"
+        self.conv_low = StyledConv(in_ch, out_ch, style_dim, border=conv_border)
+        self.conv_high = StyledConv(out_ch // 4, out_ch, style_dim, border=conv_border)
+        self.to_rgb = ToRGB(out_ch, style_dim, border="zero" if border == "zero" else "replicate")
         # Fold skip (MODEL.FOLD_SKIP): a linear projection of the stage's per-pixel rows (mask features,
         # with "fusion" also GCMF's output) at this step's output resolution, added to conv_high's output.
         # It starts at zero, so training starts from the reference network and grows the skip as the
