@@ -178,6 +178,8 @@ CASES = [
     Case("eval-caption", "main", lambda s: smoke_args(s, "DATA.EVAL_CAPTION=10"), "DATA.EVAL_CAPTION = 10"),
     Case("key-without-partner", "main", lambda s: smoke_args(s, "TRAIN.RECON_ZONE_NAMED_SHARE=0.6"),
          "TRAIN.RECON_ZONE_NAMED_SHARE = 0.6 acts only with TRAIN.RECON_ZONE_CHROMA_WEIGHT > 0, which is 0.0"),
+    Case("set-bad-yaml", "main", lambda s: smoke_args(s, "TRAIN.EVAL_METRICS=[fid_clip,clip_score"),
+         "--set TRAIN.EVAL_METRICS=[fid_clip,clip_score: the value is not valid YAML"),
     Case("set-without-value", "main", lambda s: smoke_args(s, "TRAIN.LR_G"), "--set TRAIN.LR_G: expected KEY.SUB=VALUE"),
     Case("cfg-missing", "main", lambda s: ["--cfg", str(s["tmp"] / "nope.yml"), "--out", str(s["out"])], "nope.yml does not exist"),
     Case("cfg-not-yaml", "main", lambda s: ["--cfg", str(write(s["tmp"] / "bad.yml", "TRAIN: [1, 2\n")), "--out", str(s["out"])],

@@ -473,11 +473,14 @@ def test_unfold_blur_removes_the_two_pixel_pattern_and_adds_no_parameters():
 
 
 def test_replicate_border_reaches_every_fold_step_and_changes_only_the_rim():
-    """MODEL.G_BORDER replicate: every fold step's 3x3 convs and skip upsampling repeat the edge, no parameter
-    is added, and with the same weights the image differs from the zero border's most on its outer rows."""
-    g = Generator.from_config(load_config("synthface", ["MODEL.G_BORDER=replicate"]))
-    steps = [step for stage in g.stages for step in stage.folds]
-    assert all(m.border == "replicate" for step in steps for m in (step.conv_low.conv, step.conv_high.conv, step.to_rgb))
+    """MODEL.G_BORDER replicate: every fold step's 3x3 convs and skip upsampling repeat the edge (replicate_skip: the
+    upsampling only), no parameter is added, and with the same weights the image differs from the zero border's most
+    on its outer rows."""
+    for value, convs, skip in (("replicate", "replicate", "replicate"), ("replicate_skip", "zero", "replicate")):
+        g = Generator.from_config(load_config("synthface", [f"MODEL.G_BORDER={value}"]))
+        steps = [step for stage in g.stages for step in stage.folds]
+        assert all(step.conv_low.conv.border == step.conv_high.conv.border == convs for step in steps)
+        assert all(step.to_rgb.border == skip for step in steps)
     zero, replicate = tiny(), tiny(border="replicate")
     assert sum(p.numel() for p in zero.parameters()) == sum(p.numel() for p in replicate.parameters())
     replicate.load_state_dict(zero.state_dict())

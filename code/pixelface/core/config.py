@@ -416,7 +416,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ea
             raise ConfigError(f"--set {item}: expected KEY.SUB=VALUE")
         key, text = item.split("=", 1)
         leaf, _ = _leaf(key)
-        value = yaml.safe_load(text) if text.strip() else ""
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
         if leaf is not None and not isinstance(leaf, dict) and isinstance(leaf[0], str):
             value = text  # strings are taken verbatim, so '0' or 'true' stay strings
         _set(cfg, key, value, f"--set {item}")

@@ -312,8 +312,8 @@ def blur(x: torch.Tensor, padding: int, stride: int = 1) -> torch.Tensor:
     return conv2d(x, k, stride=stride, padding=padding, groups=c)
 
 
-# What G's 3x3 convs and RGB-skip upsampling read beyond the image (MODEL.G_BORDER): "zero" (the reference,
-# StyleGAN2) or "replicate" (the edge pixels repeated).
+# What a modulated conv or the RGB-skip upsampling reads beyond the image: "zero" (the reference, StyleGAN2) or
+# "replicate" (the edge pixels repeated). MODEL.G_BORDER picks it for G's fold steps.
 BORDERS = ("zero", "replicate")
 
 
